@@ -1,0 +1,273 @@
+//! `ProviderConfig` (driftless.dev/v1alpha1, cluster-scoped) and the AWS SDK
+//! session built from it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use driftless_provider::{CallCounter, CloudError, ConfigSource};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, CustomResource};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::calls::CountCalls;
+
+/// Where AWS credentials come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CredentialsSource {
+    /// The SDK's default chain: environment, shared config, web identity
+    /// (IRSA), container and instance metadata.
+    #[default]
+    Default,
+    /// Only `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and
+    /// `AWS_SESSION_TOKEN`) of the controller's environment.
+    Environment,
+    /// Keys `aws_access_key_id`, `aws_secret_access_key` and optionally
+    /// `aws_session_token` of a Secret.
+    Secret,
+}
+
+/// A Secret anywhere in the cluster (ProviderConfig is cluster-scoped).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretReference {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.source != 'Secret' || has(self.secretRef)",
+     "message": "credentials.secretRef is required when credentials.source is Secret"}
+]))]
+pub struct CredentialsConfig {
+    #[serde(default)]
+    pub source: CredentialsSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+}
+
+/// Region, endpoint and credentials for AWS. Managed resources name one in
+/// `spec.providerConfigRef` (default: `default`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "driftless.dev",
+    version = "v1alpha1",
+    kind = "ProviderConfig",
+    category = "driftless",
+    printcolumn = r#"{"name":"REGION","type":"string","jsonPath":".spec.region"}"#,
+    printcolumn = r#"{"name":"ENDPOINT","type":"string","jsonPath":".spec.endpoint"}"#,
+    printcolumn = r#"{"name":"CREDENTIALS","type":"string","jsonPath":".spec.credentials.source"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderConfigSpec {
+    /// Default region, e.g. `us-east-1`.
+    #[schemars(length(min = 1))]
+    pub region: String,
+    /// API endpoint for every service, e.g. `http://127.0.0.1:4566` for
+    /// LocalStack. When unset, `AWS_ENDPOINT_URL` of the controller applies,
+    /// then AWS's own endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+    /// S3 path-style addressing (`endpoint/bucket`). Default: true when an
+    /// endpoint is set, false otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_force_path_style: Option<bool>,
+}
+
+/// A ready-to-use SDK configuration for one ProviderConfig.
+#[derive(Clone, Debug)]
+pub struct AwsSession {
+    pub sdk: SdkConfig,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub s3_path_style: bool,
+    calls: Arc<CallCounter>,
+}
+
+impl AwsSession {
+    /// The interceptor every service client must carry, so no call goes uncounted.
+    pub(crate) fn count_calls(&self) -> CountCalls {
+        CountCalls(self.calls.clone())
+    }
+}
+
+/// Sessions are re-read at most this often, so that credential rotation and
+/// ProviderConfig edits apply without hammering the API server.
+const SESSION_TTL: Duration = Duration::from_secs(30);
+
+/// The AWS provider: builds sessions and counts every call made through them.
+#[derive(Default)]
+pub struct Aws {
+    calls: Arc<CallCounter>,
+    sessions: Mutex<HashMap<String, (Instant, AwsSession)>>,
+}
+
+impl Aws {
+    pub fn new(calls: Arc<CallCounter>) -> Self {
+        Self {
+            calls,
+            sessions: Mutex::default(),
+        }
+    }
+
+    pub fn calls(&self) -> &Arc<CallCounter> {
+        &self.calls
+    }
+
+    /// The session for `provider_config`, from the cluster or the environment.
+    pub async fn session(
+        &self,
+        source: &ConfigSource,
+        provider_config: &str,
+    ) -> Result<AwsSession, CloudError> {
+        let key = match source {
+            ConfigSource::Cluster(_) => format!("cluster/{provider_config}"),
+            ConfigSource::Environment => "environment".to_string(),
+        };
+        if let Some((at, s)) = self.sessions.lock().expect("sessions poisoned").get(&key) {
+            if at.elapsed() < SESSION_TTL {
+                return Ok(s.clone());
+            }
+        }
+        let session = match source {
+            ConfigSource::Cluster(client) => {
+                let spec = read_provider_config(client, provider_config).await?;
+                let creds = match spec.credentials.source {
+                    CredentialsSource::Secret => {
+                        let r = spec.credentials.secret_ref.as_ref().ok_or_else(|| {
+                            CloudError::terminal(
+                                "InvalidProviderConfig",
+                                format!("ProviderConfig {provider_config}: credentials.secretRef is required"),
+                            )
+                        })?;
+                        Some(read_secret_credentials(client, r).await?)
+                    }
+                    CredentialsSource::Environment => Some(env_credentials()?),
+                    CredentialsSource::Default => None,
+                };
+                self.build(&spec, creds).await
+            }
+            ConfigSource::Environment => {
+                let region = std::env::var("AWS_REGION")
+                    .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|_| "us-east-1".into());
+                let spec = ProviderConfigSpec {
+                    region,
+                    endpoint: None,
+                    credentials: CredentialsConfig::default(),
+                    s3_force_path_style: None,
+                };
+                self.build(&spec, None).await
+            }
+        };
+        self.sessions
+            .lock()
+            .expect("sessions poisoned")
+            .insert(key, (Instant::now(), session.clone()));
+        Ok(session)
+    }
+
+    async fn build(&self, spec: &ProviderConfigSpec, creds: Option<Credentials>) -> AwsSession {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(spec.region.clone()));
+        if let Some(endpoint) = &spec.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(creds) = creds {
+            loader = loader.credentials_provider(SharedCredentialsProvider::new(creds));
+        }
+        let sdk = loader.load().await;
+        let endpoint = sdk.endpoint_url().map(str::to_string);
+        AwsSession {
+            region: spec.region.clone(),
+            s3_path_style: spec.s3_force_path_style.unwrap_or(endpoint.is_some()),
+            endpoint,
+            sdk,
+            calls: self.calls.clone(),
+        }
+    }
+}
+
+async fn read_provider_config(
+    client: &kube::Client,
+    name: &str,
+) -> Result<ProviderConfigSpec, CloudError> {
+    let api: Api<ProviderConfig> = Api::all(client.clone());
+    match api.get_opt(name).await {
+        Ok(Some(pc)) => Ok(pc.spec),
+        Ok(None) => Err(CloudError::retryable(
+            "ProviderConfigNotFound",
+            format!("ProviderConfig {name} does not exist"),
+        )),
+        Err(e) => Err(CloudError::retryable(
+            "KubernetesError",
+            format!("reading ProviderConfig {name}: {e}"),
+        )),
+    }
+}
+
+async fn read_secret_credentials(
+    client: &kube::Client,
+    r: &SecretReference,
+) -> Result<Credentials, CloudError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+    let secret = api
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| {
+            CloudError::retryable(
+                "KubernetesError",
+                format!("reading Secret {}/{}: {e}", r.namespace, r.name),
+            )
+        })?
+        .ok_or_else(|| {
+            CloudError::retryable(
+                "SecretNotFound",
+                format!("credentials Secret {}/{} does not exist", r.namespace, r.name),
+            )
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let get = |key: &str| {
+        data.get(key)
+            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+    };
+    let missing = |key: &str| {
+        CloudError::terminal(
+            "InvalidSecret",
+            format!("credentials Secret {}/{} has no key {key}", r.namespace, r.name),
+        )
+    };
+    Ok(Credentials::new(
+        get("aws_access_key_id").ok_or_else(|| missing("aws_access_key_id"))?,
+        get("aws_secret_access_key").ok_or_else(|| missing("aws_secret_access_key"))?,
+        get("aws_session_token"),
+        None,
+        "driftless-secret",
+    ))
+}
+
+fn env_credentials() -> Result<Credentials, CloudError> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => Ok(Credentials::new(
+            id,
+            secret,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "driftless-environment",
+        )),
+        _ => Err(CloudError::terminal(
+            "MissingCredentials",
+            "credentials.source is Environment but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set",
+        )),
+    }
+}

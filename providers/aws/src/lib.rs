@@ -1,0 +1,39 @@
+//! AWS for driftless: the ProviderConfig, the SDK session it yields, and one
+//! file per managed kind (`s3/bucket.rs`, `ec2/vpc.rs`, ...).
+
+mod calls;
+pub mod config;
+mod errors;
+pub mod s3;
+
+use std::sync::Arc;
+
+use driftless_provider::{
+    CloudError, ConfigSource, Connector, External, KindVisitor, ManagedKind,
+};
+
+pub use config::{Aws, AwsSession, ProviderConfig};
+pub use s3::bucket::Bucket;
+
+/// A kind this provider serves: how to build its cloud client from a session.
+pub(crate) trait AwsKind: ManagedKind {
+    fn external(session: &AwsSession, spec: &Self::ForProvider) -> Arc<dyn External<Self>>;
+}
+
+#[async_trait::async_trait]
+impl<K: AwsKind> Connector<K> for Aws {
+    async fn connect(
+        &self,
+        source: &ConfigSource,
+        provider_config: &str,
+        spec: &K::ForProvider,
+    ) -> Result<Arc<dyn External<K>>, CloudError> {
+        let session = self.session(source, provider_config).await?;
+        Ok(K::external(&session, spec))
+    }
+}
+
+/// Every kind AWS serves. Adding a kind adds one line here.
+pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
+    visitor.visit::<Bucket>(aws.clone());
+}

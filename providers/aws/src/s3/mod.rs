@@ -1,0 +1,3 @@
+//! Amazon S3 kinds.
+
+pub mod bucket;

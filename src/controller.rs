@@ -1,0 +1,119 @@
+//! `driftless controller`: one kube-runtime controller per managed kind, all
+//! driven by the generic reconciler.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use driftless_aws::Aws;
+use driftless_provider::{CallCounter, Connector, KindVisitor, ManagedKind};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::runtime::controller::Config as ControllerConfig;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::reconciler::{error_policy, reconcile, Context};
+use crate::Settings;
+
+/// What triggers a reconcile: a spec change (generation), an annotation
+/// change (pause, external-name) or the start of deletion. Status writes,
+/// including our own, do not: that is what keeps errors from storming.
+fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    obj.meta().generation.hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    obj.meta().finalizers.hash(&mut h);
+    for (k, v) in obj.meta().annotations.iter().flatten() {
+        if k != "kubectl.kubernetes.io/last-applied-configuration" {
+            (k, v).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}
+
+struct StartControllers {
+    client: kube::Client,
+    settings: Settings,
+    reporter: Reporter,
+    running: Vec<BoxFuture<'static, ()>>,
+}
+
+impl KindVisitor for StartControllers {
+    fn visit<K: ManagedKind>(&mut self, connector: Arc<dyn Connector<K>>) {
+        let api: Api<K> = match &self.settings.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            connector,
+            recorder,
+            self.settings.clone(),
+        ));
+        let (reader, writer) = reflector::store();
+        let stream = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            // managedFields is never read: keep the cache small.
+            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(trigger_hash::<K>, Default::default());
+        let kind = K::kind(&()).to_string();
+        info!(kind, "starting controller");
+        let run = Controller::for_stream(stream, reader)
+            .with_config(ControllerConfig::default().concurrency(self.settings.concurrency))
+            .graceful_shutdown_on(shutdown_signal())
+            .run(reconcile::<K>, error_policy::<K>, ctx)
+            .for_each(move |res| {
+                match res {
+                    Ok((obj, _)) => debug!(kind = %obj.name, "reconciled"),
+                    Err(e) => debug!(error = %e, "reconcile error"),
+                }
+                futures::future::ready(())
+            });
+        self.running.push(run.boxed());
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down: finishing reconciles in flight");
+}
+
+/// Runs every kind's controller until SIGTERM / Ctrl-C. `calls` counts every
+/// cloud API call made.
+pub async fn run(client: kube::Client, settings: Settings, calls: Arc<CallCounter>) {
+    let aws = Arc::new(Aws::new(calls));
+    let mut start = StartControllers {
+        client,
+        settings,
+        reporter: Reporter {
+            controller: "driftless".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+        running: Vec::new(),
+    };
+    driftless_aws::visit_kinds(&aws, &mut start);
+    futures::future::join_all(start.running).await;
+    warn!("all controllers stopped");
+}
+
+/// The name of an object for logs: `namespace/name`.
+pub fn display_name<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}

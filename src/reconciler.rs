@@ -1,0 +1,468 @@
+//! The generic managed-resource reconciler: observe, then create, update or
+//! delete through a provider's [`External`] client. It owns the finalizer,
+//! conditions, events, management and deletion policies, the pause
+//! annotation, requeue and backoff, for every kind alike.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use driftless_provider::{
+    CloudError, ConfigSource, Connector, Deletion, DeletionPolicy, ErrorClass, External, Identity,
+    ManagedKind, ManagedStatus, ManagementPolicy, Observation, Target, CREATE_PENDING,
+    EXTERNAL_NAME, PAUSED,
+};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::ByteString;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::conditions::{self, Cond};
+use crate::{Settings, FIELD_MANAGER, FINALIZER};
+
+/// Everything a reconcile of kind `K` needs.
+pub struct Context<K: ManagedKind> {
+    pub client: kube::Client,
+    pub source: ConfigSource,
+    pub connector: Arc<dyn Connector<K>>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Consecutive-failure backoff per object; dropped on success.
+    backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
+}
+
+impl<K: ManagedKind> Context<K> {
+    pub fn new(
+        client: kube::Client,
+        connector: Arc<dyn Connector<K>>,
+        recorder: Recorder,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            source: ConfigSource::Cluster(client.clone()),
+            client,
+            connector,
+            recorder,
+            settings,
+            backoffs: Mutex::default(),
+        }
+    }
+
+    fn next_backoff(&self, key: &str, class: ErrorClass) -> Duration {
+        let mut backoffs = self.backoffs.lock().expect("backoffs poisoned");
+        let backoff = backoffs.entry(key.to_string()).or_insert_with(|| {
+            let min = match class {
+                ErrorClass::Throttled => Duration::from_secs(5),
+                _ => Duration::from_secs(1),
+            };
+            ExponentialBuilder::new()
+                .with_min_delay(min)
+                .with_max_delay(Duration::from_secs(300))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        });
+        backoff.next().unwrap_or(Duration::from_secs(300))
+    }
+
+    fn reset_backoff(&self, key: &str) {
+        self.backoffs.lock().expect("backoffs poisoned").remove(key);
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Cloud(CloudError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl From<CloudError> for Error {
+    fn from(e: CloudError) -> Self {
+        Error::Cloud(e)
+    }
+}
+
+impl Error {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Error::Cloud(e) => e.class,
+            Error::Kube(_) => ErrorClass::Retryable,
+        }
+    }
+}
+
+fn key_of<K: ManagedKind>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+fn identity_of<K: ManagedKind>(obj: &K) -> Identity {
+    Identity {
+        kind: K::kind(&()).to_string(),
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        stack: None,
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+/// The reconcile entry point: runs one pass and records its errors in the
+/// Synced condition (the error policy then decides when to retry).
+pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, Error> {
+    match reconcile_once(obj.as_ref(), ctx.as_ref()).await {
+        Ok(action) => {
+            ctx.reset_backoff(&key_of(obj.as_ref()));
+            Ok(action)
+        }
+        Err(err) => {
+            warn!(kind = K::kind(&()).as_ref(), object = %key_of(obj.as_ref()), error = %err, "reconcile failed");
+            let api = api_for(&ctx, obj.as_ref());
+            let mut synced = Cond::reconcile_error(err.to_string());
+            if obj.meta().deletion_timestamp.is_some() {
+                synced.message = format!("deleting: {}", synced.message);
+            }
+            // Best effort: the error itself is what the policy acts on.
+            let _ = write_status(&api, obj.as_ref(), None, &[synced], None).await;
+            let reason = match &err {
+                Error::Cloud(e) if e.class == ErrorClass::Terminal => "TerminalError",
+                _ => "ReconcileError",
+            };
+            publish(&ctx, obj.as_ref(), EventType::Warning, reason, err.to_string()).await;
+            Err(err)
+        }
+    }
+}
+
+/// When to retry after a failed reconcile.
+pub fn error_policy<K: ManagedKind>(obj: Arc<K>, err: &Error, ctx: Arc<Context<K>>) -> Action {
+    let delay = match err.class() {
+        // Only a spec change (which triggers a reconcile at once) or a long
+        // wait can help: do not hammer the cloud.
+        ErrorClass::Terminal => ctx.settings.terminal_backoff,
+        class => ctx.next_backoff(&key_of(obj.as_ref()), class),
+    };
+    Action::requeue(delay)
+}
+
+fn api_for<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Api<K> {
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Action, Error> {
+    let api = api_for(ctx, obj);
+    let annotations = obj.annotations();
+    if annotations.get(PAUSED).map(String::as_str) == Some("true") {
+        // No cloud call at all, not even on deletion.
+        write_status(&api, obj, None, &[Cond::reconcile_paused()], None).await?;
+        return Ok(Action::await_change());
+    }
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    if obj.meta().deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Action::await_change());
+        }
+        return finalize(&api, obj, ctx).await;
+    }
+    if !has_finalizer {
+        add_finalizer(&api, obj).await?;
+    }
+
+    let managed = obj.managed();
+    let identity = identity_of(obj);
+    let resolved = BTreeMap::new();
+    let target = Target::<K> {
+        identity: &identity,
+        external_name: annotations.get(EXTERNAL_NAME).map(String::as_str),
+        create_pending: annotations.contains_key(CREATE_PENDING),
+        spec: obj.for_provider(),
+        resolved: &resolved,
+    };
+    let external = connect(ctx, obj).await?;
+    let observed = external.observe(&target).await?;
+
+    if !observed.exists {
+        if !managed.allows(ManagementPolicy::Create) {
+            let what = target.external_name.unwrap_or("(no external-name annotation)");
+            let msg = format!(
+                "external resource {what} does not exist, and the management policies do not allow creating it"
+            );
+            write_status(&api, obj, None, &[Cond::unavailable(&msg), Cond::reconcile_error(&msg)], None).await?;
+            return Ok(Action::requeue(jittered(ctx.settings.poll_interval)));
+        }
+        // Mark the create before making it: if its result is lost, the next
+        // observe adopts what it made instead of making another.
+        annotate(&api, obj, json!({ CREATE_PENDING: chrono::Utc::now().to_rfc3339() })).await?;
+        let created = external.create(&target).await?;
+        annotate(&api, obj, json!({ EXTERNAL_NAME: created.external_name, CREATE_PENDING: null })).await?;
+        info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), external_name = %created.external_name, "created");
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "CreatedExternalResource",
+            format!("created {}", created.external_name),
+        )
+        .await;
+        write_status(
+            &api,
+            obj,
+            None,
+            &[Cond::creating("waiting for the new resource to be observed"), Cond::reconcile_success()],
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    // Found by owner tags (e.g. after a crash between create and record):
+    // record what was adopted.
+    if let Some(found) = &observed.external_name {
+        if target.external_name != Some(found.as_str()) || target.create_pending {
+            annotate(&api, obj, json!({ EXTERNAL_NAME: found, CREATE_PENDING: null })).await?;
+            publish(ctx, obj, EventType::Normal, "AdoptedExternalResource", format!("adopted {found}")).await;
+        }
+    }
+
+    let mut requeue = jittered(ctx.settings.poll_interval);
+    if !observed.up_to_date() {
+        let immutable: Vec<String> = observed
+            .diff
+            .iter()
+            .filter(|d| d.immutable)
+            .map(|d| format!("{} is immutable (cloud has {}, spec asks {})", d.field, d.observed, d.desired))
+            .collect();
+        if !immutable.is_empty() {
+            return Err(CloudError::terminal(
+                "ImmutableField",
+                format!("{}; nothing was changed: restore the field, or create a new object", immutable.join("; ")),
+            )
+            .into());
+        }
+        if managed.allows(ManagementPolicy::Update) {
+            external.update(&target, &observed).await?;
+            let changes: Vec<String> = observed.diff.iter().map(ToString::to_string).collect();
+            let drift = last_synced_generation(obj) == obj.meta().generation;
+            let (reason, verb) = if drift {
+                ("DriftCorrected", "corrected drift")
+            } else {
+                ("UpdatedExternalResource", "updated")
+            };
+            info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), changes = ?changes, "{verb}");
+            publish(ctx, obj, EventType::Normal, reason, format!("{verb}: {}", changes.join("; "))).await;
+            // Re-read soon: a single resource is re-read only after a write.
+            requeue = Duration::from_secs(1);
+        }
+    }
+
+    write_connection_secret(ctx, obj, &observed).await?;
+    let ready = if observed.ready {
+        Cond::available()
+    } else {
+        requeue = requeue.min(Duration::from_secs(2));
+        Cond::creating("the cloud resource is not ready yet")
+    };
+    write_status(&api, obj, observed.at_provider.clone(), &[ready, Cond::reconcile_success()], None).await?;
+    Ok(Action::requeue(requeue))
+}
+
+/// Deletion: honour the policies, delete in the cloud, drop the finalizer
+/// once the resource is gone.
+async fn finalize<K: ManagedKind>(api: &Api<K>, obj: &K, ctx: &Context<K>) -> Result<Action, Error> {
+    let managed = obj.managed();
+    if managed.deletion_policy == DeletionPolicy::Orphan || !managed.allows(ManagementPolicy::Delete) {
+        publish(ctx, obj, EventType::Normal, "Orphaned", "the cloud resource is kept (deletionPolicy or managementPolicies)".into()).await;
+        remove_finalizer(api, obj).await?;
+        return Ok(Action::await_change());
+    }
+    let identity = identity_of(obj);
+    let resolved = obj
+        .managed_status()
+        .map(|s| s.resolved_references.clone())
+        .unwrap_or_default();
+    let annotations = obj.annotations();
+    let target = Target::<K> {
+        identity: &identity,
+        external_name: annotations.get(EXTERNAL_NAME).map(String::as_str),
+        create_pending: annotations.contains_key(CREATE_PENDING),
+        spec: obj.for_provider(),
+        resolved: &resolved,
+    };
+    let external = connect(ctx, obj).await?;
+    let observed = external.observe(&target).await?;
+    if !observed.exists {
+        if conditions_of(obj).iter().any(|c| c.type_ == conditions::READY && c.reason == "Deleting") {
+            publish(ctx, obj, EventType::Normal, "DeletedExternalResource", "the cloud resource is gone".into()).await;
+        }
+        remove_finalizer(api, obj).await?;
+        return Ok(Action::await_change());
+    }
+    match external.delete(&target).await? {
+        Deletion::Done => {
+            write_status(api, obj, None, &[Cond::deleting("deleting the cloud resource"), Cond::reconcile_success()], None).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Deletion::Waiting(why) => {
+            write_status(api, obj, None, &[Cond::deleting(&why), Cond::reconcile_success()], None).await?;
+            publish(ctx, obj, EventType::Normal, "DeletionWaiting", why).await;
+            // Waiting is not an error, but nothing changes fast: back off.
+            Ok(Action::requeue(ctx.next_backoff(&key_of(obj), ErrorClass::Retryable).max(Duration::from_secs(5))))
+        }
+    }
+}
+
+async fn connect<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Result<Arc<dyn External<K>>, Error> {
+    Ok(ctx
+        .connector
+        .connect(&ctx.source, &obj.managed().provider_config_ref.name, obj.for_provider())
+        .await?)
+}
+
+fn conditions_of<K: ManagedKind>(obj: &K) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    obj.managed_status().map(|s| s.conditions.clone()).unwrap_or_default()
+}
+
+/// The generation the last successful reconcile saw: equal to the current
+/// one means an update now corrects drift, not a spec change.
+fn last_synced_generation<K: ManagedKind>(obj: &K) -> Option<i64> {
+    obj.managed_status()
+        .and_then(|s| s.condition(conditions::SYNCED))
+        .filter(|c| c.status == "True")
+        .and_then(|c| c.observed_generation)
+}
+
+/// Writes conditions (and `atProvider`, resolved references when given) in one
+/// place, and only when something changed.
+pub(crate) async fn write_status<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    at_provider: Option<K::AtProvider>,
+    conds: &[Cond],
+    resolved: Option<BTreeMap<String, String>>,
+) -> Result<(), kube::Error> {
+    let old: ManagedStatus<K::AtProvider> = obj.managed_status().cloned().unwrap_or_default();
+    let mut new = old.clone();
+    if at_provider.is_some() {
+        new.at_provider = at_provider;
+    }
+    if let Some(r) = resolved {
+        new.resolved_references = r;
+    }
+    for c in conds {
+        conditions::set(&mut new.conditions, c, obj.meta().generation);
+    }
+    if new == old {
+        return Ok(());
+    }
+    let patch = json!({ "status": new });
+    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn annotate<K: ManagedKind>(api: &Api<K>, obj: &K, annotations: serde_json::Value) -> Result<(), kube::Error> {
+    let patch = json!({ "metadata": { "annotations": annotations } });
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn add_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), kube::Error> {
+    let patch = if obj.finalizers().is_empty() {
+        json!([{ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }])
+    } else {
+        json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await?;
+    Ok(())
+}
+
+async fn remove_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), kube::Error> {
+    let Some(index) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    // Test before remove: never drop someone else's finalizer by index.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
+        { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
+    ]))
+    .expect("a valid JSON patch");
+    match api
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `writeConnectionSecretToRef`: ids, arn, endpoint for apps to mount.
+async fn write_connection_secret<K: ManagedKind>(
+    ctx: &Context<K>,
+    obj: &K,
+    observed: &Observation<K::AtProvider>,
+) -> Result<(), kube::Error> {
+    let Some(secret_ref) = &obj.managed().write_connection_secret_to_ref else {
+        return Ok(());
+    };
+    if observed.connection_details.is_empty() {
+        return Ok(());
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let owner = OwnerReference {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    let data: BTreeMap<String, ByteString> = observed
+        .connection_details
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+        .collect();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(secret_ref.name.clone()),
+            namespace: Some(ns.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("connection.driftless.dev/v1alpha1".into()),
+        ..Default::default()
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    // Apply is idempotent: an unchanged secret is not rewritten.
+    api.patch(&secret_ref.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+        .await?;
+    Ok(())
+}
+
+async fn publish<K: ManagedKind>(ctx: &Context<K>, obj: &K, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish event");
+    }
+}

@@ -1,0 +1,47 @@
+//! Controller settings (from flags and the environment).
+
+use std::time::Duration;
+
+/// How the controller paces its work.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often an idle resource is observed to find drift (jittered ±10%).
+    pub poll_interval: Duration,
+    /// Reconciles running at once, per kind.
+    pub concurrency: u16,
+    /// Delay before retrying an error that retrying cannot fix (a spec change
+    /// retries at once).
+    pub terminal_backoff: Duration,
+    /// Watch only this namespace (default: all).
+    pub namespace: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(60),
+            concurrency: 8,
+            terminal_backoff: Duration::from_secs(600),
+            namespace: None,
+        }
+    }
+}
+
+/// Parses `5s`, `1m`, `1h30m`, ... with a message that names the input.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 1m, 1h30m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        let err = parse_duration("soon").unwrap_err();
+        assert!(err.contains("\"soon\""), "{err}");
+    }
+}

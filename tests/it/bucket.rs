@@ -1,0 +1,362 @@
+//! Bucket end to end: the controller against LocalStack and the API server.
+
+use std::time::Duration;
+
+use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, VersioningConfiguration};
+use driftless_aws::Bucket;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::{json, Value};
+
+use crate::support::{self, unique, wait_for, Scope};
+
+const POLL: Duration = Duration::from_secs(2);
+const WAIT: Duration = Duration::from_secs(60);
+
+fn bucket(scope: &Scope, name: &str, for_provider: Value, extra_spec: Value, annotations: Value) -> Bucket {
+    let mut spec = json!({
+        "forProvider": for_provider,
+        "providerConfigRef": {"name": scope.provider_config},
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        spec.extend(extra.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "aws.driftless.dev/v1alpha1",
+        "kind": "Bucket",
+        "metadata": {"name": name, "namespace": scope.ns, "annotations": annotations},
+        "spec": spec,
+    }))
+    .expect("a valid Bucket")
+}
+
+fn condition(b: &Bucket, type_: &str) -> Option<(String, String, String)> {
+    b.status
+        .as_ref()?
+        .condition(type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the Bucket's condition `type_` has `status` (and `reason`, if given).
+async fn wait_condition(api: &Api<Bucket>, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Bucket {
+    let what = format!("Bucket {name} {type_}={status} {reason:?}");
+    wait_for(&what, WAIT, || async {
+        let b = api.get(name).await.ok()?;
+        let (s, r, _) = condition(&b, type_)?;
+        (s == status && reason.is_none_or(|want| want == r)).then_some(b)
+    })
+    .await
+}
+
+async fn s3_tags(s3: &aws_sdk_s3::Client, name: &str) -> Vec<(String, String)> {
+    match s3.get_bucket_tagging().bucket(name).send().await {
+        Ok(out) => out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn s3_versioning(s3: &aws_sdk_s3::Client, name: &str) -> Option<BucketVersioningStatus> {
+    s3.get_bucket_versioning().bucket(name).send().await.ok()?.status().cloned()
+}
+
+async fn bucket_exists(s3: &aws_sdk_s3::Client, name: &str) -> bool {
+    s3.head_bucket().bucket(name).send().await.is_ok()
+}
+
+async fn event_reasons(scope: &Scope, name: &str) -> Vec<String> {
+    let events: Api<Event> = scope.api();
+    events
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .filter_map(|e| e.reason)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn bucket_create_update_drift_and_delete() {
+    let mut scope = Scope::new("bucket").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let s3 = support::s3().await;
+    let name = unique("dl-life");
+
+    let b = bucket(
+        &scope,
+        &name,
+        json!({
+            "versioning": "Enabled",
+            "tags": {"team": "storage", "env": "test"},
+            "publicAccessBlock": {"blockPublicAcls": true, "ignorePublicAcls": true, "blockPublicPolicy": true, "restrictPublicBuckets": true},
+            "serverSideEncryption": {"algorithm": "AES256"},
+        }),
+        json!({"writeConnectionSecretToRef": {"name": format!("{name}-conn")}}),
+        json!({}),
+    );
+    api.create(&PostParams::default(), &b).await.unwrap();
+    let ready = wait_condition(&api, &name, "Ready", "True", Some("Available")).await;
+    assert_eq!(condition(&ready, "Synced").unwrap().0, "True");
+    assert_eq!(
+        ready.metadata.annotations.as_ref().and_then(|a| a.get("driftless.dev/external-name")),
+        Some(&name)
+    );
+    let at = ready.status.as_ref().unwrap().at_provider.clone().unwrap();
+    assert_eq!(at.arn.as_deref(), Some(format!("arn:aws:s3:::{name}").as_str()));
+
+    // The cloud has what was asked for.
+    assert_eq!(s3_versioning(&s3, &name).await, Some(BucketVersioningStatus::Enabled));
+    let tags = s3_tags(&s3, &name).await;
+    assert!(tags.contains(&("team".into(), "storage".into())), "{tags:?}");
+    assert!(tags.contains(&("driftless.dev/owner".into(), format!("{}/{name}", scope.ns))), "{tags:?}");
+    let pab = s3.get_public_access_block().bucket(&name).send().await.unwrap();
+    let pab = pab.public_access_block_configuration().unwrap();
+    assert_eq!(pab.block_public_acls(), Some(true));
+    assert_eq!(pab.restrict_public_buckets(), Some(true));
+    let enc = s3.get_bucket_encryption().bucket(&name).send().await.unwrap();
+    let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(),
+        "AES256"
+    );
+
+    // Apps can mount the connection details.
+    let secrets: Api<Secret> = scope.api();
+    let conn = secrets.get(&format!("{name}-conn")).await.expect("connection secret written");
+    let data = conn.data.unwrap();
+    assert_eq!(data["bucket"].0, name.as_bytes());
+    for key in ["arn", "region", "endpoint"] {
+        assert!(data.contains_key(key), "connection secret lacks {key}");
+    }
+
+    // kubectl shows the columns, for the kind and for the category.
+    for what in ["buckets", "managed"] {
+        let (ok, out, err) = scope.kubectl(&["get", what, "-n", &scope.ns], None);
+        assert!(ok, "kubectl get {what}: {err}");
+        let header = out.lines().next().unwrap_or_default();
+        for col in ["NAME", "READY", "SYNCED", "EXTERNAL-NAME", "AGE"] {
+            assert!(header.contains(col), "kubectl get {what}: column {col} missing:\n{out}");
+        }
+        let row = out.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+        assert_eq!(row.split_whitespace().filter(|w| *w == "True").count(), 2, "{row}");
+    }
+
+    // A spec update reaches the cloud.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"forProvider": {"versioning": "Suspended", "tags": {"team": "platform", "env": "test"}}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("spec update in S3", WAIT, || async {
+        let ok = s3_versioning(&s3, &name).await == Some(BucketVersioningStatus::Suspended)
+            && s3_tags(&s3, &name).await.contains(&("team".into(), "platform".into()));
+        ok.then_some(())
+    })
+    .await;
+    assert!(event_reasons(&scope, &name).await.contains(&"UpdatedExternalResource".to_string()));
+    // Let the controller record the new generation as synced before drifting.
+    wait_for("Synced for the new generation", WAIT, || async {
+        let b = api.get(&name).await.ok()?;
+        let c = b.status.as_ref()?.condition("Synced")?.clone();
+        (c.status == "True" && c.observed_generation == b.metadata.generation).then_some(())
+    })
+    .await;
+
+    // An out-of-band change is put back within a short poll, with an Event.
+    s3.put_bucket_versioning()
+        .bucket(&name)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .unwrap();
+    let mut drifted: Vec<Tag> = s3_tags(&s3, &name)
+        .await
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build().unwrap())
+        .collect();
+    for t in drifted.iter_mut() {
+        if t.key() == "team" {
+            *t = Tag::builder().key("team").value("hijacked").build().unwrap();
+        }
+    }
+    s3.put_bucket_tagging()
+        .bucket(&name)
+        .tagging(Tagging::builder().set_tag_set(Some(drifted)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let drift_at = std::time::Instant::now();
+    wait_for("drift corrected", Duration::from_secs(15), || async {
+        let ok = s3_versioning(&s3, &name).await == Some(BucketVersioningStatus::Suspended)
+            && s3_tags(&s3, &name).await.contains(&("team".into(), "platform".into()));
+        ok.then_some(())
+    })
+    .await;
+    eprintln!("drift corrected in {:?} (poll {POLL:?})", drift_at.elapsed());
+    wait_for("DriftCorrected event", WAIT, || async {
+        event_reasons(&scope, &name).await.contains(&"DriftCorrected".to_string()).then_some(())
+    })
+    .await;
+
+    // Delete with objects inside: waits and says why, until forceDestroy.
+    s3.put_object()
+        .bucket(&name)
+        .key("hello.txt")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"hi"))
+        .send()
+        .await
+        .unwrap();
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let waiting = wait_condition(&api, &name, "Ready", "False", Some("Deleting")).await;
+    let waiting = wait_for("deletion to say why it waits", WAIT, || {
+        let api = api.clone();
+        let name = name.clone();
+        let first = waiting.clone();
+        async move {
+            let b = api.get(&name).await.unwrap_or(first);
+            let (_, _, msg) = condition(&b, "Ready")?;
+            msg.contains("not empty").then_some(msg)
+        }
+    })
+    .await;
+    assert!(waiting.contains("forceDestroy"), "{waiting}");
+    assert!(bucket_exists(&s3, &name).await, "a non-empty bucket was deleted without forceDestroy");
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"forProvider": {"forceDestroy": true}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    assert!(!bucket_exists(&s3, &name).await, "bucket {name} still exists in S3");
+}
+
+#[tokio::test]
+async fn orphan_keeps_the_bucket() {
+    let mut scope = Scope::new("orphan").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let s3 = support::s3().await;
+    let name = unique("dl-orphan");
+    api.create(
+        &PostParams::default(),
+        &bucket(&scope, &name, json!({}), json!({"deletionPolicy": "Orphan"}), json!({})),
+    )
+    .await
+    .unwrap();
+    wait_condition(&api, &name, "Ready", "True", None).await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    assert!(bucket_exists(&s3, &name).await, "Orphan deleted the bucket");
+    s3.delete_bucket().bucket(&name).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn observe_only_imports_without_changing_or_deleting() {
+    let mut scope = Scope::new("observe").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let s3 = support::s3().await;
+    let existing = unique("dl-existing");
+    s3.create_bucket().bucket(&existing).send().await.unwrap();
+    s3.put_bucket_versioning()
+        .bucket(&existing)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .unwrap();
+
+    let object = unique("imported");
+    api.create(
+        &PostParams::default(),
+        &bucket(
+            &scope,
+            &object,
+            json!({"versioning": "Suspended", "tags": {"would": "change"}}),
+            json!({"managementPolicies": ["Observe"]}),
+            json!({"driftless.dev/external-name": existing}),
+        ),
+    )
+    .await
+    .unwrap();
+    let ready = wait_condition(&api, &object, "Ready", "True", None).await;
+    let at = ready.status.unwrap().at_provider.unwrap();
+    assert_eq!(at.arn.as_deref(), Some(format!("arn:aws:s3:::{existing}").as_str()));
+    // Several polls later, nothing was changed.
+    tokio::time::sleep(POLL * 3).await;
+    assert_eq!(s3_versioning(&s3, &existing).await, Some(BucketVersioningStatus::Enabled));
+    assert!(s3_tags(&s3, &existing).await.is_empty(), "Observe-only wrote tags");
+    assert_eq!(scope.calls.operation_total("PutBucketVersioning"), 0);
+    assert_eq!(scope.calls.operation_total("PutBucketTagging"), 0);
+
+    api.delete(&object, &DeleteParams::default()).await.unwrap();
+    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&object).await.ok()?.is_none().then_some(()) }).await;
+    assert!(bucket_exists(&s3, &existing).await, "Observe-only deleted the bucket");
+    s3.delete_bucket().bucket(&existing).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn paused_makes_no_cloud_calls() {
+    let mut scope = Scope::new("paused").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let s3 = support::s3().await;
+    let name = unique("dl-paused");
+    api.create(
+        &PostParams::default(),
+        &bucket(&scope, &name, json!({}), json!({}), json!({"driftless.dev/paused": "true"})),
+    )
+    .await
+    .unwrap();
+    let paused = wait_condition(&api, &name, "Synced", "False", Some("ReconcilePaused")).await;
+    assert!(condition(&paused, "Ready").is_none());
+    tokio::time::sleep(POLL * 3).await;
+    assert_eq!(scope.calls.total(), 0, "paused object made cloud calls: {:?}", scope.calls.snapshot());
+    assert!(!bucket_exists(&s3, &name).await);
+
+    // Unpausing resumes.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"driftless.dev/paused": null}}})),
+    )
+    .await
+    .unwrap();
+    wait_condition(&api, &name, "Ready", "True", None).await;
+    assert!(bucket_exists(&s3, &name).await);
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    assert!(!bucket_exists(&s3, &name).await);
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_at_admission() {
+    let scope = Scope::new("admission").await;
+    for (name, for_provider, expect) in [
+        ("ab", "{}", "invalid bucket name"),
+        ("192.168.1.10", "{}", "invalid bucket name"),
+        ("ok-name-1", "{versioning: Maybe}", "Unsupported value: \"Maybe\""),
+        ("ok-name-2", "{serverSideEncryption: {algorithm: AES256, kmsKeyId: k}}", "kmsKeyId is only valid with algorithm aws:kms"),
+    ] {
+        let manifest = format!(
+            "apiVersion: aws.driftless.dev/v1alpha1\nkind: Bucket\nmetadata:\n  name: \"{name}\"\n  namespace: {}\nspec:\n  forProvider: {for_provider}\n",
+            scope.ns
+        );
+        let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifest));
+        assert!(!ok, "kubectl accepted an invalid Bucket {name} {for_provider}");
+        assert!(err.contains(expect), "for {name} {for_provider}, expected {expect:?} in:\n{err}");
+    }
+}

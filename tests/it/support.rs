@@ -1,0 +1,285 @@
+//! The shared test environment: LocalStack and a Kubernetes API server.
+//!
+//! An environment the user points at takes precedence: `AWS_ENDPOINT_URL`
+//! (LocalStack or another AWS emulator) and `KUBECONFIG` (any cluster). What
+//! is not given is started once per test run with the project's own scripts
+//! (`localstack/start`, `tests/cluster/start`) and stopped by PID at exit.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use driftless::Settings;
+use driftless_provider::CallCounter;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::conditions;
+use kube::runtime::wait::await_condition;
+use kube::Api;
+use serde_json::json;
+
+pub struct TestEnv {
+    pub kubeconfig: PathBuf,
+    pub aws_endpoint: String,
+    pub region: String,
+}
+
+/// Scripts this run started, stopped at exit.
+static STARTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static ENV: OnceLock<TestEnv> = OnceLock::new();
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+extern "C" fn stop_started() {
+    let scripts = STARTED.lock().map(|s| s.clone()).unwrap_or_default();
+    for start in scripts {
+        let stop = start.with_file_name("stop");
+        let _ = Command::new(&stop).status();
+    }
+}
+
+/// Runs a `start` script and returns the variables its `export` lines set.
+fn run_start(script: &Path) -> BTreeMap<String, String> {
+    eprintln!("test environment: running {}", script.display());
+    let out = Command::new(script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(out.status.success(), "{} failed (see its message above)", script.display());
+    {
+        let mut started = STARTED.lock().unwrap();
+        if started.is_empty() {
+            unsafe { libc::atexit(stop_started) };
+        }
+        started.push(script.to_path_buf());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+        .collect()
+}
+
+pub fn env() -> &'static TestEnv {
+    ENV.get_or_init(|| {
+        let root = repo_root();
+        let (aws_endpoint, region) = match std::env::var("AWS_ENDPOINT_URL") {
+            Ok(ep) if !ep.is_empty() => (ep, std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
+            _ => {
+                let vars = run_start(&root.join("localstack/start"));
+                (
+                    vars.get("AWS_ENDPOINT_URL").expect("localstack/start exports AWS_ENDPOINT_URL").clone(),
+                    vars.get("AWS_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
+                )
+            }
+        };
+        let kubeconfig = match std::env::var("KUBECONFIG") {
+            Ok(k) if !k.is_empty() => PathBuf::from(k),
+            _ => {
+                let vars = run_start(&root.join("tests/cluster/start"));
+                PathBuf::from(vars.get("KUBECONFIG").expect("tests/cluster/start exports KUBECONFIG"))
+            }
+        };
+        TestEnv {
+            kubeconfig,
+            aws_endpoint,
+            region,
+        }
+    })
+}
+
+/// A client for this test's runtime.
+pub async fn kube_client() -> kube::Client {
+    let env = env();
+    let kc = Kubeconfig::read_from(&env.kubeconfig).expect("readable kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+pub async fn aws_config() -> aws_config::SdkConfig {
+    let env = env();
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&env.aws_endpoint)
+        .region(Region::new(env.region.clone()))
+        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await
+}
+
+pub async fn s3() -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(&aws_config().await)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+pub async fn ec2() -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&aws_config().await)
+}
+
+/// A short random suffix for names that must be unique in the cloud.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{prefix}-{n:08x}")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Installs every driftless CRD and waits until each is established.
+pub async fn install_crds(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in driftless::crds::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(&name, &PatchParams::apply("driftless-tests").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established in 30 s"))
+        .unwrap();
+    }
+}
+
+/// One test's world: a namespace, a ProviderConfig pointing at the test AWS
+/// endpoint, and (optionally) a controller watching only that namespace.
+pub struct Scope {
+    pub client: kube::Client,
+    pub ns: String,
+    pub provider_config: String,
+    pub calls: Arc<CallCounter>,
+    controller: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Scope {
+    pub async fn new(prefix: &str) -> Self {
+        let client = kube_client().await;
+        install_crds(&client).await;
+        let ns = unique(prefix);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+            .await
+            .expect("create test namespace");
+        let provider_config = format!("pc-{ns}");
+        let pcs: Api<driftless_aws::ProviderConfig> = Api::all(client.clone());
+        let pc: driftless_aws::ProviderConfig = serde_json::from_value(json!({
+            "apiVersion": "driftless.dev/v1alpha1",
+            "kind": "ProviderConfig",
+            "metadata": {"name": provider_config},
+            "spec": {
+                "region": env().region,
+                "endpoint": env().aws_endpoint,
+                "credentials": {"source": "Secret", "secretRef": {"namespace": ns, "name": "aws-creds"}},
+            }
+        }))
+        .unwrap();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "aws-creds"},
+                    "stringData": {"aws_access_key_id": "test", "aws_secret_access_key": "test"},
+                }))
+                .unwrap(),
+            )
+            .await
+            .expect("create credentials secret");
+        pcs.create(&PostParams::default(), &pc).await.expect("create ProviderConfig");
+        Self {
+            client,
+            ns,
+            provider_config,
+            calls: Arc::new(CallCounter::default()),
+            controller: None,
+        }
+    }
+
+    /// Starts the controller for this namespace with a short poll interval.
+    pub fn start_controller(&mut self, poll: Duration) {
+        let settings = Settings {
+            poll_interval: poll,
+            concurrency: 4,
+            terminal_backoff: Duration::from_secs(600),
+            namespace: Some(self.ns.clone()),
+        };
+        let client = self.client.clone();
+        let calls = self.calls.clone();
+        self.controller = Some(tokio::spawn(driftless::controller::run(client, settings, calls)));
+    }
+
+    pub fn stop_controller(&mut self) {
+        if let Some(handle) = self.controller.take() {
+            handle.abort();
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Runs kubectl against the test cluster; returns (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        kubectl(args, stdin)
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        self.stop_controller();
+    }
+}
+
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &env().kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
