@@ -10,10 +10,12 @@
 pub mod calls;
 pub mod contract;
 pub mod managed;
+pub mod references;
 
 pub use calls::CallCounter;
 pub use contract::*;
 pub use managed::*;
+pub use references::*;
 
 /// Re-exports used by [`managed_resource!`] so that provider crates do not need
 /// to name these crates themselves.

@@ -147,7 +147,15 @@ pub trait ManagedKind:
     + Sync
     + 'static
 {
-    type ForProvider: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
+    type ForProvider: Clone
+        + Debug
+        + PartialEq
+        + Serialize
+        + DeserializeOwned
+        + crate::References
+        + Send
+        + Sync
+        + 'static;
     type AtProvider: Clone
         + Debug
         + PartialEq

@@ -511,3 +511,5 @@ impl External<Bucket> for BucketClient {
         }
     }
 }
+
+impl driftless_provider::References for BucketParameters {}
