@@ -228,12 +228,10 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         }
         // Mark the create before making it: if its result is lost, the next
         // observe adopts what it made instead of making another.
-        annotate(
-            &api,
-            obj,
-            json!({ CREATE_PENDING: chrono::Utc::now().to_rfc3339() }),
-        )
-        .await?;
+        if !target.create_pending {
+            let now = chrono::Utc::now().to_rfc3339();
+            annotate(&api, obj, json!({ CREATE_PENDING: now })).await?;
+        }
         let created = external.create(&target).await?;
         annotate(
             &api,
