@@ -2,12 +2,16 @@
 //! generic managed-resource reconciler. No kind-specific code lives here:
 //! kinds come from the provider crates through [`driftless_provider::KindVisitor`].
 
+pub mod commands;
 pub mod conditions;
 pub mod controller;
 pub mod crds;
+pub mod manifests;
+pub mod push;
 pub mod reconciler;
 pub mod resolve;
 pub mod settings;
+pub mod validate;
 
 pub use settings::Settings;
 

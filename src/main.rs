@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use driftless::{crds, settings::parse_duration, Settings};
+use driftless::push::Options;
+use driftless::{commands, crds, settings::parse_duration, Settings};
 use driftless_provider::CallCounter;
 
 /// driftless: GitOps for infrastructure and apps in one loop.
@@ -42,6 +43,49 @@ enum Command {
         #[arg(long, env = "DRIFTLESS_NAMESPACE")]
         namespace: Option<String>,
     },
+    /// Check manifests offline: YAML syntax, apiVersion/kind/name, the schema
+    /// and CEL rules of driftless kinds, and that references resolve within
+    /// the given files. No cluster, no cloud. Exit 1 on any error.
+    ///
+    /// PATHs are files or directories (every .yaml/.yml below, recursively).
+    Validate {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Show what `apply` would change in the cloud, field by field, without
+    /// changing anything. No cluster needed.
+    ///
+    /// The cloud comes from the AWS environment (AWS_REGION, AWS_ENDPOINT_URL,
+    /// credentials from the SDK's default chain). Exit 0 when nothing would
+    /// change, 2 when changes are pending, 1 on error.
+    Plan {
+        #[command(flatten)]
+        push: PushArgs,
+        /// Also show the stack's resources that PATH no longer declares.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Make the cloud match the manifests under PATH, without a cluster:
+    /// references first, independent resources in parallel, each waited for
+    /// until ready. Running it again changes nothing.
+    ///
+    /// Every resource is tagged with the stack and its object; those tags are
+    /// the only state (no state file). Exit 1 if anything failed.
+    Apply {
+        #[command(flatten)]
+        push: PushArgs,
+        /// Delete the stack's resources that PATH no longer declares (those
+        /// applied with `deletionPolicy: Orphan` are left in place). Skipped
+        /// when anything else failed.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// List a stack's resources as the cloud has them (found by tags).
+    Get {
+        /// The stack name given to `apply`.
+        #[arg(long, env = "DRIFTLESS_STACK")]
+        stack: String,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -50,12 +94,50 @@ enum Command {
     },
 }
 
+/// The options push mode's `plan` and `apply` share.
+#[derive(clap::Args)]
+struct PushArgs {
+    /// Manifest files or directories (every .yaml/.yml below, recursively).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The stack: a name that groups the resources of one `apply`, written
+    /// into their tags.
+    #[arg(long, env = "DRIFTLESS_STACK")]
+    stack: String,
+    /// Resources worked on at once (only independent ones run together).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// How long one resource may take to create, update or become ready.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+}
+
+impl PushArgs {
+    fn options(&self) -> anyhow::Result<Options> {
+        anyhow::ensure!(
+            !self.stack.is_empty()
+                && self.stack.len() <= 64
+                && self
+                    .stack
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "--stack {:?}: use 1 to 64 letters, digits, '-' or '_'",
+            self.stack
+        );
+        Ok(Options {
+            stack: self.stack.clone(),
+            concurrency: self.concurrency.max(1),
+            timeout: self.timeout,
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     match run(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("driftless: {e:#}");
             ExitCode::FAILURE
@@ -63,7 +145,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Controller {
             poll_interval,
@@ -81,7 +163,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 namespace,
             };
             driftless::controller::run(client, settings, Arc::new(CallCounter::default())).await;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { paths } => Ok(commands::validate(&paths)),
+        Command::Plan { push, prune } => {
+            Ok(commands::plan(&push.paths, push.options()?, prune).await)
+        }
+        Command::Apply { push, prune } => {
+            Ok(commands::apply(&push.paths, push.options()?, prune).await)
+        }
+        Command::Get { stack } => {
+            let args = PushArgs {
+                paths: Vec::new(),
+                stack,
+                concurrency: 8,
+                timeout: std::time::Duration::from_secs(60),
+            };
+            Ok(commands::get(args.options()?).await)
         }
         Command::Crds { out } => {
             let all = crds::all();
@@ -102,7 +200,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }
                 }
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

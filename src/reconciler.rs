@@ -107,12 +107,11 @@ fn key_of<K: ManagedKind>(obj: &K) -> String {
 }
 
 fn identity_of<K: ManagedKind>(obj: &K) -> Identity {
-    Identity {
-        kind: K::kind(&()).to_string(),
-        namespace: obj.namespace().unwrap_or_default(),
-        name: obj.name_any(),
-        stack: None,
-    }
+    Identity::new(
+        &K::kind(&()),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+    )
 }
 
 fn jittered(d: Duration) -> Duration {
@@ -285,26 +284,8 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
 
     let mut requeue = jittered(ctx.settings.poll_interval);
     if !observed.up_to_date() {
-        let immutable: Vec<String> = observed
-            .diff
-            .iter()
-            .filter(|d| d.immutable)
-            .map(|d| {
-                format!(
-                    "{} is immutable (cloud has {}, spec asks {})",
-                    d.field, d.observed, d.desired
-                )
-            })
-            .collect();
-        if !immutable.is_empty() {
-            return Err(CloudError::terminal(
-                "ImmutableField",
-                format!(
-                    "{}; nothing was changed: restore the field, or create a new object",
-                    immutable.join("; ")
-                ),
-            )
-            .into());
+        if let Some(err) = observed.immutable_error() {
+            return Err(err.into());
         }
         if managed.allows(ManagementPolicy::Update) {
             external.update(&target, &observed).await?;

@@ -3,5 +3,7 @@
 
 mod bucket;
 mod crds;
+mod push;
 mod support;
+mod validate;
 mod wiring;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::managed::{ManagedKind, TAG_KIND, TAG_MANAGED_BY, TAG_OWNER};
+use crate::managed::{
+    ManagedKind, TAG_DELETION_POLICY, TAG_KIND, TAG_MANAGED_BY, TAG_OWNER, TAG_STACK,
+};
 
 /// Who owns a cloud resource: the object that declares it. Written into tags
 /// at create time and looked up before every create.
@@ -17,6 +19,10 @@ pub struct Identity {
     pub name: String,
     /// Push mode's stack; `None` for the in-cluster controller.
     pub stack: Option<String>,
+    /// Push mode: the object says `deletionPolicy: Orphan`. Recorded in a tag,
+    /// because `apply --prune` meets the resource after the object has left
+    /// the manifests, and tags are push mode's only state.
+    pub orphan_on_prune: bool,
 }
 
 impl Identity {
@@ -29,13 +35,51 @@ impl Identity {
         }
     }
 
+    /// The identity of an in-cluster object.
+    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            stack: None,
+            orphan_on_prune: false,
+        }
+    }
+
     /// The tags that mark a cloud resource as this object's.
     pub fn owner_tags(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut tags = BTreeMap::from([
             (TAG_MANAGED_BY.to_string(), "driftless".to_string()),
             (TAG_KIND.to_string(), self.kind.clone()),
             (TAG_OWNER.to_string(), self.owner()),
-        ])
+        ]);
+        if let Some(stack) = &self.stack {
+            tags.insert(TAG_STACK.to_string(), stack.clone());
+            let policy = if self.orphan_on_prune {
+                "Orphan"
+            } else {
+                "Delete"
+            };
+            tags.insert(TAG_DELETION_POLICY.to_string(), policy.to_string());
+        }
+        tags
+    }
+
+    /// The identity written in `tags` by [`Identity::owner_tags`] of a stack,
+    /// if they carry one (push mode's `get` and `--prune` read it).
+    pub fn from_stack_tags(tags: &BTreeMap<String, String>) -> Option<Self> {
+        let stack = tags.get(TAG_STACK)?;
+        let rest = tags
+            .get(TAG_OWNER)?
+            .strip_prefix(&format!("stack/{stack}/"))?;
+        let (namespace, name) = rest.split_once('/')?;
+        Some(Self {
+            kind: tags.get(TAG_KIND)?.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            stack: Some(stack.clone()),
+            orphan_on_prune: tags.get(TAG_DELETION_POLICY).map(String::as_str) == Some("Orphan"),
+        })
     }
 
     /// Whether `tags` name this object as owner.
@@ -85,6 +129,37 @@ impl FieldDiff {
         }
     }
 
+    /// The difference of two maps (tags), showing only the keys that differ:
+    /// `team: "platform" -> "web"`, `+owner: "me"`, `-old`.
+    pub fn map(
+        field: &str,
+        observed: &BTreeMap<String, String>,
+        desired: &BTreeMap<String, String>,
+    ) -> Self {
+        let mut was = Vec::new();
+        let mut will = Vec::new();
+        for (k, v) in observed {
+            match desired.get(k) {
+                Some(d) if d == v => {}
+                Some(_) => was.push(format!("{k}={v:?}")),
+                None => was.push(format!("{k}={v:?} (removed)")),
+            }
+        }
+        for (k, v) in desired {
+            match observed.get(k) {
+                Some(o) if o == v => {}
+                Some(_) => will.push(format!("{k}={v:?}")),
+                None => will.push(format!("{k}={v:?} (added)")),
+            }
+        }
+        Self {
+            field: field.to_string(),
+            observed: format!("{{{}}}", was.join(", ")),
+            desired: format!("{{{}}}", will.join(", ")),
+            immutable: false,
+        }
+    }
+
     pub fn immutable(mut self) -> Self {
         self.immutable = true;
         self
@@ -128,6 +203,42 @@ impl<A> Observation<A> {
     pub fn up_to_date(&self) -> bool {
         self.diff.is_empty()
     }
+
+    /// The terminal error for a diff the cloud cannot apply in place, naming
+    /// every such field; `None` when every difference can be updated.
+    pub fn immutable_error(&self) -> Option<CloudError> {
+        let fields: Vec<String> = self
+            .diff
+            .iter()
+            .filter(|d| d.immutable)
+            .map(|d| {
+                format!(
+                    "{} is immutable (cloud has {}, spec asks {})",
+                    d.field, d.observed, d.desired
+                )
+            })
+            .collect();
+        (!fields.is_empty()).then(|| {
+            CloudError::terminal(
+                "ImmutableField",
+                format!(
+                    "{}; nothing was changed: restore the field, or create a new object",
+                    fields.join("; ")
+                ),
+            )
+        })
+    }
+}
+
+/// A cloud resource that carries driftless owner tags, as listed by
+/// [`External::list_owned`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owned {
+    pub external_name: String,
+    pub tags: BTreeMap<String, String>,
+    /// The cloud's own word for its state (`available`, `running`, ...).
+    pub state: String,
+    pub ready: bool,
 }
 
 /// The result of `create`.
@@ -211,6 +322,18 @@ pub trait External<K: ManagedKind>: Send + Sync {
     ) -> Result<(), CloudError>;
     /// Delete the resource, or say what it waits for.
     async fn delete(&self, target: &Target<'_, K>) -> Result<Deletion, CloudError>;
+    /// Every resource of this kind, in this client's region, that carries
+    /// driftless owner tags. Push mode's `get` and `apply --prune` use it;
+    /// the controller never does.
+    async fn list_owned(&self) -> Result<Vec<Owned>, CloudError> {
+        Err(CloudError::terminal(
+            "Unsupported",
+            format!(
+                "listing {} resources by tags is not implemented",
+                K::kind(&())
+            ),
+        ))
+    }
 }
 
 /// Where a provider reads its configuration (region, endpoint, credentials).
@@ -244,13 +367,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_map_diff_shows_only_what_differs() {
+        let have = BTreeMap::from([
+            ("team".to_string(), "platform".to_string()),
+            ("old".to_string(), "x".to_string()),
+            ("same".to_string(), "1".to_string()),
+        ]);
+        let want = BTreeMap::from([
+            ("team".to_string(), "web".to_string()),
+            ("new".to_string(), "y".to_string()),
+            ("same".to_string(), "1".to_string()),
+        ]);
+        assert_eq!(
+            FieldDiff::map("forProvider.tags", &have, &want).to_string(),
+            r#"forProvider.tags: {old="x" (removed), team="platform"} -> {new="y" (added), team="web"}"#
+        );
+    }
+
+    #[test]
     fn owner_tags_name_the_object_and_stack() {
-        let id = Identity {
-            kind: "Vpc".into(),
-            namespace: "infra".into(),
-            name: "main".into(),
-            stack: None,
-        };
+        let id = Identity::new("Vpc", "infra", "main");
         assert_eq!(id.owner(), "infra/main");
         let tags = id.owner_tags();
         assert!(id.owns(&tags));
@@ -262,6 +398,21 @@ mod tests {
         assert!(
             !pushed.owns(&tags),
             "a stack never adopts the cluster's resource"
+        );
+        assert_eq!(
+            Identity::from_stack_tags(&pushed.owner_tags()),
+            Some(pushed.clone())
+        );
+        assert_eq!(Identity::from_stack_tags(&tags), None, "not a stack's");
+        let kept = Identity {
+            orphan_on_prune: true,
+            ..pushed
+        };
+        assert_eq!(kept.owner_tags()[TAG_DELETION_POLICY], "Orphan");
+        assert!(
+            Identity::from_stack_tags(&kept.owner_tags())
+                .unwrap()
+                .orphan_on_prune
         );
     }
 }

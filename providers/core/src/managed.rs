@@ -24,6 +24,10 @@ pub const CREATE_PENDING: &str = "driftless.dev/external-create-pending";
 pub const TAG_MANAGED_BY: &str = "driftless.dev/managed-by";
 pub const TAG_KIND: &str = "driftless.dev/kind";
 pub const TAG_OWNER: &str = "driftless.dev/owner";
+/// Push mode: the stack a resource belongs to.
+pub const TAG_STACK: &str = "driftless.dev/stack";
+/// Push mode: the deletionPolicy of the object, for `apply --prune`.
+pub const TAG_DELETION_POLICY: &str = "driftless.dev/deletion-policy";
 
 /// What happens to the cloud resource when the object is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -147,8 +151,11 @@ pub trait ManagedKind:
     + Sync
     + 'static
 {
+    /// `Default` is what push mode's prune deletes with: the object is gone
+    /// from the manifests by then.
     type ForProvider: Clone
         + Debug
+        + Default
         + PartialEq
         + Serialize
         + DeserializeOwned
@@ -176,7 +183,7 @@ pub trait ManagedKind:
 /// categories (`driftless`, `managed`, and the cloud's), plus its
 /// [`ManagedKind`] impl. Extra CEL rules on the whole object may follow.
 ///
-/// ```ignore
+/// ```text
 /// managed_resource! {
 ///     kind Bucket("Bucket"), spec BucketSpec, status BucketStatus("BucketStatus"),
 ///     group "aws.driftless.dev", category "aws",

@@ -12,8 +12,8 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation, Target,
-    TAG_OWNER,
+    managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation, Owned,
+    Target, TAG_MANAGED_BY, TAG_OWNER,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -436,7 +436,7 @@ impl External<Bucket> for BucketClient {
         }
         let want_tags = desired_tags(t);
         if tags != want_tags {
-            diff.push(FieldDiff::new("forProvider.tags", &tags, &want_tags));
+            diff.push(FieldDiff::map("forProvider.tags", &tags, &want_tags));
         }
         if let Some(want) = t.spec.versioning {
             let have = self.versioning(&name).await?;
@@ -549,6 +549,43 @@ impl External<Bucket> for BucketClient {
             ))),
             Err(e) => Err(cloud_error(e)),
         }
+    }
+
+    /// S3 cannot filter by tag: one ListBuckets (this region's buckets) plus
+    /// one GetBucketTagging per bucket. Push mode only.
+    async fn list_owned(&self) -> Result<Vec<Owned>, CloudError> {
+        let mut names = Vec::new();
+        let mut pages = self
+            .s3
+            .list_buckets()
+            .bucket_region(&self.region)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(cloud_error)?;
+            names.extend(
+                page.buckets()
+                    .iter()
+                    .filter_map(|b| b.name().map(str::to_string)),
+            );
+        }
+        let mut owned = Vec::new();
+        for name in names {
+            let tags = match self.tags(&name).await {
+                Ok(tags) => tags,
+                Err(e) if e.code == "NoSuchBucket" => continue, // deleted meanwhile
+                Err(e) => return Err(e),
+            };
+            if tags.contains_key(TAG_MANAGED_BY) {
+                owned.push(Owned {
+                    external_name: name,
+                    tags,
+                    state: "available".to_string(),
+                    ready: true,
+                });
+            }
+        }
+        Ok(owned)
     }
 }
 

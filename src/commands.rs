@@ -1,0 +1,240 @@
+//! The offline and push-mode commands (`validate`, `plan`, `apply`, `get`):
+//! reading the manifests, and printing what the engine in [`crate::push`]
+//! reports. Exit codes: 0 fine, 1 error, 2 (`plan` only) changes pending.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::manifests::{self, Manifest};
+use crate::push::{Options, Progress, Stack, Step};
+use crate::{crds, validate};
+
+/// Loads and validates the manifests under `paths`, printing every problem.
+/// `None` when there was any.
+fn load_valid(paths: &[PathBuf], quiet: bool) -> Option<Vec<Manifest>> {
+    let started = Instant::now();
+    let files = match manifests::find_files(paths) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("driftless: {e}");
+            return None;
+        }
+    };
+    let (manifests, mut errors) = manifests::load(paths);
+    errors.extend(validate::validate(&manifests, &crds::all()));
+    for e in &errors {
+        println!("{e}");
+    }
+    let summary = format!(
+        "{} objects in {} files, {} errors ({} ms)",
+        manifests.len(),
+        files.len(),
+        errors.len(),
+        started.elapsed().as_millis()
+    );
+    if errors.is_empty() {
+        if !quiet {
+            eprintln!("valid: {summary}");
+        }
+        Some(manifests)
+    } else {
+        eprintln!("invalid: {summary}");
+        None
+    }
+}
+
+pub fn validate(paths: &[PathBuf]) -> ExitCode {
+    match load_valid(paths, false) {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn stack(paths: &[PathBuf], options: Options) -> Option<Stack> {
+    let manifests = load_valid(paths, true)?;
+    match Stack::new(&manifests, options) {
+        Ok(stack) => Some(stack),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("driftless: {e}");
+            }
+            None
+        }
+    }
+}
+
+pub async fn plan(paths: &[PathBuf], options: Options, prune: bool) -> ExitCode {
+    let name = options.stack.clone();
+    let Some(stack) = stack(paths, options) else {
+        return ExitCode::FAILURE;
+    };
+    let steps = stack.plan(prune).await;
+    let (mut create, mut update, mut delete, mut unchanged, mut failed) = (0, 0, 0, 0, 0);
+    println!("stack {name}: {} objects", stack.len());
+    for (key, step) in &steps {
+        match step {
+            Ok(Step::Create { after }) if after.is_empty() => {
+                create += 1;
+                println!("  + {key}: create");
+            }
+            Ok(Step::Create { after }) => {
+                create += 1;
+                let after: Vec<String> = after.iter().map(ToString::to_string).collect();
+                println!("  + {key}: create (after {})", after.join(", "));
+            }
+            Ok(Step::Update(diff)) => {
+                update += 1;
+                println!("  ~ {key}: update");
+                for d in diff {
+                    println!("      {d}");
+                }
+            }
+            Ok(Step::Unchanged) => {
+                unchanged += 1;
+                println!("  = {key}: up to date");
+            }
+            Ok(Step::Skipped(why)) => {
+                unchanged += 1;
+                println!("  = {key}: {why}");
+            }
+            Ok(Step::Delete {
+                external_name,
+                orphan: true,
+            }) => {
+                unchanged += 1;
+                println!("  = {key}: no longer declared; {external_name} is kept (deletionPolicy: Orphan)");
+            }
+            Ok(Step::Delete {
+                external_name,
+                orphan: false,
+            }) => {
+                delete += 1;
+                println!("  - {key}: delete {external_name} (no longer declared)");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  ! {key}: {e}");
+            }
+        }
+    }
+    println!("plan: {create} to create, {update} to update, {delete} to delete, {unchanged} unchanged, {failed} errors");
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else if create + update + delete > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub async fn apply(paths: &[PathBuf], options: Options, prune: bool) -> ExitCode {
+    let name = options.stack.clone();
+    let Some(stack) = stack(paths, options) else {
+        return ExitCode::FAILURE;
+    };
+    let started = Instant::now();
+    eprintln!("applying stack {name}: {} objects", stack.len());
+    let report = |p: Progress| {
+        let width = p.total.to_string().len();
+        match p.outcome {
+            Ok((what, id)) => eprintln!(
+                "[{:>width$}/{}] {what:<9} {} ({id}, {:.1} s)",
+                p.done,
+                p.total,
+                p.key,
+                p.elapsed.as_secs_f64()
+            ),
+            Err(e) => eprintln!("[{:>width$}/{}] FAILED    {}: {e}", p.done, p.total, p.key),
+        }
+    };
+    let results = stack.apply(prune, &report).await;
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut failures = Vec::new();
+    for (key, r) in &results {
+        match r {
+            Ok(what) => *counts.entry(what).or_default() += 1,
+            Err(e) => failures.push(format!("  {key}: {e}")),
+        }
+    }
+    let mut summary: Vec<String> = counts
+        .iter()
+        .map(|(what, n)| format!("{n} {what}"))
+        .collect();
+    summary.push(format!("{} failed", failures.len()));
+    println!(
+        "apply: {} ({:.1} s)",
+        summary.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failed:");
+        for f in &failures {
+            println!("{f}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn get(options: Options) -> ExitCode {
+    let name = options.stack.clone();
+    let stack = match Stack::new(&[], options) {
+        Ok(stack) => stack,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("driftless: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match stack.get().await {
+        Ok(rows) if rows.is_empty() => {
+            eprintln!("no resources in stack {name}");
+            ExitCode::SUCCESS
+        }
+        Ok(rows) => {
+            let table: Vec<[String; 5]> = rows
+                .into_iter()
+                .map(|(key, owned)| {
+                    [
+                        key.kind,
+                        format!("{}/{}", key.namespace, key.name),
+                        if owned.ready { "True" } else { "False" }.to_string(),
+                        owned.external_name,
+                        owned.state,
+                    ]
+                })
+                .collect();
+            print_table(["KIND", "NAME", "READY", "EXTERNAL-NAME", "STATE"], &table);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("driftless: listing stack {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Columns padded like `kubectl get`.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,299 @@
+//! `driftless validate`: offline checks of manifests against the same schema
+//! the CRDs carry (types, required fields, enums, patterns, unknown fields and
+//! the CEL rules), and of references within the set. No cluster, no cloud.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use driftless_provider::{Connector, KindVisitor, ManagedKind, RefSource, References};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::cel::{compile_schema, CompiledSchema, Validator};
+use regex::Regex;
+use serde_json::Value;
+
+use crate::manifests::{namespace_or_default, reference_targets, Manifest, ManifestError};
+
+/// The schema of one kind, by `apiVersion` and `kind`.
+struct KindSchema {
+    api_version: String,
+    kind: String,
+    schema: Value,
+    /// CEL rules compiled once, not per object.
+    cel: CompiledSchema,
+}
+
+fn schemas(crds: &[CustomResourceDefinition]) -> Vec<KindSchema> {
+    let mut out = Vec::new();
+    for crd in crds {
+        for v in &crd.spec.versions {
+            let Some(schema) = v
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+            else {
+                continue;
+            };
+            let schema = serde_json::to_value(schema).expect("a schema serializes");
+            out.push(KindSchema {
+                api_version: format!("{}/{}", crd.spec.group, v.name),
+                kind: crd.spec.names.kind.clone(),
+                cel: compile_schema(&schema),
+                schema,
+            });
+        }
+    }
+    out
+}
+
+/// Validates `manifests` against `crds`; every problem found, in file order.
+pub fn validate(manifests: &[Manifest], crds: &[CustomResourceDefinition]) -> Vec<ManifestError> {
+    let schemas = schemas(crds);
+    let cel = Validator::new();
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for m in manifests {
+        let id = (m.api_version(), m.kind(), m.namespace(), m.name());
+        if !seen.insert(id) {
+            errors.push(m.error("metadata.name", "defined more than once"));
+        }
+        let Some(ks) = schemas.iter().find(|s| {
+            Some(s.api_version.as_str()) == m.api_version() && Some(s.kind.as_str()) == m.kind()
+        }) else {
+            continue; // not ours: the API server will judge it
+        };
+        check_object(&ks.schema, &m.value, "", m, &mut errors, true);
+        if let Err(errs) = cel.validate_compiled(&ks.cel, &m.value, None) {
+            for e in errs.into_vec() {
+                let mut path = e.field_path.trim_start_matches('.').to_string();
+                if path.is_empty() && e.rule.contains("self.metadata.name") {
+                    path = "metadata.name".into();
+                }
+                let message = if path.is_empty() {
+                    e.message
+                } else {
+                    format!("{path}: {}", e.message)
+                };
+                errors.push(m.error(&path, message));
+            }
+        }
+    }
+    let mut refs = CheckReferences {
+        manifests,
+        errors: Vec::new(),
+    };
+    driftless_aws::visit_kinds(&Arc::new(driftless_aws::Aws::default()), &mut refs);
+    errors.extend(refs.errors);
+    errors.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    errors
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Structural validation, as the API server does it for a CRD.
+fn check_object(
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    m: &Manifest,
+    errors: &mut Vec<ManifestError>,
+    root: bool,
+) {
+    let at = |p: &str| {
+        if p.is_empty() {
+            "the object".to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    if value.is_null() && schema["nullable"] == true {
+        return;
+    }
+    if schema["x-kubernetes-int-or-string"] == true && (value.is_string() || value.is_i64()) {
+        return;
+    }
+    let want = schema["type"].as_str().unwrap_or("");
+    let have = type_name(value);
+    let type_ok = match want {
+        "" => true,
+        "number" => value.is_number(),
+        other => other == have,
+    };
+    if !type_ok {
+        errors.push(m.error(path, format!("{}: expected {want}, got {have}", at(path))));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            let list: Vec<String> = allowed
+                .iter()
+                .filter(|a| !a.is_null())
+                .map(|a| a.to_string())
+                .collect();
+            errors.push(m.error(
+                path,
+                format!(
+                    "{}: unsupported value {value}: supported values: {}",
+                    at(path),
+                    list.join(", ")
+                ),
+            ));
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema["properties"].as_object();
+            let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
+            for (k, v) in map {
+                // The API server owns these.
+                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                    continue;
+                }
+                let p = join(path, k);
+                if let Some(sub) = props.and_then(|p| p.get(k)) {
+                    check_object(sub, v, &p, m, errors, false);
+                } else if schema["additionalProperties"].is_object() {
+                    check_object(&schema["additionalProperties"], v, &p, m, errors, false);
+                } else if !preserve && props.is_some() {
+                    errors.push(m.error(&p, format!("{}: unknown field \"{k}\"", at(path))));
+                }
+            }
+            for req in schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !map.contains_key(req) {
+                    errors.push(m.error(
+                        path,
+                        format!("{}: missing required field \"{req}\"", at(path)),
+                    ));
+                }
+            }
+            if let Some(max) = schema["maxProperties"].as_u64() {
+                if map.len() as u64 > max {
+                    errors.push(m.error(
+                        path,
+                        format!("{}: at most {max} entries, got {}", at(path), map.len()),
+                    ));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_object(
+                    &schema["items"],
+                    item,
+                    &format!("{path}[{i}]"),
+                    m,
+                    errors,
+                    false,
+                );
+            }
+            if let Some(max) = schema["maxItems"].as_u64() {
+                if items.len() as u64 > max {
+                    errors.push(m.error(
+                        path,
+                        format!("{}: at most {max} items, got {}", at(path), items.len()),
+                    ));
+                }
+            }
+        }
+        Value::String(s) => {
+            if let Some(pattern) = schema["pattern"].as_str() {
+                if !pattern_matches(pattern, s) {
+                    errors.push(m.error(
+                        path,
+                        format!("{}: {s:?} does not match {pattern}", at(path)),
+                    ));
+                }
+            }
+            let len = s.chars().count() as u64;
+            if let Some(min) = schema["minLength"].as_u64().filter(|min| len < *min) {
+                errors.push(m.error(path, format!("{}: at least {min} characters", at(path))));
+            }
+            if let Some(max) = schema["maxLength"].as_u64().filter(|max| len > *max) {
+                errors.push(m.error(path, format!("{}: at most {max} characters", at(path))));
+            }
+        }
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or_default();
+            if let Some(min) = schema["minimum"].as_f64().filter(|min| x < *min) {
+                errors.push(m.error(path, format!("{}: must be at least {min}", at(path))));
+            }
+            if let Some(max) = schema["maximum"].as_f64().filter(|max| x > *max) {
+                errors.push(m.error(path, format!("{}: must be at most {max}", at(path))));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `s` matches `pattern` (an invalid pattern matches everything: the API
+/// server would have refused the CRD). Compiled patterns are kept, because
+/// the same few run on every object.
+fn pattern_matches(pattern: &str, s: &str) -> bool {
+    thread_local! {
+        static COMPILED: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+    }
+    COMPILED.with_borrow_mut(|compiled| {
+        compiled
+            .entry(pattern.to_string())
+            .or_insert_with(|| Regex::new(pattern).ok())
+            .as_ref()
+            .is_none_or(|re| re.is_match(s))
+    })
+}
+
+/// References must point at objects in the same set (same namespace).
+struct CheckReferences<'a> {
+    manifests: &'a [Manifest],
+    errors: Vec<ManifestError>,
+}
+
+impl KindVisitor for CheckReferences<'_> {
+    fn visit<K: ManagedKind>(&mut self, _connector: Arc<dyn Connector<K>>) {
+        let api_version = K::api_version(&()).to_string();
+        let kind = K::kind(&()).to_string();
+        for m in self.manifests.iter().filter(|m| {
+            m.api_version() == Some(api_version.as_str()) && m.kind() == Some(kind.as_str())
+        }) {
+            let Ok(obj) = serde_json::from_value::<K>(m.value.clone()) else {
+                continue; // already reported by the schema check
+            };
+            for r in obj.for_provider().references() {
+                let Err(message) = reference_targets(&r, namespace_or_default(m), self.manifests)
+                else {
+                    continue;
+                };
+                // Point at the field the user wrote: vpcRef, securityGroupRefs, vpcSelector.
+                let field = r.field.trim_end_matches("Ids").trim_end_matches("Id");
+                let path = match &r.source {
+                    RefSource::Selector(_) => format!("spec.forProvider.{field}Selector"),
+                    _ if r.many => format!("spec.forProvider.{field}Refs"),
+                    _ => format!("spec.forProvider.{field}Ref"),
+                };
+                self.errors.push(m.error(&path, message));
+            }
+        }
+    }
+}

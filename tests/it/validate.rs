@@ -1,0 +1,80 @@
+//! `driftless validate`: offline, every problem with its file:line:col.
+
+use std::process::Command;
+
+fn validate(files: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .arg("validate")
+        .arg(dir.path())
+        .current_dir(dir.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).replace(&format!("{}/", dir.path().display()), "");
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_examples_are_valid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["validate", "examples"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn broken_yaml_is_reported_at_its_line() {
+    let (code, out) = validate(&[(
+        "broken.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n data: [\n",
+    )]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.trim(),
+        "broken.yaml:5:2: invalid YAML: while parsing a block mapping, did not find expected key"
+    );
+}
+
+#[test]
+fn an_unknown_field_and_a_bad_enum_are_reported_where_written() {
+    let (code, out) = validate(&[(
+        "bucket.yaml",
+        "# uploads\n---\napiVersion: aws.driftless.dev/v1alpha1\nkind: Bucket\nmetadata:\n  name: uploads\n  namespace: web\nspec:\n  forProvider:\n    versioning: Sometimes\n    colour: red\n",
+    )]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"bucket.yaml:10:5: Bucket web/uploads: spec.forProvider.versioning: unsupported value "Sometimes": supported values: "Enabled", "Suspended""#,
+            r#"bucket.yaml:11:5: Bucket web/uploads: spec.forProvider: unknown field "colour""#,
+        ]
+    );
+}
+
+#[test]
+fn an_object_without_kind_or_name_is_refused() {
+    let (code, out) = validate(&[(
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {}\n",
+    )]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("list.yaml:4:3:") && out.contains("metadata.name"),
+        "{out}"
+    );
+}
