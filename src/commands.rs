@@ -54,7 +54,25 @@ pub fn validate(paths: &[PathBuf]) -> ExitCode {
 fn stack(paths: &[PathBuf], options: Options) -> Option<Stack> {
     let manifests = load_valid(paths, true)?;
     match Stack::new(&manifests, options) {
-        Ok(stack) => Some(stack),
+        Ok(stack) => {
+            let others = manifests.len() - stack.len();
+            if others > 0 {
+                let managed = stack.kinds();
+                let mut kinds: Vec<&str> = manifests
+                    .iter()
+                    .filter_map(Manifest::kind)
+                    .filter(|k| !managed.contains(*k))
+                    .collect();
+                kinds.sort();
+                kinds.dedup();
+                eprintln!(
+                    "note: {others} of {} objects are not cloud resources and are left to a cluster (GitSync or kubectl): {}",
+                    manifests.len(),
+                    kinds.join(", ")
+                );
+            }
+            Some(stack)
+        }
         Err(errors) => {
             for e in errors {
                 eprintln!("driftless: {e}");

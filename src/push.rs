@@ -460,6 +460,11 @@ impl Stack {
         self.units.len()
     }
 
+    /// The kinds of the stack's objects.
+    pub fn kinds(&self) -> BTreeSet<String> {
+        self.units.iter().map(|u| u.key().kind.clone()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.units.is_empty()
     }
