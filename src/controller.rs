@@ -98,7 +98,9 @@ async fn shutdown_signal() {
 /// Runs every kind's controller until SIGTERM / Ctrl-C. `calls` counts every
 /// cloud API call made.
 pub async fn run(client: kube::Client, settings: Settings, calls: Arc<CallCounter>) {
-    let aws = Arc::new(Aws::new(calls));
+    // Batched observations live half a poll: about one describe call per
+    // kind per poll, however many resources.
+    let aws = Arc::new(Aws::new(calls).with_observation_max_age(settings.poll_interval / 2));
     let mut start = StartControllers {
         client,
         settings,

@@ -3,6 +3,7 @@
 
 mod calls;
 pub mod config;
+pub mod ec2;
 mod errors;
 pub mod s3;
 
@@ -13,6 +14,10 @@ use driftless_provider::{
 };
 
 pub use config::{Aws, AwsSession, ProviderConfig};
+pub use ec2::instance::Instance;
+pub use ec2::security_group::SecurityGroup;
+pub use ec2::subnet::Subnet;
+pub use ec2::vpc::Vpc;
 pub use s3::bucket::Bucket;
 
 /// A kind this provider serves: how to build its cloud client from a session.
@@ -36,4 +41,8 @@ impl<K: AwsKind> Connector<K> for Aws {
 /// Every kind AWS serves. Adding a kind adds one line here.
 pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<Bucket>(aws.clone());
+    visitor.visit::<Vpc>(aws.clone());
+    visitor.visit::<Subnet>(aws.clone());
+    visitor.visit::<SecurityGroup>(aws.clone());
+    visitor.visit::<Instance>(aws.clone());
 }
