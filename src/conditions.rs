@@ -46,7 +46,12 @@ impl Cond {
         Self::new(SYNCED, false, "ReferenceNotReady", message)
     }
 
-    fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             type_,
             status,
@@ -90,7 +95,9 @@ pub fn set(conditions: &mut Vec<Condition>, cond: &Cond, observed_generation: Op
 
 /// Whether a condition of `type_` is True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use driftless_aws::Aws;
-use driftless_provider::{CallCounter, Connector, KindVisitor, ManagedKind};
+use driftless_provider::{CallCounter, Connector, KindVisitor, ManagedKind, CREATE_PENDING};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::Config as ControllerConfig;
@@ -27,7 +27,8 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
     obj.meta().finalizers.hash(&mut h);
     for (k, v) in obj.meta().annotations.iter().flatten() {
-        if k != "kubectl.kubernetes.io/last-applied-configuration" {
+        // Our own create bookkeeping must not trigger another attempt.
+        if k != "kubectl.kubernetes.io/last-applied-configuration" && k != CREATE_PENDING {
             (k, v).hash(&mut h);
         }
     }

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crds;
 pub mod reconciler;
+pub mod resolve;
 pub mod settings;
 
 pub use settings::Settings;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use driftless_provider::{
     CloudError, ConfigSource, Connector, Deletion, DeletionPolicy, ErrorClass, External, Identity,
-    ManagedKind, ManagedStatus, ManagementPolicy, Observation, Target, CREATE_PENDING,
+    ManagedKind, ManagedStatus, ManagementPolicy, Observation, References, Target, CREATE_PENDING,
     EXTERNAL_NAME, PAUSED,
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -25,6 +25,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::conditions::{self, Cond};
+use crate::resolve::{resolve, Resolution};
 use crate::{Settings, FIELD_MANAGER, FINALIZER};
 
 /// Everything a reconcile of kind `K` needs.
@@ -139,7 +140,14 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
                 Error::Cloud(e) if e.class == ErrorClass::Terminal => "TerminalError",
                 _ => "ReconcileError",
             };
-            publish(&ctx, obj.as_ref(), EventType::Warning, reason, err.to_string()).await;
+            publish(
+                &ctx,
+                obj.as_ref(),
+                EventType::Warning,
+                reason,
+                err.to_string(),
+            )
+            .await;
             Err(err)
         }
     }
@@ -181,7 +189,15 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
 
     let managed = obj.managed();
     let identity = identity_of(obj);
-    let resolved = BTreeMap::new();
+    // References first: until every target is Ready, no cloud call.
+    let references = obj.for_provider().references();
+    let resolved = match resolve(&ctx.client, &identity.namespace, &references).await? {
+        Resolution::Resolved(ids) => ids,
+        Resolution::NotReady(why) => {
+            write_status(&api, obj, None, &[Cond::reference_not_ready(why)], None).await?;
+            return Ok(Action::requeue(Duration::from_secs(3)));
+        }
+    };
     let target = Target::<K> {
         identity: &identity,
         external_name: annotations.get(EXTERNAL_NAME).map(String::as_str),
@@ -194,18 +210,35 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
 
     if !observed.exists {
         if !managed.allows(ManagementPolicy::Create) {
-            let what = target.external_name.unwrap_or("(no external-name annotation)");
+            let what = target
+                .external_name
+                .unwrap_or("(no external-name annotation)");
             let msg = format!(
                 "external resource {what} does not exist, and the management policies do not allow creating it"
             );
-            write_status(&api, obj, None, &[Cond::unavailable(&msg), Cond::reconcile_error(&msg)], None).await?;
+            write_status(
+                &api,
+                obj,
+                None,
+                &[Cond::unavailable(&msg), Cond::reconcile_error(&msg)],
+                None,
+            )
+            .await?;
             return Ok(Action::requeue(jittered(ctx.settings.poll_interval)));
         }
         // Mark the create before making it: if its result is lost, the next
         // observe adopts what it made instead of making another.
-        annotate(&api, obj, json!({ CREATE_PENDING: chrono::Utc::now().to_rfc3339() })).await?;
+        if !target.create_pending {
+            let now = chrono::Utc::now().to_rfc3339();
+            annotate(&api, obj, json!({ CREATE_PENDING: now })).await?;
+        }
         let created = external.create(&target).await?;
-        annotate(&api, obj, json!({ EXTERNAL_NAME: created.external_name, CREATE_PENDING: null })).await?;
+        annotate(
+            &api,
+            obj,
+            json!({ EXTERNAL_NAME: created.external_name, CREATE_PENDING: null }),
+        )
+        .await?;
         info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), external_name = %created.external_name, "created");
         publish(
             ctx,
@@ -219,7 +252,10 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
             &api,
             obj,
             None,
-            &[Cond::creating("waiting for the new resource to be observed"), Cond::reconcile_success()],
+            &[
+                Cond::creating("waiting for the new resource to be observed"),
+                Cond::reconcile_success(),
+            ],
             None,
         )
         .await?;
@@ -230,8 +266,20 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
     // record what was adopted.
     if let Some(found) = &observed.external_name {
         if target.external_name != Some(found.as_str()) || target.create_pending {
-            annotate(&api, obj, json!({ EXTERNAL_NAME: found, CREATE_PENDING: null })).await?;
-            publish(ctx, obj, EventType::Normal, "AdoptedExternalResource", format!("adopted {found}")).await;
+            annotate(
+                &api,
+                obj,
+                json!({ EXTERNAL_NAME: found, CREATE_PENDING: null }),
+            )
+            .await?;
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "AdoptedExternalResource",
+                format!("adopted {found}"),
+            )
+            .await;
         }
     }
 
@@ -241,12 +289,20 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
             .diff
             .iter()
             .filter(|d| d.immutable)
-            .map(|d| format!("{} is immutable (cloud has {}, spec asks {})", d.field, d.observed, d.desired))
+            .map(|d| {
+                format!(
+                    "{} is immutable (cloud has {}, spec asks {})",
+                    d.field, d.observed, d.desired
+                )
+            })
             .collect();
         if !immutable.is_empty() {
             return Err(CloudError::terminal(
                 "ImmutableField",
-                format!("{}; nothing was changed: restore the field, or create a new object", immutable.join("; ")),
+                format!(
+                    "{}; nothing was changed: restore the field, or create a new object",
+                    immutable.join("; ")
+                ),
             )
             .into());
         }
@@ -260,7 +316,14 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
                 ("UpdatedExternalResource", "updated")
             };
             info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), changes = ?changes, "{verb}");
-            publish(ctx, obj, EventType::Normal, reason, format!("{verb}: {}", changes.join("; "))).await;
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                reason,
+                format!("{verb}: {}", changes.join("; ")),
+            )
+            .await;
             // Re-read soon: a single resource is re-read only after a write.
             requeue = Duration::from_secs(1);
         }
@@ -273,16 +336,36 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         requeue = requeue.min(Duration::from_secs(2));
         Cond::creating("the cloud resource is not ready yet")
     };
-    write_status(&api, obj, observed.at_provider.clone(), &[ready, Cond::reconcile_success()], None).await?;
+    write_status(
+        &api,
+        obj,
+        observed.at_provider.clone(),
+        &[ready, Cond::reconcile_success()],
+        Some(resolved),
+    )
+    .await?;
     Ok(Action::requeue(requeue))
 }
 
 /// Deletion: honour the policies, delete in the cloud, drop the finalizer
 /// once the resource is gone.
-async fn finalize<K: ManagedKind>(api: &Api<K>, obj: &K, ctx: &Context<K>) -> Result<Action, Error> {
+async fn finalize<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context<K>,
+) -> Result<Action, Error> {
     let managed = obj.managed();
-    if managed.deletion_policy == DeletionPolicy::Orphan || !managed.allows(ManagementPolicy::Delete) {
-        publish(ctx, obj, EventType::Normal, "Orphaned", "the cloud resource is kept (deletionPolicy or managementPolicies)".into()).await;
+    if managed.deletion_policy == DeletionPolicy::Orphan
+        || !managed.allows(ManagementPolicy::Delete)
+    {
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "Orphaned",
+            "the cloud resource is kept (deletionPolicy or managementPolicies)".into(),
+        )
+        .await;
         remove_finalizer(api, obj).await?;
         return Ok(Action::await_change());
     }
@@ -302,22 +385,52 @@ async fn finalize<K: ManagedKind>(api: &Api<K>, obj: &K, ctx: &Context<K>) -> Re
     let external = connect(ctx, obj).await?;
     let observed = external.observe(&target).await?;
     if !observed.exists {
-        if conditions_of(obj).iter().any(|c| c.type_ == conditions::READY && c.reason == "Deleting") {
-            publish(ctx, obj, EventType::Normal, "DeletedExternalResource", "the cloud resource is gone".into()).await;
+        if conditions_of(obj)
+            .iter()
+            .any(|c| c.type_ == conditions::READY && c.reason == "Deleting")
+        {
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "DeletedExternalResource",
+                "the cloud resource is gone".into(),
+            )
+            .await;
         }
         remove_finalizer(api, obj).await?;
         return Ok(Action::await_change());
     }
     match external.delete(&target).await? {
         Deletion::Done => {
-            write_status(api, obj, None, &[Cond::deleting("deleting the cloud resource"), Cond::reconcile_success()], None).await?;
+            write_status(
+                api,
+                obj,
+                None,
+                &[
+                    Cond::deleting("deleting the cloud resource"),
+                    Cond::reconcile_success(),
+                ],
+                None,
+            )
+            .await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Deletion::Waiting(why) => {
-            write_status(api, obj, None, &[Cond::deleting(&why), Cond::reconcile_success()], None).await?;
+            write_status(
+                api,
+                obj,
+                None,
+                &[Cond::deleting(&why), Cond::reconcile_success()],
+                None,
+            )
+            .await?;
             publish(ctx, obj, EventType::Normal, "DeletionWaiting", why).await;
             // Waiting is not an error, but nothing changes fast: back off.
-            Ok(Action::requeue(ctx.next_backoff(&key_of(obj), ErrorClass::Retryable).max(Duration::from_secs(5))))
+            Ok(Action::requeue(
+                ctx.next_backoff(&key_of(obj), ErrorClass::Retryable)
+                    .max(Duration::from_secs(5)),
+            ))
         }
     }
 }
@@ -325,12 +438,20 @@ async fn finalize<K: ManagedKind>(api: &Api<K>, obj: &K, ctx: &Context<K>) -> Re
 async fn connect<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Result<Arc<dyn External<K>>, Error> {
     Ok(ctx
         .connector
-        .connect(&ctx.source, &obj.managed().provider_config_ref.name, obj.for_provider())
+        .connect(
+            &ctx.source,
+            &obj.managed().provider_config_ref.name,
+            obj.for_provider(),
+        )
         .await?)
 }
 
-fn conditions_of<K: ManagedKind>(obj: &K) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    obj.managed_status().map(|s| s.conditions.clone()).unwrap_or_default()
+fn conditions_of<K: ManagedKind>(
+    obj: &K,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    obj.managed_status()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default()
 }
 
 /// The generation the last successful reconcile saw: equal to the current
@@ -366,15 +487,27 @@ pub(crate) async fn write_status<K: ManagedKind>(
         return Ok(());
     }
     let patch = json!({ "status": new });
-    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn annotate<K: ManagedKind>(api: &Api<K>, obj: &K, annotations: serde_json::Value) -> Result<(), kube::Error> {
+async fn annotate<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    annotations: serde_json::Value,
+) -> Result<(), kube::Error> {
     let patch = json!({ "metadata": { "annotations": annotations } });
-    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -385,8 +518,12 @@ async fn add_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), kube
         json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }])
     };
     let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
-    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await?;
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -401,7 +538,11 @@ async fn remove_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), k
     ]))
     .expect("a valid JSON patch");
     match api
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -449,12 +590,22 @@ async fn write_connection_secret<K: ManagedKind>(
     };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     // Apply is idempotent: an unchanged secret is not rewritten.
-    api.patch(&secret_ref.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-        .await?;
+    api.patch(
+        &secret_ref.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
     Ok(())
 }
 
-async fn publish<K: ManagedKind>(ctx: &Context<K>, obj: &K, type_: EventType, reason: &str, note: String) {
+async fn publish<K: ManagedKind>(
+    ctx: &Context<K>,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

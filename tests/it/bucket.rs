@@ -15,7 +15,13 @@ use crate::support::{self, unique, wait_for, Scope};
 const POLL: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(60);
 
-fn bucket(scope: &Scope, name: &str, for_provider: Value, extra_spec: Value, annotations: Value) -> Bucket {
+fn bucket(
+    scope: &Scope,
+    name: &str,
+    for_provider: Value,
+    extra_spec: Value,
+    annotations: Value,
+) -> Bucket {
     let mut spec = json!({
         "forProvider": for_provider,
         "providerConfigRef": {"name": scope.provider_config},
@@ -40,7 +46,13 @@ fn condition(b: &Bucket, type_: &str) -> Option<(String, String, String)> {
 }
 
 /// Waits until the Bucket's condition `type_` has `status` (and `reason`, if given).
-async fn wait_condition(api: &Api<Bucket>, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Bucket {
+async fn wait_condition(
+    api: &Api<Bucket>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Bucket {
     let what = format!("Bucket {name} {type_}={status} {reason:?}");
     wait_for(&what, WAIT, || async {
         let b = api.get(name).await.ok()?;
@@ -62,7 +74,13 @@ async fn s3_tags(s3: &aws_sdk_s3::Client, name: &str) -> Vec<(String, String)> {
 }
 
 async fn s3_versioning(s3: &aws_sdk_s3::Client, name: &str) -> Option<BucketVersioningStatus> {
-    s3.get_bucket_versioning().bucket(name).send().await.ok()?.status().cloned()
+    s3.get_bucket_versioning()
+        .bucket(name)
+        .send()
+        .await
+        .ok()?
+        .status()
+        .cloned()
 }
 
 async fn bucket_exists(s3: &aws_sdk_s3::Client, name: &str) -> bool {
@@ -108,31 +126,63 @@ async fn bucket_create_update_drift_and_delete() {
     let ready = wait_condition(&api, &name, "Ready", "True", Some("Available")).await;
     assert_eq!(condition(&ready, "Synced").unwrap().0, "True");
     assert_eq!(
-        ready.metadata.annotations.as_ref().and_then(|a| a.get("driftless.dev/external-name")),
+        ready
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("driftless.dev/external-name")),
         Some(&name)
     );
     let at = ready.status.as_ref().unwrap().at_provider.clone().unwrap();
-    assert_eq!(at.arn.as_deref(), Some(format!("arn:aws:s3:::{name}").as_str()));
+    assert_eq!(
+        at.arn.as_deref(),
+        Some(format!("arn:aws:s3:::{name}").as_str())
+    );
 
     // The cloud has what was asked for.
-    assert_eq!(s3_versioning(&s3, &name).await, Some(BucketVersioningStatus::Enabled));
+    assert_eq!(
+        s3_versioning(&s3, &name).await,
+        Some(BucketVersioningStatus::Enabled)
+    );
     let tags = s3_tags(&s3, &name).await;
-    assert!(tags.contains(&("team".into(), "storage".into())), "{tags:?}");
-    assert!(tags.contains(&("driftless.dev/owner".into(), format!("{}/{name}", scope.ns))), "{tags:?}");
-    let pab = s3.get_public_access_block().bucket(&name).send().await.unwrap();
+    assert!(
+        tags.contains(&("team".into(), "storage".into())),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&("driftless.dev/owner".into(), format!("{}/{name}", scope.ns))),
+        "{tags:?}"
+    );
+    let pab = s3
+        .get_public_access_block()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap();
     let pab = pab.public_access_block_configuration().unwrap();
     assert_eq!(pab.block_public_acls(), Some(true));
     assert_eq!(pab.restrict_public_buckets(), Some(true));
-    let enc = s3.get_bucket_encryption().bucket(&name).send().await.unwrap();
+    let enc = s3
+        .get_bucket_encryption()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap();
     let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
     assert_eq!(
-        rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(),
+        rule.apply_server_side_encryption_by_default()
+            .unwrap()
+            .sse_algorithm()
+            .as_str(),
         "AES256"
     );
 
     // Apps can mount the connection details.
     let secrets: Api<Secret> = scope.api();
-    let conn = secrets.get(&format!("{name}-conn")).await.expect("connection secret written");
+    let conn = secrets
+        .get(&format!("{name}-conn"))
+        .await
+        .expect("connection secret written");
     let data = conn.data.unwrap();
     assert_eq!(data["bucket"].0, name.as_bytes());
     for key in ["arn", "region", "endpoint"] {
@@ -145,10 +195,20 @@ async fn bucket_create_update_drift_and_delete() {
         assert!(ok, "kubectl get {what}: {err}");
         let header = out.lines().next().unwrap_or_default();
         for col in ["NAME", "READY", "SYNCED", "EXTERNAL-NAME", "AGE"] {
-            assert!(header.contains(col), "kubectl get {what}: column {col} missing:\n{out}");
+            assert!(
+                header.contains(col),
+                "kubectl get {what}: column {col} missing:\n{out}"
+            );
         }
-        let row = out.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
-        assert_eq!(row.split_whitespace().filter(|w| *w == "True").count(), 2, "{row}");
+        let row = out
+            .lines()
+            .find(|l| l.contains(&name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+        assert_eq!(
+            row.split_whitespace().filter(|w| *w == "True").count(),
+            2,
+            "{row}"
+        );
     }
 
     // A spec update reaches the cloud.
@@ -161,11 +221,15 @@ async fn bucket_create_update_drift_and_delete() {
     .unwrap();
     wait_for("spec update in S3", WAIT, || async {
         let ok = s3_versioning(&s3, &name).await == Some(BucketVersioningStatus::Suspended)
-            && s3_tags(&s3, &name).await.contains(&("team".into(), "platform".into()));
+            && s3_tags(&s3, &name)
+                .await
+                .contains(&("team".into(), "platform".into()));
         ok.then_some(())
     })
     .await;
-    assert!(event_reasons(&scope, &name).await.contains(&"UpdatedExternalResource".to_string()));
+    assert!(event_reasons(&scope, &name)
+        .await
+        .contains(&"UpdatedExternalResource".to_string()));
     // Let the controller record the new generation as synced before drifting.
     wait_for("Synced for the new generation", WAIT, || async {
         let b = api.get(&name).await.ok()?;
@@ -177,7 +241,11 @@ async fn bucket_create_update_drift_and_delete() {
     // An out-of-band change is put back within a short poll, with an Event.
     s3.put_bucket_versioning()
         .bucket(&name)
-        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -188,25 +256,42 @@ async fn bucket_create_update_drift_and_delete() {
         .collect();
     for t in drifted.iter_mut() {
         if t.key() == "team" {
-            *t = Tag::builder().key("team").value("hijacked").build().unwrap();
+            *t = Tag::builder()
+                .key("team")
+                .value("hijacked")
+                .build()
+                .unwrap();
         }
     }
     s3.put_bucket_tagging()
         .bucket(&name)
-        .tagging(Tagging::builder().set_tag_set(Some(drifted)).build().unwrap())
+        .tagging(
+            Tagging::builder()
+                .set_tag_set(Some(drifted))
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
     let drift_at = std::time::Instant::now();
     wait_for("drift corrected", Duration::from_secs(15), || async {
         let ok = s3_versioning(&s3, &name).await == Some(BucketVersioningStatus::Suspended)
-            && s3_tags(&s3, &name).await.contains(&("team".into(), "platform".into()));
+            && s3_tags(&s3, &name)
+                .await
+                .contains(&("team".into(), "platform".into()));
         ok.then_some(())
     })
     .await;
-    eprintln!("drift corrected in {:?} (poll {POLL:?})", drift_at.elapsed());
+    eprintln!(
+        "drift corrected in {:?} (poll {POLL:?})",
+        drift_at.elapsed()
+    );
     wait_for("DriftCorrected event", WAIT, || async {
-        event_reasons(&scope, &name).await.contains(&"DriftCorrected".to_string()).then_some(())
+        event_reasons(&scope, &name)
+            .await
+            .contains(&"DriftCorrected".to_string())
+            .then_some(())
     })
     .await;
 
@@ -232,7 +317,10 @@ async fn bucket_create_update_drift_and_delete() {
     })
     .await;
     assert!(waiting.contains("forceDestroy"), "{waiting}");
-    assert!(bucket_exists(&s3, &name).await, "a non-empty bucket was deleted without forceDestroy");
+    assert!(
+        bucket_exists(&s3, &name).await,
+        "a non-empty bucket was deleted without forceDestroy"
+    );
     api.patch(
         &name,
         &PatchParams::default(),
@@ -240,8 +328,14 @@ async fn bucket_create_update_drift_and_delete() {
     )
     .await
     .unwrap();
-    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
-    assert!(!bucket_exists(&s3, &name).await, "bucket {name} still exists in S3");
+    wait_for("Bucket object gone", WAIT, || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        !bucket_exists(&s3, &name).await,
+        "bucket {name} still exists in S3"
+    );
 }
 
 #[tokio::test]
@@ -253,13 +347,22 @@ async fn orphan_keeps_the_bucket() {
     let name = unique("dl-orphan");
     api.create(
         &PostParams::default(),
-        &bucket(&scope, &name, json!({}), json!({"deletionPolicy": "Orphan"}), json!({})),
+        &bucket(
+            &scope,
+            &name,
+            json!({}),
+            json!({"deletionPolicy": "Orphan"}),
+            json!({}),
+        ),
     )
     .await
     .unwrap();
     wait_condition(&api, &name, "Ready", "True", None).await;
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    wait_for("Bucket object gone", WAIT, || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(bucket_exists(&s3, &name).await, "Orphan deleted the bucket");
     s3.delete_bucket().bucket(&name).send().await.unwrap();
 }
@@ -274,7 +377,11 @@ async fn observe_only_imports_without_changing_or_deleting() {
     s3.create_bucket().bucket(&existing).send().await.unwrap();
     s3.put_bucket_versioning()
         .bucket(&existing)
-        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -294,17 +401,32 @@ async fn observe_only_imports_without_changing_or_deleting() {
     .unwrap();
     let ready = wait_condition(&api, &object, "Ready", "True", None).await;
     let at = ready.status.unwrap().at_provider.unwrap();
-    assert_eq!(at.arn.as_deref(), Some(format!("arn:aws:s3:::{existing}").as_str()));
+    assert_eq!(
+        at.arn.as_deref(),
+        Some(format!("arn:aws:s3:::{existing}").as_str())
+    );
     // Several polls later, nothing was changed.
     tokio::time::sleep(POLL * 3).await;
-    assert_eq!(s3_versioning(&s3, &existing).await, Some(BucketVersioningStatus::Enabled));
-    assert!(s3_tags(&s3, &existing).await.is_empty(), "Observe-only wrote tags");
+    assert_eq!(
+        s3_versioning(&s3, &existing).await,
+        Some(BucketVersioningStatus::Enabled)
+    );
+    assert!(
+        s3_tags(&s3, &existing).await.is_empty(),
+        "Observe-only wrote tags"
+    );
     assert_eq!(scope.calls.operation_total("PutBucketVersioning"), 0);
     assert_eq!(scope.calls.operation_total("PutBucketTagging"), 0);
 
     api.delete(&object, &DeleteParams::default()).await.unwrap();
-    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&object).await.ok()?.is_none().then_some(()) }).await;
-    assert!(bucket_exists(&s3, &existing).await, "Observe-only deleted the bucket");
+    wait_for("Bucket object gone", WAIT, || async {
+        api.get_opt(&object).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        bucket_exists(&s3, &existing).await,
+        "Observe-only deleted the bucket"
+    );
     s3.delete_bucket().bucket(&existing).send().await.unwrap();
 }
 
@@ -317,14 +439,25 @@ async fn paused_makes_no_cloud_calls() {
     let name = unique("dl-paused");
     api.create(
         &PostParams::default(),
-        &bucket(&scope, &name, json!({}), json!({}), json!({"driftless.dev/paused": "true"})),
+        &bucket(
+            &scope,
+            &name,
+            json!({}),
+            json!({}),
+            json!({"driftless.dev/paused": "true"}),
+        ),
     )
     .await
     .unwrap();
     let paused = wait_condition(&api, &name, "Synced", "False", Some("ReconcilePaused")).await;
     assert!(condition(&paused, "Ready").is_none());
     tokio::time::sleep(POLL * 3).await;
-    assert_eq!(scope.calls.total(), 0, "paused object made cloud calls: {:?}", scope.calls.snapshot());
+    assert_eq!(
+        scope.calls.total(),
+        0,
+        "paused object made cloud calls: {:?}",
+        scope.calls.snapshot()
+    );
     assert!(!bucket_exists(&s3, &name).await);
 
     // Unpausing resumes.
@@ -338,7 +471,10 @@ async fn paused_makes_no_cloud_calls() {
     wait_condition(&api, &name, "Ready", "True", None).await;
     assert!(bucket_exists(&s3, &name).await);
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    wait_for("Bucket object gone", WAIT, || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(!bucket_exists(&s3, &name).await);
 }
 
@@ -348,15 +484,65 @@ async fn invalid_specs_are_refused_at_admission() {
     for (name, for_provider, expect) in [
         ("ab", "{}", "invalid bucket name"),
         ("192.168.1.10", "{}", "invalid bucket name"),
-        ("ok-name-1", "{versioning: Maybe}", "Unsupported value: \"Maybe\""),
-        ("ok-name-2", "{serverSideEncryption: {algorithm: AES256, kmsKeyId: k}}", "kmsKeyId is only valid with algorithm aws:kms"),
+        (
+            "ok-name-1",
+            "{versioning: Maybe}",
+            "Unsupported value: \"Maybe\"",
+        ),
+        (
+            "ok-name-2",
+            "{serverSideEncryption: {algorithm: AES256, kmsKeyId: k}}",
+            "kmsKeyId is only valid with algorithm aws:kms",
+        ),
     ] {
         let manifest = format!(
             "apiVersion: aws.driftless.dev/v1alpha1\nkind: Bucket\nmetadata:\n  name: \"{name}\"\n  namespace: {}\nspec:\n  forProvider: {for_provider}\n",
             scope.ns
         );
         let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifest));
-        assert!(!ok, "kubectl accepted an invalid Bucket {name} {for_provider}");
-        assert!(err.contains(expect), "for {name} {for_provider}, expected {expect:?} in:\n{err}");
+        assert!(
+            !ok,
+            "kubectl accepted an invalid Bucket {name} {for_provider}"
+        );
+        assert!(
+            err.contains(expect),
+            "for {name} {for_provider}, expected {expect:?} in:\n{err}"
+        );
     }
+}
+
+#[tokio::test]
+async fn rejected_spec_is_reported_without_a_retry_storm() {
+    let mut scope = Scope::new("rejected").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let name = unique("dl-rejected");
+    // AWS (and LocalStack) refuse an unknown location constraint.
+    api.create(
+        &PostParams::default(),
+        &bucket(&scope, &name, json!({"region": "xx-invalid-1"}), json!({}), json!({})),
+    )
+    .await
+    .unwrap();
+    let failed = wait_condition(&api, &name, "Synced", "False", Some("ReconcileError")).await;
+    let (_, _, message) = condition(&failed, "Synced").unwrap();
+    assert!(message.contains("InvalidLocationConstraint"), "AWS's code missing: {message}");
+    assert!(message.contains("location-constraint is not valid"), "AWS's message missing: {message}");
+    // Five polls later: still the one attempt, not one per poll.
+    tokio::time::sleep(POLL * 5).await;
+    let creates = scope.calls.operation_total("CreateBucket");
+    assert_eq!(creates, 1, "terminal error retried: {:?}", scope.calls.snapshot());
+    assert!(event_reasons(&scope, &name).await.contains(&"TerminalError".to_string()));
+
+    // Fixing the spec retries at once, and the object can go.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"forProvider": {"region": null}}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("clearing the region: {e}"));
+    wait_condition(&api, &name, "Ready", "True", None).await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
 }

@@ -53,7 +53,11 @@ fn run_start(script: &Path) -> BTreeMap<String, String> {
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed (see its message above)", script.display());
+    assert!(
+        out.status.success(),
+        "{} failed (see its message above)",
+        script.display()
+    );
     {
         let mut started = STARTED.lock().unwrap();
         if started.is_empty() {
@@ -65,7 +69,12 @@ fn run_start(script: &Path) -> BTreeMap<String, String> {
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.trim_matches(|c| c == '\'' || c == '"').to_string(),
+            )
+        })
         .collect()
 }
 
@@ -73,12 +82,19 @@ pub fn env() -> &'static TestEnv {
     ENV.get_or_init(|| {
         let root = repo_root();
         let (aws_endpoint, region) = match std::env::var("AWS_ENDPOINT_URL") {
-            Ok(ep) if !ep.is_empty() => (ep, std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
+            Ok(ep) if !ep.is_empty() => (
+                ep,
+                std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            ),
             _ => {
                 let vars = run_start(&root.join("localstack/start"));
                 (
-                    vars.get("AWS_ENDPOINT_URL").expect("localstack/start exports AWS_ENDPOINT_URL").clone(),
-                    vars.get("AWS_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
+                    vars.get("AWS_ENDPOINT_URL")
+                        .expect("localstack/start exports AWS_ENDPOINT_URL")
+                        .clone(),
+                    vars.get("AWS_REGION")
+                        .cloned()
+                        .unwrap_or_else(|| "us-east-1".into()),
                 )
             }
         };
@@ -86,7 +102,10 @@ pub fn env() -> &'static TestEnv {
             Ok(k) if !k.is_empty() => PathBuf::from(k),
             _ => {
                 let vars = run_start(&root.join("tests/cluster/start"));
-                PathBuf::from(vars.get("KUBECONFIG").expect("tests/cluster/start exports KUBECONFIG"))
+                PathBuf::from(
+                    vars.get("KUBECONFIG")
+                        .expect("tests/cluster/start exports KUBECONFIG"),
+                )
             }
         };
         TestEnv {
@@ -112,7 +131,9 @@ pub async fn aws_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(&env.aws_endpoint)
         .region(Region::new(env.region.clone()))
-        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .load()
         .await
 }
@@ -145,7 +166,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -155,9 +179,13 @@ pub async fn install_crds(client: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in driftless::crds::all() {
         let name = crd.metadata.name.clone().unwrap();
-        crds.patch(&name, &PatchParams::apply("driftless-tests").force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        crds.patch(
+            &name,
+            &PatchParams::apply("driftless-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
         tokio::time::timeout(
             Duration::from_secs(30),
             await_condition(crds.clone(), &name, conditions::is_crd_established()),
@@ -185,7 +213,10 @@ impl Scope {
         let ns = unique(prefix);
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
-            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
             .await
             .expect("create test namespace");
         let provider_config = format!("pc-{ns}");
@@ -213,7 +244,9 @@ impl Scope {
             )
             .await
             .expect("create credentials secret");
-        pcs.create(&PostParams::default(), &pc).await.expect("create ProviderConfig");
+        pcs.create(&PostParams::default(), &pc)
+            .await
+            .expect("create ProviderConfig");
         Self {
             client,
             ns,
@@ -233,7 +266,9 @@ impl Scope {
         };
         let client = self.client.clone();
         let calls = self.calls.clone();
-        self.controller = Some(tokio::spawn(driftless::controller::run(client, settings, calls)));
+        self.controller = Some(tokio::spawn(driftless::controller::run(
+            client, settings, calls,
+        )));
     }
 
     pub fn stop_controller(&mut self) {
@@ -273,7 +308,12 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         .spawn()
         .expect("kubectl is installed");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();

@@ -39,9 +39,13 @@ async fn crd_status_watch_and_printer_columns() {
     let crds: Api<CustomResourceDefinition> = Api::all(scope.client.clone());
     let crd = Gadget::crd();
     let crd_name = crd.metadata.name.clone().unwrap();
-    crds.patch(&crd_name, &PatchParams::apply("driftless-tests").force(), &Patch::Apply(&crd))
-        .await
-        .unwrap();
+    crds.patch(
+        &crd_name,
+        &PatchParams::apply("driftless-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
     tokio::time::timeout(
         Duration::from_secs(30),
         await_condition(crds.clone(), &crd_name, conditions::is_crd_established()),
@@ -55,7 +59,15 @@ async fn crd_status_watch_and_printer_columns() {
         .applied_objects()
         .boxed();
     gadgets
-        .create(&PostParams::default(), &Gadget::new("g1", GadgetSpec { color: "teal".into() }))
+        .create(
+            &PostParams::default(),
+            &Gadget::new(
+                "g1",
+                GadgetSpec {
+                    color: "teal".into(),
+                },
+            ),
+        )
         .await
         .unwrap();
     gadgets
@@ -85,17 +97,31 @@ async fn crd_status_watch_and_printer_columns() {
     for col in ["NAME", "COLOR", "PHASE"] {
         assert!(header.contains(col), "column {col} missing in:\n{out}");
     }
-    assert!(out.contains("g1") && out.contains("teal") && out.contains("Shiny"), "{out}");
+    assert!(
+        out.contains("g1") && out.contains("teal") && out.contains("Shiny"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
 async fn aws_sdks_reach_localstack() {
     let s3 = support::s3().await;
     let bucket = unique("wiring");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
     let listed = s3.list_buckets().send().await.unwrap();
-    assert!(listed.buckets().iter().any(|b| b.name() == Some(bucket.as_str())));
-    s3.delete_bucket().bucket(&bucket).send().await.expect("delete bucket");
+    assert!(listed
+        .buckets()
+        .iter()
+        .any(|b| b.name() == Some(bucket.as_str())));
+    s3.delete_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("delete bucket");
     let gone = s3.head_bucket().bucket(&bucket).send().await;
     assert!(gone.is_err(), "bucket still exists after delete");
 
@@ -110,7 +136,11 @@ async fn aws_sdks_reach_localstack() {
     let described = ec2.describe_vpcs().vpc_ids(&vpc_id).send().await.unwrap();
     assert_eq!(described.vpcs().len(), 1);
     assert_eq!(described.vpcs()[0].cidr_block(), Some("10.42.0.0/16"));
-    ec2.delete_vpc().vpc_id(&vpc_id).send().await.expect("delete VPC");
+    ec2.delete_vpc()
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .expect("delete VPC");
     let after = ec2.describe_vpcs().vpc_ids(&vpc_id).send().await;
     assert!(
         after.map(|o| o.vpcs().is_empty()).unwrap_or(true),

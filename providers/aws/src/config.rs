@@ -267,7 +267,10 @@ async fn read_secret_credentials(
         .ok_or_else(|| {
             CloudError::retryable(
                 "SecretNotFound",
-                format!("credentials Secret {}/{} does not exist", r.namespace, r.name),
+                format!(
+                    "credentials Secret {}/{} does not exist",
+                    r.namespace, r.name
+                ),
             )
         })?;
     let data = secret.data.unwrap_or_default();
@@ -278,7 +281,10 @@ async fn read_secret_credentials(
     let missing = |key: &str| {
         CloudError::terminal(
             "InvalidSecret",
-            format!("credentials Secret {}/{} has no key {key}", r.namespace, r.name),
+            format!(
+                "credentials Secret {}/{} has no key {key}",
+                r.namespace, r.name
+            ),
         )
     };
     Ok(Credentials::new(

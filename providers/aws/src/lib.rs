@@ -9,9 +9,7 @@ pub mod s3;
 
 use std::sync::Arc;
 
-use driftless_provider::{
-    CloudError, ConfigSource, Connector, External, KindVisitor, ManagedKind,
-};
+use driftless_provider::{CloudError, ConfigSource, Connector, External, KindVisitor, ManagedKind};
 
 pub use config::{Aws, AwsSession, ProviderConfig};
 pub use ec2::instance::Instance;

@@ -25,7 +25,12 @@ impl CallCounter {
             operation: operation.to_string(),
             outcome: outcome.to_string(),
         };
-        *self.counts.lock().expect("call counter poisoned").entry(key).or_default() += 1;
+        *self
+            .counts
+            .lock()
+            .expect("call counter poisoned")
+            .entry(key)
+            .or_default() += 1;
     }
 
     /// A copy of every count so far.

@@ -197,7 +197,10 @@ impl std::error::Error for CloudError {}
 pub trait External<K: ManagedKind>: Send + Sync {
     /// Read the cloud resource (by external name, or by owner tags) and compare
     /// it with the spec. Never changes anything.
-    async fn observe(&self, target: &Target<'_, K>) -> Result<Observation<K::AtProvider>, CloudError>;
+    async fn observe(
+        &self,
+        target: &Target<'_, K>,
+    ) -> Result<Observation<K::AtProvider>, CloudError>;
     /// Create the resource, tagged with the owner tags.
     async fn create(&self, target: &Target<'_, K>) -> Result<Created, CloudError>;
     /// Make the resource match the spec; `observed` is the last observation.
@@ -256,6 +259,9 @@ mod tests {
             ..id.clone()
         };
         assert_eq!(pushed.owner(), "stack/prod/infra/main");
-        assert!(!pushed.owns(&tags), "a stack never adopts the cluster's resource");
+        assert!(
+            !pushed.owns(&tags),
+            "a stack never adopts the cluster's resource"
+        );
     }
 }

@@ -118,7 +118,10 @@ managed_resource! {
 
 impl AwsKind for Bucket {
     fn external(session: &AwsSession, spec: &BucketParameters) -> Arc<dyn External<Self>> {
-        let region = spec.region.clone().unwrap_or_else(|| session.region.clone());
+        let region = spec
+            .region
+            .clone()
+            .unwrap_or_else(|| session.region.clone());
         let conf = aws_sdk_s3::config::Builder::from(&session.sdk)
             .region(aws_sdk_s3::config::Region::new(region.clone()))
             .force_path_style(session.s3_path_style)
@@ -155,7 +158,11 @@ fn build_error(e: impl std::fmt::Display) -> CloudError {
 }
 
 impl BucketClient {
-    fn observation(&self, name: &str, region: &str) -> (BucketObservation, BTreeMap<String, String>) {
+    fn observation(
+        &self,
+        name: &str,
+        region: &str,
+    ) -> (BucketObservation, BTreeMap<String, String>) {
         let arn = format!("arn:aws:s3:::{name}");
         let endpoint = match &self.endpoint {
             Some(e) => format!("{}/{name}", e.trim_end_matches('/')),
@@ -204,14 +211,19 @@ impl BucketClient {
         })
     }
 
-    async fn public_access_block(&self, name: &str) -> Result<Option<PublicAccessBlock>, CloudError> {
+    async fn public_access_block(
+        &self,
+        name: &str,
+    ) -> Result<Option<PublicAccessBlock>, CloudError> {
         match self.s3.get_public_access_block().bucket(name).send().await {
-            Ok(out) => Ok(out.public_access_block_configuration().map(|c| PublicAccessBlock {
-                block_public_acls: c.block_public_acls().unwrap_or(false),
-                ignore_public_acls: c.ignore_public_acls().unwrap_or(false),
-                block_public_policy: c.block_public_policy().unwrap_or(false),
-                restrict_public_buckets: c.restrict_public_buckets().unwrap_or(false),
-            })),
+            Ok(out) => Ok(out
+                .public_access_block_configuration()
+                .map(|c| PublicAccessBlock {
+                    block_public_acls: c.block_public_acls().unwrap_or(false),
+                    ignore_public_acls: c.ignore_public_acls().unwrap_or(false),
+                    block_public_policy: c.block_public_policy().unwrap_or(false),
+                    restrict_public_buckets: c.restrict_public_buckets().unwrap_or(false),
+                })),
             Err(e) if code_of(&e) == Some("NoSuchPublicAccessBlockConfiguration") => Ok(None),
             Err(e) => Err(cloud_error(e)),
         }
@@ -232,17 +244,26 @@ impl BucketClient {
                     },
                     kms_key_id: d.kms_master_key_id().map(str::to_string),
                 })),
-            Err(e) if code_of(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => Ok(None),
+            Err(e) if code_of(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => {
+                Ok(None)
+            }
             Err(e) => Err(cloud_error(e)),
         }
     }
 
-    async fn put_tags(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<(), CloudError> {
+    async fn put_tags(
+        &self,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), CloudError> {
         let tag_set = tags
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(build_error))
             .collect::<Result<Vec<_>, _>>()?;
-        let tagging = Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(build_error)?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(tag_set))
+            .build()
+            .map_err(build_error)?;
         self.s3
             .put_bucket_tagging()
             .bucket(name)
@@ -268,7 +289,11 @@ impl BucketClient {
         Ok(())
     }
 
-    async fn put_public_access_block(&self, name: &str, p: &PublicAccessBlock) -> Result<(), CloudError> {
+    async fn put_public_access_block(
+        &self,
+        name: &str,
+        p: &PublicAccessBlock,
+    ) -> Result<(), CloudError> {
         let conf = PublicAccessBlockConfiguration::builder()
             .block_public_acls(p.block_public_acls)
             .ignore_public_acls(p.ignore_public_acls)
@@ -325,10 +350,16 @@ impl BucketClient {
                 .map_err(cloud_error)?;
             let mut ids = Vec::new();
             for v in listed.versions() {
-                ids.push((v.key().unwrap_or_default().to_string(), v.version_id().map(str::to_string)));
+                ids.push((
+                    v.key().unwrap_or_default().to_string(),
+                    v.version_id().map(str::to_string),
+                ));
             }
             for m in listed.delete_markers() {
-                ids.push((m.key().unwrap_or_default().to_string(), m.version_id().map(str::to_string)));
+                ids.push((
+                    m.key().unwrap_or_default().to_string(),
+                    m.version_id().map(str::to_string),
+                ));
             }
             if ids.is_empty() {
                 break;
@@ -362,7 +393,10 @@ impl BucketClient {
 
 #[async_trait]
 impl External<Bucket> for BucketClient {
-    async fn observe(&self, t: &Target<'_, Bucket>) -> Result<Observation<BucketObservation>, CloudError> {
+    async fn observe(
+        &self,
+        t: &Target<'_, Bucket>,
+    ) -> Result<Observation<BucketObservation>, CloudError> {
         let name = bucket_name(t);
         let head = match self.s3.head_bucket().bucket(&name).send().await {
             Ok(out) => out,
@@ -419,7 +453,11 @@ impl External<Bucket> for BucketClient {
         if let Some(want) = &t.spec.server_side_encryption {
             let have = self.encryption(&name).await?;
             if have.as_ref() != Some(want) {
-                diff.push(FieldDiff::new("forProvider.serverSideEncryption", have, want));
+                diff.push(FieldDiff::new(
+                    "forProvider.serverSideEncryption",
+                    have,
+                    want,
+                ));
             }
         }
         let (at_provider, connection_details) = self.observation(&name, &region);
@@ -460,7 +498,9 @@ impl External<Bucket> for BucketClient {
         if let Some(enc) = &t.spec.server_side_encryption {
             self.put_encryption(&name, enc).await?;
         }
-        Ok(Created { external_name: name })
+        Ok(Created {
+            external_name: name,
+        })
     }
 
     async fn update(

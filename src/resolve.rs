@@ -1,0 +1,148 @@
+//! Resolving references (`vpcRef`, `vpcSelector`, `securityGroupRefs`, ...)
+//! to cloud ids: the referenced object must exist, be Ready and carry its
+//! external-name annotation. Nothing here knows a kind.
+
+use std::collections::BTreeMap;
+
+use driftless_provider::{RefSource, Reference, EXTERNAL_NAME};
+use kube::api::{DynamicObject, ListParams};
+use kube::{Api, ResourceExt};
+
+/// The outcome of resolving every reference of an object.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Field (e.g. `vpcId`) to id; lists are comma-joined.
+    Resolved(BTreeMap<String, String>),
+    /// Why not yet, naming the reference and its target.
+    NotReady(String),
+}
+
+/// Resolves `refs` of an object in namespace `ns`.
+pub async fn resolve(
+    client: &kube::Client,
+    ns: &str,
+    refs: &[Reference],
+) -> Result<Resolution, kube::Error> {
+    let mut resolved = BTreeMap::new();
+    for r in refs {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &r.target);
+        let kind = &r.target.kind;
+        let ids = match &r.source {
+            RefSource::Id(id) => vec![id.clone()],
+            RefSource::Ids(ids) => ids.clone(),
+            RefSource::Names(names) => {
+                let mut ids = Vec::new();
+                for name in names {
+                    let Some(obj) = api.get_opt(name).await? else {
+                        return Ok(Resolution::NotReady(format!(
+                            "{}: {kind} {name} does not exist",
+                            r.field
+                        )));
+                    };
+                    match ready_id(&obj) {
+                        Ok(id) => ids.push(id),
+                        Err(why) => {
+                            return Ok(Resolution::NotReady(format!(
+                                "{}: {kind} {name} {why}",
+                                r.field
+                            )))
+                        }
+                    }
+                }
+                ids
+            }
+            RefSource::Selector(labels) => {
+                let selector = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let mut matches = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await?
+                    .items;
+                matches.sort_by_key(|o| o.name_any());
+                if !r.many {
+                    matches.truncate(1);
+                }
+                if matches.is_empty() {
+                    return Ok(Resolution::NotReady(format!(
+                        "{}: no {kind} matches labels {selector}",
+                        r.field
+                    )));
+                }
+                let mut ids = Vec::new();
+                for obj in &matches {
+                    match ready_id(obj) {
+                        Ok(id) => ids.push(id),
+                        Err(why) => {
+                            return Ok(Resolution::NotReady(format!(
+                                "{}: {kind} {} {why}",
+                                r.field,
+                                obj.name_any()
+                            )))
+                        }
+                    }
+                }
+                ids
+            }
+        };
+        resolved.insert(r.field.to_string(), ids.join(","));
+    }
+    Ok(Resolution::Resolved(resolved))
+}
+
+/// The cloud id of a referenced object, if it is usable.
+fn ready_id(obj: &DynamicObject) -> Result<String, &'static str> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Err("is being deleted");
+    }
+    let ready = obj.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if !ready {
+        return Err("is not Ready yet");
+    }
+    obj.annotations()
+        .get(EXTERNAL_NAME)
+        .cloned()
+        .ok_or("has no external name yet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(ready: &str, external_name: Option<&str>) -> DynamicObject {
+        let mut annotations = serde_json::Map::new();
+        if let Some(id) = external_name {
+            annotations.insert(EXTERNAL_NAME.into(), json!(id));
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "aws.driftless.dev/v1alpha1",
+            "kind": "Vpc",
+            "metadata": {"name": "main", "annotations": annotations},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reference_needs_a_ready_target_with_an_id() {
+        assert_eq!(
+            ready_id(&object("True", Some("vpc-1"))),
+            Ok("vpc-1".to_string())
+        );
+        assert_eq!(
+            ready_id(&object("False", Some("vpc-1"))),
+            Err("is not Ready yet")
+        );
+        assert_eq!(
+            ready_id(&object("True", None)),
+            Err("has no external name yet")
+        );
+    }
+}
