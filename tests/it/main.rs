@@ -3,5 +3,6 @@
 
 mod bucket;
 mod crds;
+mod ec2;
 mod support;
 mod wiring;

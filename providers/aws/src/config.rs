@@ -202,7 +202,12 @@ impl Aws {
         Ok(session)
     }
 
-    async fn build(&self, key: &str, spec: &ProviderConfigSpec, creds: Option<Credentials>) -> AwsSession {
+    async fn build(
+        &self,
+        key: &str,
+        spec: &ProviderConfigSpec,
+        creds: Option<Credentials>,
+    ) -> AwsSession {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(spec.region.clone()));
         if let Some(endpoint) = &spec.endpoint {
@@ -218,7 +223,11 @@ impl Aws {
             .ec2_snapshots
             .lock()
             .expect("snapshots poisoned")
-            .entry(format!("{key} {} {}", spec.region, endpoint.as_deref().unwrap_or("-")))
+            .entry(format!(
+                "{key} {} {}",
+                spec.region,
+                endpoint.as_deref().unwrap_or("-")
+            ))
             .or_insert_with(|| Arc::new(Ec2Snapshots::new(self.observation_max_age)))
             .clone();
         AwsSession {
