@@ -355,7 +355,7 @@ impl External<Instance> for Ec2 {
                 token = client_token(&[&token, &id]);
                 continue;
             }
-            self.written::<sdk::Instance>(&id);
+            let _written = self.writing::<sdk::Instance>(&id);
             return Ok(Created { external_name: id });
         }
         Err(CloudError::retryable(
@@ -376,7 +376,7 @@ impl External<Instance> for Ec2 {
             return Ok(());
         };
         let id = i.id();
-        self.written::<sdk::Instance>(id);
+        let _written = self.writing::<sdk::Instance>(id);
         for d in &observed.diff {
             match d.field.as_str() {
                 "forProvider.tags" => {
@@ -419,7 +419,7 @@ impl External<Instance> for Ec2 {
         if state_of(&i) == Some(&InstanceStateName::ShuttingDown) {
             return Ok(Deletion::Waiting(format!("instance {id} is shutting down")));
         }
-        self.written::<sdk::Instance>(id);
+        let _written = self.writing::<sdk::Instance>(id);
         match self
             .client
             .terminate_instances()

@@ -103,9 +103,15 @@ impl Ec2 {
         Ok(read)
     }
 
-    /// Marks `id` as written: its next observation re-reads it.
-    pub(crate) fn written<R: Described>(&self, id: &str) {
+    /// Marks `id` as written now and again when the guard drops (after the
+    /// writes, whatever their outcome): a listing that began while they were
+    /// in flight cannot hide them, and the next observation re-reads `id`.
+    pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<'_, R> {
         R::snapshot(&self.snapshots).written(id);
+        Writing {
+            snapshot: R::snapshot(&self.snapshots),
+            id: id.to_string(),
+        }
     }
 
     /// Makes the tags of `id` equal `want` (AWS's own `aws:` tags aside).
@@ -215,6 +221,18 @@ impl Ec2 {
                 )
             })
             .collect())
+    }
+}
+
+/// See [`Ec2::writing`].
+pub(crate) struct Writing<'a, R: Described> {
+    snapshot: &'a Snapshot<R>,
+    id: String,
+}
+
+impl<R: Described> Drop for Writing<'_, R> {
+    fn drop(&mut self) {
+        self.snapshot.written(&self.id);
     }
 }
 

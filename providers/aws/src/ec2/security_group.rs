@@ -527,7 +527,7 @@ impl External<SecurityGroup> for Ec2 {
                 )
             })?
             .to_string();
-        self.written::<sdk::SecurityGroup>(&id);
+        let _written = self.writing::<sdk::SecurityGroup>(&id);
         self.sync_rules(
             &id,
             Direction::Ingress,
@@ -563,7 +563,7 @@ impl External<SecurityGroup> for Ec2 {
             return Ok(());
         };
         let id = sg.id();
-        self.written::<sdk::SecurityGroup>(id);
+        let _written = self.writing::<sdk::SecurityGroup>(id);
         for d in &observed_diff.diff {
             match d.field.as_str() {
                 "forProvider.ingress" => {
@@ -599,7 +599,7 @@ impl External<SecurityGroup> for Ec2 {
             return Ok(Deletion::Done);
         };
         let id = sg.id();
-        self.written::<sdk::SecurityGroup>(id);
+        let _written = self.writing::<sdk::SecurityGroup>(id);
         match self
             .client
             .delete_security_group()

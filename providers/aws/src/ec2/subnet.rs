@@ -241,7 +241,7 @@ impl External<Subnet> for Ec2 {
                 CloudError::retryable("InvalidResponse", "CreateSubnet returned no subnet id")
             })?
             .to_string();
-        self.written::<sdk::Subnet>(&id);
+        let _written = self.writing::<sdk::Subnet>(&id);
         if let Some(v) = t.spec.map_public_ip_on_launch {
             set_map_public_ip(self, &id, v).await?;
         }
@@ -260,7 +260,7 @@ impl External<Subnet> for Ec2 {
             return Ok(());
         };
         let id = subnet.id();
-        self.written::<sdk::Subnet>(id);
+        let _written = self.writing::<sdk::Subnet>(id);
         for d in &observed.diff {
             match d.field.as_str() {
                 "forProvider.mapPublicIpOnLaunch" => {
@@ -290,7 +290,7 @@ impl External<Subnet> for Ec2 {
             return Ok(Deletion::Done);
         };
         let id = subnet.id();
-        self.written::<sdk::Subnet>(id);
+        let _written = self.writing::<sdk::Subnet>(id);
         match self.client.delete_subnet().subnet_id(id).send().await {
             Ok(_) => Ok(Deletion::Done),
             Err(e) if is_not_found(&e) => Ok(Deletion::Done),

@@ -289,7 +289,7 @@ impl External<Vpc> for Ec2 {
                 CloudError::retryable("InvalidResponse", "CreateVpc returned no VPC id")
             })?
             .to_string();
-        self.written::<sdk::Vpc>(&id);
+        let _written = self.writing::<sdk::Vpc>(&id);
         set_dns(self, &id, t.spec, &[]).await?;
         Ok(Created { external_name: id })
     }
@@ -303,7 +303,7 @@ impl External<Vpc> for Ec2 {
             return Ok(()); // gone since observe: the next observe creates it
         };
         let id = vpc.id();
-        self.written::<sdk::Vpc>(id);
+        let _written = self.writing::<sdk::Vpc>(id);
         let fields: Vec<&str> = observed.diff.iter().map(|d| d.field.as_str()).collect();
         let dns: Vec<&str> = fields
             .iter()
@@ -329,7 +329,7 @@ impl External<Vpc> for Ec2 {
             return Ok(Deletion::Done);
         };
         let id = vpc.id();
-        self.written::<sdk::Vpc>(id);
+        let _written = self.writing::<sdk::Vpc>(id);
         match self.client.delete_vpc().vpc_id(id).send().await {
             Ok(_) => Ok(Deletion::Done),
             Err(e) if is_not_found(&e) => Ok(Deletion::Done),
