@@ -6,11 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, Tag};
-use driftless_aws::{Aws, Instance, SecurityGroup, Subnet, Vpc};
-use driftless_provider::{
-    CallCounter, ConfigSource, Connector, Identity, ManagedKind, Target, CREATE_PENDING,
-    EXTERNAL_NAME, TAG_OWNER,
-};
+use driftless_aws::{Instance, SecurityGroup, Subnet, Vpc};
+use driftless_provider::{ManagedKind, CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -1382,77 +1379,74 @@ async fn owned(ec2: &aws_sdk_ec2::Client, kind: &str, owner: &str) -> Vec<String
     }
 }
 
+/// A Kubernetes client for a controller that "dies" right after a create
+/// call returned: the first request that would record the external-name of
+/// one of `names` never completes (the reconcile hangs there, as a killed
+/// process would stop), and the name is reported in `crashed`. Everything
+/// else passes through `inner` unchanged.
+fn crashing_client(
+    inner: kube::Client,
+    ns: &str,
+    names: &'static [&'static str],
+    crashed: Arc<std::sync::Mutex<Vec<String>>>,
+) -> kube::Client {
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let crashed = crashed.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await?;
+            if parts.method == http::Method::PATCH {
+                let path = parts.uri.path().to_string();
+                let records_id = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .is_some_and(|p| p["metadata"]["annotations"][EXTERNAL_NAME].is_string());
+                let target = names
+                    .iter()
+                    .find(|n| path.ends_with(&format!("/{n}")))
+                    .filter(|_| records_id);
+                if let Some(name) = target {
+                    crashed.lock().unwrap().push(name.to_string());
+                    std::future::pending::<()>().await;
+                }
+            }
+            inner
+                .send(http::Request::from_parts(
+                    parts,
+                    kube::client::Body::from(bytes),
+                ))
+                .await
+        }
+    });
+    kube::Client::new(service, ns.to_string())
+}
+
 #[tokio::test]
 async fn a_crash_between_create_and_record_is_adopted_not_duplicated() {
     let mut scope = Scope::new("ec2-crash").await;
     let ec2 = support::ec2().await;
-    let (cidr, b) = cidr16();
-    let vpc_obj: Vpc = create(
-        &scope,
-        manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr})),
-    )
-    .await;
+    let vpcs: Api<Vpc> = scope.api();
+    let instances: Api<Instance> = scope.api();
+    let (cidr, _) = cidr16();
 
-    // What a controller does before it crashes: mark the create pending, make
-    // the create call, and die before recording the id it got back.
-    let aws = Aws::new(Arc::new(CallCounter::default()));
-    let source = ConfigSource::Cluster(scope.client.clone());
-    let mark_pending = |kind: &'static str, name: &'static str| {
-        let client = scope.client.clone();
-        let ns = scope.ns.clone();
-        async move {
-            let patch = json!({"metadata": {"annotations": {CREATE_PENDING: chrono::Utc::now().to_rfc3339()}}});
-            let pp = PatchParams::default();
-            match kind {
-                "Vpc" => drop(
-                    Api::<Vpc>::namespaced(client, &ns)
-                        .patch(name, &pp, &Patch::Merge(&patch))
-                        .await
-                        .unwrap(),
-                ),
-                _ => drop(
-                    Api::<Instance>::namespaced(client, &ns)
-                        .patch(name, &pp, &Patch::Merge(&patch))
-                        .await
-                        .unwrap(),
-                ),
-            }
-        }
-    };
-    let identity = |kind: &str, name: &str| Identity {
-        kind: kind.into(),
-        namespace: scope.ns.clone(),
-        name: name.into(),
-        stack: None,
-    };
-    mark_pending("Vpc", "net").await;
-    let vpc_identity = identity("Vpc", "net");
-    let external = Connector::<Vpc>::connect(
-        &aws,
-        &source,
-        &scope.provider_config,
-        &vpc_obj.spec.for_provider,
-    )
-    .await
-    .unwrap();
-    let no_refs = BTreeMap::new();
-    let created_vpc = external
-        .create(&Target {
-            identity: &vpc_identity,
-            external_name: None,
-            create_pending: true,
-            spec: &vpc_obj.spec.for_provider,
-            resolved: &no_refs,
-        })
+    // The instance's subnet lives in a VPC made by hand, so that both
+    // creates happen (and crash) under the same controller.
+    let (other_cidr, other) = cidr16();
+    let hand_vpc = ec2
+        .create_vpc()
+        .cidr_block(&other_cidr)
+        .send()
         .await
         .unwrap()
-        .external_name;
-
-    // The instance needs a subnet: one made by hand in the crashed VPC.
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
     let subnet_id = ec2
         .create_subnet()
-        .vpc_id(&created_vpc)
-        .cidr_block(format!("10.{b}.5.0/24"))
+        .vpc_id(&hand_vpc)
+        .cidr_block(format!("10.{other}.5.0/24"))
         .send()
         .await
         .unwrap()
@@ -1461,7 +1455,12 @@ async fn a_crash_between_create_and_record_is_adopted_not_duplicated() {
         .subnet_id()
         .unwrap()
         .to_string();
-    let vm: Instance = create(
+    create::<Vpc>(
+        &scope,
+        manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr})),
+    )
+    .await;
+    create::<Instance>(
         &scope,
         manifest(
             &scope,
@@ -1471,77 +1470,81 @@ async fn a_crash_between_create_and_record_is_adopted_not_duplicated() {
         ),
     )
     .await;
-    mark_pending("Instance", "vm").await;
-    let vm_identity = identity("Instance", "vm");
-    let external = Connector::<Instance>::connect(
-        &aws,
-        &source,
-        &scope.provider_config,
-        &vm.spec.for_provider,
-    )
-    .await
-    .unwrap();
-    let refs = BTreeMap::from([("subnetId".to_string(), subnet_id.clone())]);
-    let created_instance = external
-        .create(&Target {
-            identity: &vm_identity,
-            external_name: None,
-            create_pending: true,
-            spec: &vm.spec.for_provider,
-            resolved: &refs,
-        })
-        .await
-        .unwrap()
-        .external_name;
+
+    // The first controller makes both create calls and dies before it
+    // records either id.
+    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = crashing_client(
+        scope.client.clone(),
+        &scope.ns,
+        &["net", "vm"],
+        crashed.clone(),
+    );
+    scope.start_controller_with(client, POLL);
+    wait_for("both creates made, neither recorded", WAIT, || async {
+        (crashed.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    scope.stop_controller();
+    assert_eq!(scope.calls.operation_total("CreateVpc"), 1);
+    assert_eq!(scope.calls.operation_total("RunInstances"), 1);
+    let net = vpcs.get("net").await.unwrap();
+    let vm = instances.get("vm").await.unwrap();
+    for (name, annotations) in [("net", net.annotations()), ("vm", vm.annotations())] {
+        assert!(
+            !annotations.contains_key(EXTERNAL_NAME),
+            "{name}: id recorded before the crash"
+        );
+        assert!(
+            annotations.contains_key(CREATE_PENDING),
+            "{name}: create not marked pending"
+        );
+    }
+    let vpc_owner = format!("{}/net", scope.ns);
+    let vm_owner = format!("{}/vm", scope.ns);
+    let created_vpc = owned(&ec2, "Vpc", &vpc_owner).await;
+    let created_instance = owned(&ec2, "Instance", &vm_owner).await;
+    assert_eq!(created_vpc.len(), 1, "{created_vpc:?}");
+    assert_eq!(created_instance.len(), 1, "{created_instance:?}");
 
     // The restarted controller adopts both instead of creating again.
     scope.start_controller(POLL);
-    let vpcs: Api<Vpc> = scope.api();
-    let instances: Api<Instance> = scope.api();
     let net = wait_ready(&vpcs, "net").await;
     let vm = wait_ready(&instances, "vm").await;
-    assert_eq!(external_name(&net), created_vpc);
-    assert_eq!(external_name(&vm), created_instance);
+    assert_eq!(external_name(&net), created_vpc[0]);
+    assert_eq!(external_name(&vm), created_instance[0]);
     assert!(!net.annotations().contains_key(CREATE_PENDING));
     assert!(!vm.annotations().contains_key(CREATE_PENDING));
-    assert_eq!(
-        owned(&ec2, "Vpc", &format!("{}/net", scope.ns)).await,
-        [created_vpc.as_str()]
-    );
-    assert_eq!(
-        owned(&ec2, "Instance", &format!("{}/vm", scope.ns)).await,
-        [created_instance.as_str()]
-    );
-    assert_eq!(
-        scope.calls.operation_total("CreateVpc"),
-        0,
-        "{:?}",
-        scope.calls.snapshot()
-    );
-    assert_eq!(
-        scope.calls.operation_total("RunInstances"),
-        0,
-        "{:?}",
-        scope.calls.snapshot()
-    );
     wait_event(&scope, "net", "AdoptedExternalResource").await;
     wait_event(&scope, "vm", "AdoptedExternalResource").await;
+    // Several polls later: still exactly one of each, and no second create.
+    tokio::time::sleep(POLL * 2).await;
+    assert_eq!(owned(&ec2, "Vpc", &vpc_owner).await, created_vpc);
+    assert_eq!(owned(&ec2, "Instance", &vm_owner).await, created_instance);
+    for op in ["CreateVpc", "RunInstances"] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            1,
+            "{op} again after the restart: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+    wait_synced(&vpcs, "net").await;
+    wait_synced(&instances, "vm").await;
 
-    instances
-        .delete("vm", &DeleteParams::default())
-        .await
-        .unwrap();
+    let dp = DeleteParams::default();
+    instances.delete("vm", &dp).await.unwrap();
+    vpcs.delete("net", &dp).await.unwrap();
     wait_gone(&instances, "vm").await;
+    wait_gone(&vpcs, "net").await;
+    assert!(owned(&ec2, "Vpc", &vpc_owner).await.is_empty());
+    assert!(owned(&ec2, "Instance", &vm_owner).await.is_empty());
     ec2.delete_subnet()
         .subnet_id(&subnet_id)
         .send()
         .await
         .unwrap();
-    vpcs.delete("net", &DeleteParams::default()).await.unwrap();
-    wait_gone(&vpcs, "net").await;
-    assert!(owned(&ec2, "Vpc", &format!("{}/net", scope.ns))
-        .await
-        .is_empty());
+    ec2.delete_vpc().vpc_id(&hand_vpc).send().await.unwrap();
 }
 
 #[tokio::test]
