@@ -384,54 +384,67 @@ async fn immutable_changes_are_refused_and_change_nothing() {
     let subnet_id = external_name(&wait_synced(&subnets, "a").await);
     let instance_id = external_name(&wait_synced(&instances, "web").await);
 
-    // Each change is refused, terminal, naming the field; nothing changes.
+    // Every immutable field changed: each change is refused, terminal, and
+    // the message names every field; nothing changes.
     let other = format!("10.{}.0.0/16", b.wrapping_add(1));
     patch_for_provider(&vpcs, "net", json!({"cidrBlock": other})).await;
     patch_for_provider(
         &subnets,
         "a",
-        json!({"availabilityZone": format!("{}b", support::env().region)}),
+        json!({"cidrBlock": format!("10.{b}.3.0/24"), "availabilityZone": format!("{}b", support::env().region)}),
     )
     .await;
     patch_for_provider(
         &instances,
         "web",
-        json!({"imageId": "ami-0000000000000dead"}),
+        // Another subnet: by id instead of the reference.
+        json!({"imageId": "ami-0000000000000dead", "subnetRef": null, "subnetId": "subnet-0123456789abcdef0"}),
     )
     .await;
-    for (kind, field, msg) in [
+    let terminal = |fields: &'static [&'static str]| {
+        move |_: &str, m: &str| fields.iter().all(|f| m.contains(f))
+    };
+    for (kind, fields, msg) in [
         (
             "Vpc",
-            "forProvider.cidrBlock",
-            wait_message(&vpcs, "net", "Synced", "False", |_, m| {
-                m.contains("cidrBlock")
-            })
-            .await
-            .1,
+            &["forProvider.cidrBlock"][..],
+            wait_message(&vpcs, "net", "Synced", "False", terminal(&["cidrBlock"]))
+                .await
+                .1,
         ),
         (
             "Subnet",
-            "forProvider.availabilityZone",
-            wait_message(&subnets, "a", "Synced", "False", |_, m| {
-                m.contains("availabilityZone")
-            })
+            &["forProvider.cidrBlock", "forProvider.availabilityZone"][..],
+            wait_message(
+                &subnets,
+                "a",
+                "Synced",
+                "False",
+                terminal(&["cidrBlock", "availabilityZone"]),
+            )
             .await
             .1,
         ),
         (
             "Instance",
-            "forProvider.imageId",
-            wait_message(&instances, "web", "Synced", "False", |_, m| {
-                m.contains("imageId")
-            })
+            &["forProvider.imageId", "forProvider.subnetId"][..],
+            wait_message(
+                &instances,
+                "web",
+                "Synced",
+                "False",
+                terminal(&["imageId", "subnetId"]),
+            )
             .await
             .1,
         ),
     ] {
-        assert!(
-            msg.contains(&format!("{field} is immutable")),
-            "{kind}: {msg}"
-        );
+        for field in fields {
+            assert!(
+                msg.contains(&format!("{field} is immutable")),
+                "{kind}: {msg}"
+            );
+        }
         assert!(
             msg.contains("ImmutableField") && msg.contains("nothing was changed"),
             "{kind}: {msg}"
@@ -458,14 +471,12 @@ async fn immutable_changes_are_refused_and_change_nothing() {
         vpc(&ec2, &vpc_id).await.unwrap().cidr_block(),
         Some(cidr.as_str())
     );
-    assert_eq!(
-        subnet(&ec2, &subnet_id).await.unwrap().availability_zone(),
-        Some(zone.as_str())
-    );
-    assert_eq!(
-        instance(&ec2, &instance_id).await.unwrap().image_id(),
-        Some(AMI)
-    );
+    let a = subnet(&ec2, &subnet_id).await.unwrap();
+    assert_eq!(a.availability_zone(), Some(zone.as_str()));
+    assert_eq!(a.cidr_block(), Some(subnet_cidr.as_str()));
+    let i = instance(&ec2, &instance_id).await.unwrap();
+    assert_eq!(i.image_id(), Some(AMI));
+    assert_eq!(i.subnet_id(), Some(subnet_id.as_str()));
     for op in ["CreateVpc", "CreateSubnet", "RunInstances"] {
         assert_eq!(
             scope.calls.operation_total(op),
