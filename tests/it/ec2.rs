@@ -692,7 +692,21 @@ async fn security_group_rules_are_a_set() {
         "egress unset: AWS's default kept"
     );
 
-    // Update: one rule more, one source less; egress becomes managed.
+    // A second group, for a rule that admits its members.
+    create::<SecurityGroup>(
+        &scope,
+        manifest(
+            &scope,
+            "SecurityGroup",
+            "lb",
+            json!({"vpcRef": {"name": "net"}, "description": "load balancers"}),
+        ),
+    )
+    .await;
+    let lb = external_name(&wait_ready(&groups, "lb").await);
+
+    // Update: one rule more, one source less, a rule naming the other group;
+    // egress becomes managed.
     patch_for_provider(
         &groups,
         &name,
@@ -701,16 +715,19 @@ async fn security_group_rules_are_a_set() {
                 {"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]},
                 {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["10.0.0.0/8"]},
                 {"protocol": "udp", "fromPort": 53, "toPort": 53, "cidrBlocks": ["10.0.0.0/8"]},
+                {"protocol": "tcp", "fromPort": 8080, "toPort": 8080, "securityGroupIds": [lb]},
             ],
             "egress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}],
         }),
     )
     .await;
-    let want_ingress = [
-        "tcp 22-22 10.0.0.0/8",
-        "tcp 443-443 0.0.0.0/0",
-        "udp 53-53 10.0.0.0/8",
+    let mut want_ingress = vec![
+        "tcp 22-22 10.0.0.0/8".to_string(),
+        "tcp 443-443 0.0.0.0/0".to_string(),
+        "udp 53-53 10.0.0.0/8".to_string(),
+        format!("tcp 8080-8080 {lb}"),
     ];
+    want_ingress.sort();
     wait_for("rules updated in EC2", WAIT, || async {
         let g = group(&ec2, &id).await?;
         let done = rules(g.ip_permissions()) == want_ingress
@@ -754,15 +771,16 @@ async fn security_group_rules_are_a_set() {
     wait_event(&scope, &name, "DriftCorrected").await;
     assert!(scope.calls.operation_total("RevokeSecurityGroupIngress") >= 2);
 
-    // Delete: the group, then the VPC.
-    groups
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    vpcs.delete("net", &DeleteParams::default()).await.unwrap();
+    // Delete all at once: the groups, then the VPC.
+    let dp = DeleteParams::default();
+    vpcs.delete("net", &dp).await.unwrap();
+    groups.delete("lb", &dp).await.unwrap();
+    groups.delete(&name, &dp).await.unwrap();
     wait_gone(&groups, &name).await;
+    wait_gone(&groups, "lb").await;
     wait_gone(&vpcs, "net").await;
     assert!(group(&ec2, &id).await.is_none());
+    assert!(group(&ec2, &lb).await.is_none());
     assert!(vpc(&ec2, &vpc_id).await.is_none());
 }
 
