@@ -1614,11 +1614,11 @@ async fn observing_fifty_vpcs_costs_pages_not_resources() {
         "{N} Ready VPCs over {POLLS} idle polls of {POLL:?}: {describes} DescribeVpcs ({:.1} per poll), {total} EC2 calls in all",
         describes as f64 / f64::from(POLLS)
     );
-    // One page per refresh, at most two refreshes per poll (snapshots live
-    // half a poll): never one call per VPC.
+    // One page (50 < the page size of 1000) per refresh, one refresh per
+    // poll (snapshots live one poll): never one call per VPC.
     assert!(describes >= 1, "no observation at all in {POLLS} polls");
     assert!(
-        describes <= u64::from(POLLS) * 2 + 1,
+        describes <= u64::from(POLLS) + 1,
         "{describes} DescribeVpcs in {POLLS} polls: {:?}",
         scope.calls.snapshot()
     );

@@ -108,9 +108,9 @@ impl AwsSession {
 /// ProviderConfig edits apply without hammering the API server.
 const SESSION_TTL: Duration = Duration::from_secs(30);
 
-/// How old a batched observation may be by default: half the default poll
+/// How old a batched observation may be by default: the default poll
 /// interval (60 s), so each poll sees about one describe call per kind.
-const DEFAULT_OBSERVATION_MAX_AGE: Duration = Duration::from_secs(30);
+const DEFAULT_OBSERVATION_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// The AWS provider: builds sessions and counts every call made through them.
 pub struct Aws {
@@ -138,8 +138,8 @@ impl Aws {
     }
 
     /// How old a batched observation (one describe call serving every
-    /// resource of a kind) may be before it is re-read: half the poll
-    /// interval gives about one call per kind per poll.
+    /// resource of a kind) may be before it is re-read: the poll interval
+    /// gives about one call per kind per poll.
     pub fn with_observation_max_age(mut self, max_age: Duration) -> Self {
         self.observation_max_age = max_age;
         self

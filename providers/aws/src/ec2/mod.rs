@@ -7,8 +7,9 @@
 //! every ProviderConfig's session holds one [`Snapshot`] per kind: the result of
 //! one paginated describe call filtered on `tag:driftless.dev/managed-by`, which
 //! serves the observation of every resource of that kind for up to
-//! `max_age` (half the poll interval, so each poll sees at most one refresh,
-//! usually one per poll). Concurrent observes wait for the same refresh rather
+//! `max_age` (the poll interval: reconciles are spread over the poll by
+//! jitter, so a shorter life would refresh several times per poll; this one
+//! refreshes about once per poll). Concurrent observes wait for the same refresh rather
 //! than each starting one. A resource driftless wrote (created, updated,
 //! deleted) after the snapshot was taken is re-read individually by id exactly
 //! once, and that read replaces its snapshot entry; so is a resource the
