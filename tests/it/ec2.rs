@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, Tag};
-use driftless_aws::{Instance, SecurityGroup, Subnet, Vpc};
+use driftless_aws::{Instance, InternetGateway, SecurityGroup, Subnet, Vpc};
 use driftless_provider::{ManagedKind, CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -1679,4 +1679,230 @@ async fn invalid_ec2_specs_are_refused_at_admission() {
         assert!(!ok, "kubectl accepted an invalid {kind} {for_provider}");
         assert!(err.contains(expect), "for {kind} {for_provider}, expected {expect:?} in:\n{err}");
     }
+}
+
+async fn gateway(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+) -> Option<aws_sdk_ec2::types::InternetGateway> {
+    let out = ec2
+        .describe_internet_gateways()
+        .internet_gateway_ids(id)
+        .send()
+        .await
+        .ok()?;
+    out.internet_gateways().first().cloned()
+}
+
+/// The VPCs gateway `id` is attached to.
+async fn gateway_vpcs(ec2: &aws_sdk_ec2::Client, id: &str) -> Vec<String> {
+    gateway(ec2, id)
+        .await
+        .map(|g| {
+            g.attachments()
+                .iter()
+                .filter(|a| a.state().map(|s| s.as_str()) != Some("detached"))
+                .filter_map(|a| a.vpc_id().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn internet_gateway_lifecycle_and_moves() {
+    let mut scope = Scope::new("ec2-igw").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let vpcs: Api<Vpc> = scope.api();
+    let gateways: Api<InternetGateway> = scope.api();
+    for name in ["net", "net2"] {
+        let (cidr, _) = cidr16();
+        create::<Vpc>(
+            &scope,
+            manifest(&scope, "Vpc", name, json!({"cidrBlock": cidr})),
+        )
+        .await;
+    }
+    create::<InternetGateway>(
+        &scope,
+        manifest(
+            &scope,
+            "InternetGateway",
+            "gw",
+            json!({"vpcRef": {"name": "net"}, "tags": {"role": "edge"}}),
+        ),
+    )
+    .await;
+    let net = external_name(&wait_ready(&vpcs, "net").await);
+    let net2 = external_name(&wait_ready(&vpcs, "net2").await);
+    let gw = wait_synced(&gateways, "gw").await;
+    let id = external_name(&gw);
+    let status = gw.status.unwrap();
+    let at = status.at_provider.unwrap();
+    assert_eq!(at.internet_gateway_id.as_deref(), Some(id.as_str()));
+    assert_eq!(at.vpc_id.as_deref(), Some(net.as_str()));
+    assert_eq!(at.state.as_deref(), Some("available"));
+    assert_eq!(status.resolved_references.get("vpcId"), Some(&net));
+    assert_eq!(gateway_vpcs(&ec2, &id).await, [net.as_str()]);
+    let tags = tag_map(gateway(&ec2, &id).await.unwrap().tags());
+    assert_eq!(tags.get("role").map(String::as_str), Some("edge"));
+    assert_eq!(tags.get(TAG_OWNER), Some(&format!("{}/gw", scope.ns)));
+
+    // Update: tags, and a move to the other VPC.
+    patch_for_provider(
+        &gateways,
+        "gw",
+        json!({"vpcRef": {"name": "net2"}, "tags": {"role": "egress"}}),
+    )
+    .await;
+    wait_for("gateway moved and retagged", WAIT, || async {
+        let tags = tag_map(gateway(&ec2, &id).await?.tags());
+        let done = gateway_vpcs(&ec2, &id).await == [net2.as_str()]
+            && tags.get("role").map(String::as_str) == Some("egress");
+        done.then_some(())
+    })
+    .await;
+    wait_synced(&gateways, "gw").await;
+
+    // Drift: detached and retagged out of band; both put back.
+    ec2.detach_internet_gateway()
+        .internet_gateway_id(&id)
+        .vpc_id(&net2)
+        .send()
+        .await
+        .unwrap();
+    ec2.create_tags()
+        .resources(&id)
+        .tags(tag("role", "hijacked"))
+        .send()
+        .await
+        .unwrap();
+    wait_for("gateway drift corrected", DRIFT, || async {
+        let tags = tag_map(gateway(&ec2, &id).await?.tags());
+        let done = gateway_vpcs(&ec2, &id).await == [net2.as_str()]
+            && tags.get("role").map(String::as_str) == Some("egress");
+        done.then_some(())
+    })
+    .await;
+    wait_event(&scope, "gw", "DriftCorrected").await;
+
+    // Everything deleted at once converges. (AWS refuses to delete a VPC
+    // with a gateway attached, and the VPC then waits naming it; LocalStack
+    // deletes it anyway, so here the gateway may find its VPC gone.)
+    let dp = DeleteParams::default();
+    vpcs.delete("net2", &dp).await.unwrap();
+    vpcs.delete("net", &dp).await.unwrap();
+    gateways.delete("gw", &dp).await.unwrap();
+    wait_gone(&gateways, "gw").await;
+    wait_gone(&vpcs, "net2").await;
+    wait_gone(&vpcs, "net").await;
+    assert!(
+        gateway(&ec2, &id).await.is_none(),
+        "gateway {id} left behind"
+    );
+    assert!(vpc(&ec2, &net2).await.is_none());
+}
+
+#[tokio::test]
+async fn internet_gateway_orphan_and_import() {
+    let mut scope = Scope::new("ec2-igw-keep").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let gateways: Api<InternetGateway> = scope.api();
+    let (cidr, _) = cidr16();
+    // Made outside driftless: a VPC and an attached gateway, no owner tags.
+    let vpc_id = ec2
+        .create_vpc()
+        .cidr_block(&cidr)
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let legacy = ec2
+        .create_internet_gateway()
+        .send()
+        .await
+        .unwrap()
+        .internet_gateway()
+        .unwrap()
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&legacy)
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .unwrap();
+
+    // Import under Observe, with a spec that differs: nothing is changed.
+    let mut m = manifest(
+        &scope,
+        "InternetGateway",
+        "legacy",
+        json!({"tags": {"would": "change"}}),
+    );
+    m["metadata"]["annotations"] = json!({EXTERNAL_NAME: legacy});
+    m["spec"]["managementPolicies"] = json!(["Observe"]);
+    create::<InternetGateway>(&scope, m).await;
+    // Orphan: a gateway driftless makes, kept when its object goes.
+    let mut m = manifest(&scope, "InternetGateway", "kept", json!({"vpcId": vpc_id}));
+    m["spec"]["deletionPolicy"] = json!("Orphan");
+    create::<InternetGateway>(&scope, m).await;
+    let kept = external_name(&wait_ready(&gateways, "kept").await);
+
+    let imported = wait_ready(&gateways, "legacy").await;
+    let at = imported.status.unwrap().at_provider.unwrap();
+    assert_eq!(at.internet_gateway_id.as_deref(), Some(legacy.as_str()));
+    assert_eq!(at.vpc_id.as_deref(), Some(vpc_id.as_str()));
+    tokio::time::sleep(POLL * 3).await;
+    for op in [
+        "CreateTags",
+        "DeleteTags",
+        "DetachInternetGateway",
+        "DeleteInternetGateway",
+    ] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            0,
+            "{op}: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+    assert!(tag_map(gateway(&ec2, &legacy).await.unwrap().tags()).is_empty());
+    assert_eq!(gateway_vpcs(&ec2, &legacy).await, [vpc_id.as_str()]);
+
+    let dp = DeleteParams::default();
+    gateways.delete("legacy", &dp).await.unwrap();
+    gateways.delete("kept", &dp).await.unwrap();
+    wait_gone(&gateways, "legacy").await;
+    wait_gone(&gateways, "kept").await;
+    assert_eq!(gateway_vpcs(&ec2, &legacy).await, [vpc_id.as_str()]);
+    assert_eq!(gateway_vpcs(&ec2, &kept).await, [vpc_id.as_str()]);
+    for op in ["DetachInternetGateway", "DeleteInternetGateway"] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            0,
+            "{op} under Orphan/Observe"
+        );
+    }
+
+    for g in [&legacy, &kept] {
+        ec2.detach_internet_gateway()
+            .internet_gateway_id(g)
+            .vpc_id(&vpc_id)
+            .send()
+            .await
+            .unwrap();
+        ec2.delete_internet_gateway()
+            .internet_gateway_id(g)
+            .send()
+            .await
+            .unwrap();
+    }
+    ec2.delete_vpc().vpc_id(&vpc_id).send().await.unwrap();
 }

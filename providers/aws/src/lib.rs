@@ -13,6 +13,7 @@ use driftless_provider::{CloudError, ConfigSource, Connector, External, KindVisi
 
 pub use config::{Aws, AwsSession, ProviderConfig};
 pub use ec2::instance::Instance;
+pub use ec2::internet_gateway::InternetGateway;
 pub use ec2::security_group::SecurityGroup;
 pub use ec2::subnet::Subnet;
 pub use ec2::vpc::Vpc;
@@ -43,4 +44,5 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<Subnet>(aws.clone());
     visitor.visit::<SecurityGroup>(aws.clone());
     visitor.visit::<Instance>(aws.clone());
+    visitor.visit::<InternetGateway>(aws.clone());
 }

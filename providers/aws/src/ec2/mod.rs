@@ -1,4 +1,5 @@
-//! Amazon EC2 kinds (`Vpc`, `Subnet`, `SecurityGroup`, `Instance`) and what
+//! Amazon EC2 kinds (`Vpc`, `Subnet`, `SecurityGroup`, `Instance`,
+//! `InternetGateway`) and what
 //! they share: tags, filters, ownership, error mapping and batched observation.
 //!
 //! # Batched observation
@@ -18,6 +19,7 @@
 //! snapshot: a stale "not found" there would create a duplicate.
 
 pub mod instance;
+pub mod internet_gateway;
 pub mod security_group;
 pub mod subnet;
 pub mod vpc;
@@ -263,6 +265,7 @@ pub struct Ec2Snapshots {
     subnets: Snapshot<aws_sdk_ec2::types::Subnet>,
     security_groups: Snapshot<aws_sdk_ec2::types::SecurityGroup>,
     instances: Snapshot<aws_sdk_ec2::types::Instance>,
+    internet_gateways: Snapshot<aws_sdk_ec2::types::InternetGateway>,
 }
 
 impl Ec2Snapshots {
@@ -273,6 +276,7 @@ impl Ec2Snapshots {
             subnets: Snapshot::default(),
             security_groups: Snapshot::default(),
             instances: Snapshot::default(),
+            internet_gateways: Snapshot::default(),
         }
     }
 }
