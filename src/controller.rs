@@ -99,7 +99,10 @@ async fn shutdown_signal() {
 /// Runs every kind's controller until SIGTERM / Ctrl-C. `calls` counts every
 /// cloud API call made.
 pub async fn run(client: kube::Client, settings: Settings, calls: Arc<CallCounter>) {
-    let aws = Arc::new(Aws::new(calls));
+    // Batched observations live one poll: reconciles are spread over the
+    // poll (jitter), so a shorter life would refresh several times per poll.
+    // About one describe call per kind per poll, however many resources.
+    let aws = Arc::new(Aws::new(calls).with_observation_max_age(settings.poll_interval));
     let mut start = StartControllers {
         client,
         settings,

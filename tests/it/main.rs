@@ -3,6 +3,7 @@
 
 mod bucket;
 mod crds;
+mod ec2;
 mod push;
 mod support;
 mod validate;

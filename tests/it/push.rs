@@ -293,3 +293,97 @@ async fn invalid_manifests_apply_nothing() {
     assert_eq!(code, 1);
     assert!(err.contains("--stack \"no spaces\""), "{err}");
 }
+
+#[tokio::test]
+async fn a_crashed_apply_is_completed_without_duplicates() {
+    use std::io::{BufRead, BufReader};
+    let stack = unique("st");
+    let dir = tempfile::tempdir().unwrap();
+    let count = 12;
+    let mut text = String::new();
+    for i in 0..count {
+        text.push_str(&format!(
+            "---\napiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: net-{i}, namespace: crash}}\nspec:\n  forProvider: {{cidrBlock: 10.{i}.0.0/16}}\n"
+        ));
+    }
+    write(dir.path(), "vpcs.yaml", &text);
+    let path = dir.path().to_str().unwrap();
+
+    // Kill the first apply (SIGKILL: no cleanup) as soon as one VPC is done.
+    let env = env();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["apply", path, "--stack", &stack, "--concurrency", "2"])
+        .env("AWS_ENDPOINT_URL", &env.aws_endpoint)
+        .env("AWS_REGION", &env.region)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for line in BufReader::new(stderr).lines() {
+        if line.unwrap().contains("created") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let ec2 = crate::support::ec2().await;
+    let tagged = || async {
+        let out = ec2
+            .describe_vpcs()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:driftless.dev/stack")
+                    .values(&stack)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.vpcs()
+            .iter()
+            .map(|v| {
+                v.tags()
+                    .iter()
+                    .find(|t| t.key() == Some("driftless.dev/owner"))
+                    .and_then(|t| t.value())
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = tagged().await.len();
+    assert!(
+        before >= 1 && before < count,
+        "the apply was killed halfway: {before} of {count} created"
+    );
+
+    let (code, out, _) = driftless(&["apply", path, "--stack", &stack]);
+    assert_eq!(code, 0, "{out}");
+    let mut owners = tagged().await;
+    owners.sort();
+    let mut unique_owners = owners.clone();
+    unique_owners.dedup();
+    assert_eq!(
+        owners.len(),
+        count,
+        "exactly one VPC per object: {owners:?}"
+    );
+    assert_eq!(unique_owners.len(), count, "{owners:?}");
+    let (code, out, _) = driftless(&["plan", path, "--stack", &stack]);
+    assert_eq!(code, 0, "the next plan is a no-op: {out}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, out, _) = driftless(&[
+        "apply",
+        empty.path().to_str().unwrap(),
+        "--stack",
+        &stack,
+        "--prune",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(tagged().await.is_empty(), "pruned");
+}

@@ -258,13 +258,18 @@ impl Scope {
 
     /// Starts the controller for this namespace with a short poll interval.
     pub fn start_controller(&mut self, poll: Duration) {
+        self.start_controller_with(self.client.clone(), poll);
+    }
+
+    /// Like [`Scope::start_controller`], talking to Kubernetes through
+    /// `client` (a test may wrap the API connection to inject faults).
+    pub fn start_controller_with(&mut self, client: kube::Client, poll: Duration) {
         let settings = Settings {
             poll_interval: poll,
             concurrency: 4,
             terminal_backoff: Duration::from_secs(600),
             namespace: Some(self.ns.clone()),
         };
-        let client = self.client.clone();
         let calls = self.calls.clone();
         self.controller = Some(tokio::spawn(driftless::controller::run(
             client, settings, calls,

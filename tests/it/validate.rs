@@ -78,3 +78,34 @@ fn an_object_without_kind_or_name_is_refused() {
         "{out}"
     );
 }
+
+#[test]
+fn a_bad_cidr_and_a_dangling_reference_are_reported_where_written() {
+    let (code, out) = validate(&[(
+        "net.yaml",
+        "apiVersion: aws.driftless.dev/v1alpha1
+kind: Vpc
+metadata: {name: main, namespace: net}
+spec:
+  forProvider:
+    cidrBlock: 10.0.0.0/99
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: Subnet
+metadata: {name: a, namespace: net}
+spec:
+  forProvider:
+    vpcRef: {name: mian}
+    cidrBlock: 10.0.1.0/24
+",
+    )]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "net.yaml:6:5: Vpc net/main: spec.forProvider.cidrBlock: cidrBlock must be an IPv4 CIDR block with a prefix from /16 to /28, e.g. 10.0.0.0/16",
+            r#"net.yaml:13:5: Subnet net/a: vpcId: Vpc "mian" is not defined in namespace net of these manifests"#,
+        ]
+    );
+}

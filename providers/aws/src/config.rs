@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::calls::CountCalls;
+use crate::ec2::Ec2Snapshots;
 
 /// Where AWS credentials come from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -91,6 +92,9 @@ pub struct AwsSession {
     pub endpoint: Option<String>,
     pub s3_path_style: bool,
     calls: Arc<CallCounter>,
+    /// Batched EC2 observation, shared by every object using this
+    /// ProviderConfig (and kept when the session is re-read).
+    pub(crate) ec2: Arc<Ec2Snapshots>,
 }
 
 impl AwsSession {
@@ -104,11 +108,23 @@ impl AwsSession {
 /// ProviderConfig edits apply without hammering the API server.
 const SESSION_TTL: Duration = Duration::from_secs(30);
 
+/// How old a batched observation may be by default: the default poll
+/// interval (60 s), so each poll sees about one describe call per kind.
+const DEFAULT_OBSERVATION_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// The AWS provider: builds sessions and counts every call made through them.
-#[derive(Default)]
 pub struct Aws {
     calls: Arc<CallCounter>,
     sessions: Mutex<HashMap<String, (Instant, AwsSession)>>,
+    /// Per ProviderConfig, region and endpoint: outlives session re-reads.
+    ec2_snapshots: Mutex<HashMap<String, Arc<Ec2Snapshots>>>,
+    observation_max_age: Duration,
+}
+
+impl Default for Aws {
+    fn default() -> Self {
+        Self::new(Arc::default())
+    }
 }
 
 impl Aws {
@@ -116,7 +132,17 @@ impl Aws {
         Self {
             calls,
             sessions: Mutex::default(),
+            ec2_snapshots: Mutex::default(),
+            observation_max_age: DEFAULT_OBSERVATION_MAX_AGE,
         }
+    }
+
+    /// How old a batched observation (one describe call serving every
+    /// resource of a kind) may be before it is re-read: the poll interval
+    /// gives about one call per kind per poll.
+    pub fn with_observation_max_age(mut self, max_age: Duration) -> Self {
+        self.observation_max_age = max_age;
+        self
     }
 
     pub fn calls(&self) -> &Arc<CallCounter> {
@@ -154,7 +180,7 @@ impl Aws {
                     CredentialsSource::Environment => Some(env_credentials()?),
                     CredentialsSource::Default => None,
                 };
-                self.build(&spec, creds).await
+                self.build(&key, &spec, creds).await
             }
             ConfigSource::Environment => {
                 let region = std::env::var("AWS_REGION")
@@ -166,7 +192,7 @@ impl Aws {
                     credentials: CredentialsConfig::default(),
                     s3_force_path_style: None,
                 };
-                self.build(&spec, None).await
+                self.build(&key, &spec, None).await
             }
         };
         self.sessions
@@ -176,7 +202,12 @@ impl Aws {
         Ok(session)
     }
 
-    async fn build(&self, spec: &ProviderConfigSpec, creds: Option<Credentials>) -> AwsSession {
+    async fn build(
+        &self,
+        key: &str,
+        spec: &ProviderConfigSpec,
+        creds: Option<Credentials>,
+    ) -> AwsSession {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(spec.region.clone()));
         if let Some(endpoint) = &spec.endpoint {
@@ -187,7 +218,20 @@ impl Aws {
         }
         let sdk = loader.load().await;
         let endpoint = sdk.endpoint_url().map(str::to_string);
+        // Another region or endpoint is another cloud: never share a snapshot.
+        let ec2 = self
+            .ec2_snapshots
+            .lock()
+            .expect("snapshots poisoned")
+            .entry(format!(
+                "{key} {} {}",
+                spec.region,
+                endpoint.as_deref().unwrap_or("-")
+            ))
+            .or_insert_with(|| Arc::new(Ec2Snapshots::new(self.observation_max_age)))
+            .clone();
         AwsSession {
+            ec2,
             region: spec.region.clone(),
             s3_path_style: spec.s3_force_path_style.unwrap_or(endpoint.is_some()),
             endpoint,

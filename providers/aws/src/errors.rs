@@ -33,6 +33,13 @@ const TERMINAL: &[&str] = &[
     "InvalidAMIID.NotFound",
     "InvalidInstanceType",
     "InvalidGroup.Duplicate",
+    "InvalidGroup.Reserved",
+    "InvalidVpcID.Malformed",
+    "InvalidSubnetID.Malformed",
+    "InvalidGroupId.Malformed",
+    "InvalidInstanceID.Malformed",
+    "InvalidKeyPair.NotFound",
+    "InvalidUserData.Malformed",
     "VpcLimitExceeded",
     "TooManyBuckets",
 ];

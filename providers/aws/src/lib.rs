@@ -3,6 +3,7 @@
 
 mod calls;
 pub mod config;
+pub mod ec2;
 mod errors;
 pub mod s3;
 
@@ -11,6 +12,11 @@ use std::sync::Arc;
 use driftless_provider::{CloudError, ConfigSource, Connector, External, KindVisitor, ManagedKind};
 
 pub use config::{Aws, AwsSession, ProviderConfig};
+pub use ec2::instance::Instance;
+pub use ec2::internet_gateway::InternetGateway;
+pub use ec2::security_group::SecurityGroup;
+pub use ec2::subnet::Subnet;
+pub use ec2::vpc::Vpc;
 pub use s3::bucket::Bucket;
 
 /// A kind this provider serves: how to build its cloud client from a session.
@@ -34,4 +40,9 @@ impl<K: AwsKind> Connector<K> for Aws {
 /// Every kind AWS serves. Adding a kind adds one line here.
 pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<Bucket>(aws.clone());
+    visitor.visit::<Vpc>(aws.clone());
+    visitor.visit::<Subnet>(aws.clone());
+    visitor.visit::<SecurityGroup>(aws.clone());
+    visitor.visit::<Instance>(aws.clone());
+    visitor.visit::<InternetGateway>(aws.clone());
 }

@@ -1,0 +1,335 @@
+//! `InternetGateway` (aws.driftless.dev/v1alpha1): an EC2 internet gateway,
+//! attached to at most one VPC. Unlike a subnet's, its VPC can change: it is
+//! detached from the old one and attached to the new one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{self as sdk, ResourceType};
+use driftless_provider::{
+    managed_resource, CloudError, Created, Deletion, External, FieldDiff, ObjectRef, Observation,
+    Reference, References, Selector, Target,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::vpc::Vpc;
+use super::{
+    desired_tags, is_dependency_violation, is_not_found, resolved, tag_map, tag_specification,
+    tags_diff, waiting_on, Described, Ec2, Ec2Snapshots, Snapshot, PAGE_SIZE,
+};
+use crate::errors::{cloud_error, code_of};
+use crate::{AwsKind, AwsSession};
+
+/// The desired state of an internet gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InternetGatewayParameters {
+    /// The VPC to attach to (unset: detached). Changing it moves the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// A Vpc object in this namespace, instead of vpcId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_ref: Option<ObjectRef>,
+    /// The first Vpc (by name) in this namespace with these labels, instead of vpcId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_selector: Option<Selector>,
+    /// Tags of the gateway. driftless adds its own `driftless.dev/*` owner tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 40))]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What AWS reports about the internet gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InternetGatewayObservation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet_gateway_id: Option<String>,
+    /// The VPC it is attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// The attachment's state (`available` when attached), or `detached`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The AWS account that owns the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+}
+
+managed_resource! {
+    /// An EC2 internet gateway and its VPC attachment. Its id is recorded in
+    /// the `driftless.dev/external-name` annotation; set that annotation by
+    /// hand to import an existing gateway.
+    kind InternetGateway("InternetGateway"), spec InternetGatewaySpec, status InternetGatewayStatus("InternetGatewayStatus"),
+    group "aws.driftless.dev", category "aws",
+    for_provider InternetGatewayParameters, at_provider InternetGatewayObservation,
+}
+
+impl References for InternetGatewayParameters {
+    fn references(&self) -> Vec<Reference> {
+        Reference::single::<Vpc>(
+            "vpcId",
+            self.vpc_id.as_ref(),
+            self.vpc_ref.as_ref(),
+            self.vpc_selector.as_ref(),
+        )
+        .into_iter()
+        .collect()
+    }
+}
+
+impl AwsKind for InternetGateway {
+    fn external(
+        session: &AwsSession,
+        _spec: &InternetGatewayParameters,
+    ) -> Arc<dyn External<Self>> {
+        Arc::new(Ec2::new(session))
+    }
+}
+
+#[async_trait]
+impl Described for sdk::InternetGateway {
+    const WHAT: &'static str = "internet gateway";
+
+    fn id(&self) -> &str {
+        self.internet_gateway_id().unwrap_or_default()
+    }
+
+    fn tags(&self) -> &[sdk::Tag] {
+        sdk::InternetGateway::tags(self)
+    }
+
+    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
+        &s.internet_gateways
+    }
+
+    async fn list(
+        ec2: &aws_sdk_ec2::Client,
+        filters: Vec<sdk::Filter>,
+    ) -> Result<Vec<Self>, CloudError> {
+        ec2.describe_internet_gateways()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .page_size(PAGE_SIZE)
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(cloud_error)
+    }
+
+    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError> {
+        match ec2
+            .describe_internet_gateways()
+            .internet_gateway_ids(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.internet_gateways().first().cloned()),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(cloud_error(e)),
+        }
+    }
+}
+
+/// The VPC the gateway is attached to (or attaching), if any.
+fn attached(igw: &sdk::InternetGateway) -> Option<(&str, &str)> {
+    igw.attachments().iter().find_map(|a| {
+        let state = a.state().map(|s| s.as_str()).unwrap_or_default();
+        (state != "detached")
+            .then(|| a.vpc_id().map(|v| (v, state)))
+            .flatten()
+    })
+}
+
+impl Ec2 {
+    /// Moves gateway `id` from the VPC it is attached to (if any) to `want`.
+    async fn attach(
+        &self,
+        id: &str,
+        have: Option<&str>,
+        want: Option<&str>,
+    ) -> Result<(), CloudError> {
+        if have == want {
+            return Ok(());
+        }
+        if let Some(old) = have {
+            match self
+                .client
+                .detach_internet_gateway()
+                .internet_gateway_id(id)
+                .vpc_id(old)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                // Already detached, or the VPC is gone: what we wanted.
+                Err(e) if code_of(&e) == Some("Gateway.NotAttached") || is_not_found(&e) => {}
+                Err(e) => return Err(cloud_error(e)),
+            }
+        }
+        if let Some(new) = want {
+            self.client
+                .attach_internet_gateway()
+                .internet_gateway_id(id)
+                .vpc_id(new)
+                .send()
+                .await
+                .map_err(cloud_error)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl External<InternetGateway> for Ec2 {
+    async fn list_owned(&self) -> Result<Vec<driftless_provider::Owned>, CloudError> {
+        Ec2::list_owned::<sdk::InternetGateway>(self).await
+    }
+
+    async fn observe(
+        &self,
+        t: &Target<'_, InternetGateway>,
+    ) -> Result<Observation<InternetGatewayObservation>, CloudError> {
+        let Some(igw) = self
+            .find::<sdk::InternetGateway>(t.identity, t.external_name)
+            .await?
+        else {
+            return Ok(Observation::absent());
+        };
+        let id = igw.id().to_string();
+        let have = attached(&igw);
+        let want = resolved(t, "vpcId");
+        let mut diff = Vec::new();
+        if have.map(|(vpc, _)| vpc) != want {
+            diff.push(FieldDiff::new(
+                "forProvider.vpcId",
+                have.map(|(vpc, _)| vpc),
+                want,
+            ));
+        }
+        diff.extend(tags_diff(
+            &tag_map(igw.tags()),
+            &desired_tags(t.identity, &t.spec.tags),
+        ));
+        // Ready: not attaching or detaching (where to is the diff's business).
+        let ready = have.is_none_or(|(_, state)| state == "available");
+        let mut details = BTreeMap::from([("internetGatewayId".to_string(), id.clone())]);
+        details.extend(have.map(|(vpc, _)| ("vpcId".to_string(), vpc.to_string())));
+        Ok(Observation {
+            exists: true,
+            external_name: Some(id.clone()),
+            diff,
+            ready,
+            at_provider: Some(InternetGatewayObservation {
+                internet_gateway_id: Some(id),
+                vpc_id: have.map(|(vpc, _)| vpc.to_string()),
+                state: Some(have.map_or("detached", |(_, s)| s).to_string()),
+                owner_id: igw.owner_id().map(str::to_string),
+            }),
+            connection_details: details,
+        })
+    }
+
+    async fn create(&self, t: &Target<'_, InternetGateway>) -> Result<Created, CloudError> {
+        let tags = desired_tags(t.identity, &t.spec.tags);
+        let out = self
+            .client
+            .create_internet_gateway()
+            .tag_specifications(tag_specification(ResourceType::InternetGateway, &tags))
+            .send()
+            .await
+            .map_err(cloud_error)?;
+        let id = out
+            .internet_gateway()
+            .and_then(sdk::InternetGateway::internet_gateway_id)
+            .ok_or_else(|| {
+                CloudError::retryable(
+                    "InvalidResponse",
+                    "CreateInternetGateway returned no gateway id",
+                )
+            })?
+            .to_string();
+        let _written = self.writing::<sdk::InternetGateway>(&id);
+        self.attach(&id, None, resolved(t, "vpcId")).await?;
+        Ok(Created { external_name: id })
+    }
+
+    async fn update(
+        &self,
+        t: &Target<'_, InternetGateway>,
+        observed: &Observation<InternetGatewayObservation>,
+    ) -> Result<(), CloudError> {
+        let Some(igw) = self
+            .find::<sdk::InternetGateway>(t.identity, t.external_name)
+            .await?
+        else {
+            return Ok(());
+        };
+        let id = igw.id();
+        let _written = self.writing::<sdk::InternetGateway>(id);
+        for d in &observed.diff {
+            match d.field.as_str() {
+                "forProvider.vpcId" => {
+                    let have = attached(&igw).map(|(vpc, _)| vpc);
+                    self.attach(id, have, resolved(t, "vpcId")).await?
+                }
+                "forProvider.tags" => {
+                    self.sync_tags(
+                        id,
+                        &tag_map(igw.tags()),
+                        &desired_tags(t.identity, &t.spec.tags),
+                    )
+                    .await?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, t: &Target<'_, InternetGateway>) -> Result<Deletion, CloudError> {
+        let Some(igw) = self
+            .find::<sdk::InternetGateway>(t.identity, t.external_name)
+            .await?
+        else {
+            return Ok(Deletion::Done);
+        };
+        let id = igw.id();
+        let _written = self.writing::<sdk::InternetGateway>(id);
+        // A gateway is deleted detached. Detaching fails while the VPC has
+        // public addresses mapped: that is a wait, not an error.
+        let have = attached(&igw).map(|(vpc, _)| vpc);
+        match self.attach(id, have, None).await {
+            Ok(()) => {}
+            Err(e) if e.code == "DependencyViolation" => {
+                return Ok(Deletion::Waiting(waiting_on(
+                    "internet gateway",
+                    id,
+                    &[],
+                    &e.to_string(),
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        match self
+            .client
+            .delete_internet_gateway()
+            .internet_gateway_id(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Deletion::Done),
+            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
+            Err(e) if is_dependency_violation(&e) => Ok(Deletion::Waiting(waiting_on(
+                "internet gateway",
+                id,
+                &[],
+                &cloud_error(e).to_string(),
+            ))),
+            Err(e) => Err(cloud_error(e)),
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! Amazon EC2 kinds (`Vpc`, `Subnet`, `SecurityGroup`, `Instance`,
+//! `InternetGateway`) and what
+//! they share: tags, filters, ownership, error mapping and batched observation.
+//!
+//! # Batched observation
+//!
+//! Observing N resources one describe call each costs N calls per poll. Instead,
+//! every ProviderConfig's session holds one [`Snapshot`] per kind: the result of
+//! one paginated describe call filtered on `tag:driftless.dev/managed-by`, which
+//! serves the observation of every resource of that kind for up to
+//! `max_age` (the poll interval: reconciles are spread over the poll by
+//! jitter, so a shorter life would refresh several times per poll; this one
+//! refreshes about once per poll). Concurrent observes wait for the same refresh rather
+//! than each starting one. A resource driftless wrote (created, updated,
+//! deleted) after the snapshot was taken is re-read individually by id exactly
+//! once, and that read replaces its snapshot entry; so is a resource the
+//! snapshot does not hold (imported by external-name and not tagged by us, or
+//! gone). Looking a resource up by its owner tag before a create never uses the
+//! snapshot: a stale "not found" there would create a duplicate.
+
+pub mod instance;
+pub mod internet_gateway;
+pub mod security_group;
+pub mod subnet;
+pub mod vpc;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use driftless_provider::{
+    CloudError, FieldDiff, Identity, Owned, Target, TAG_KIND, TAG_MANAGED_BY, TAG_OWNER,
+};
+
+use crate::errors::{cloud_error, code_of};
+use crate::AwsSession;
+
+/// Largest page the EC2 describe calls allow: fewest calls per snapshot.
+pub(crate) const PAGE_SIZE: i32 = 1000;
+
+/// One EC2 connection: the SDK client and the session's shared snapshots.
+/// Implements [`driftless_provider::External`] for every EC2 kind.
+pub(crate) struct Ec2 {
+    pub(crate) client: aws_sdk_ec2::Client,
+    snapshots: Arc<Ec2Snapshots>,
+}
+
+impl Ec2 {
+    pub(crate) fn new(session: &AwsSession) -> Self {
+        let conf = aws_sdk_ec2::config::Builder::from(&session.sdk)
+            .interceptor(session.count_calls())
+            .build();
+        Self {
+            client: aws_sdk_ec2::Client::from_conf(conf),
+            snapshots: session.ec2.clone(),
+        }
+    }
+
+    /// The resource of `identity`: by external name (from the snapshot), else
+    /// (never created, or the recorded one is gone) by its owner tags, read fresh.
+    pub(crate) async fn find<R: Described>(
+        &self,
+        identity: &Identity,
+        external_name: Option<&str>,
+    ) -> Result<Option<R>, CloudError> {
+        if let Some(id) = external_name {
+            if let Some(r) = self.by_id::<R>(id).await? {
+                check_owner(identity, R::WHAT, id, &tag_map(r.tags()))?;
+                return Ok(Some(r));
+            }
+        }
+        let mut owned: Vec<R> = R::list(&self.client, owner_filters(identity))
+            .await?
+            .into_iter()
+            .filter(|r| !r.gone() && identity.owns(&tag_map(r.tags())))
+            .collect();
+        owned.sort_by(|a, b| a.id().cmp(b.id()));
+        if owned.len() > 1 {
+            let ids: Vec<&str> = owned.iter().map(Described::id).collect();
+            tracing::warn!(owner = %identity, ?ids, "several {}s carry this owner tag; adopting the first", R::WHAT);
+        }
+        Ok(owned.into_iter().next())
+    }
+
+    /// Every resource of kind `R` carrying driftless tags (push mode's `get`
+    /// and `--prune`): one paginated, tag-filtered describe.
+    pub(crate) async fn list_owned<R: Described>(&self) -> Result<Vec<Owned>, CloudError> {
+        let all = R::list(
+            &self.client,
+            vec![filter(&format!("tag:{TAG_MANAGED_BY}"), ["driftless"])],
+        )
+        .await?;
+        Ok(all
+            .into_iter()
+            .filter(|r| !r.gone())
+            .map(|r| {
+                let (state, ready) = r.state();
+                Owned {
+                    external_name: r.id().to_string(),
+                    tags: tag_map(r.tags()),
+                    state,
+                    ready,
+                }
+            })
+            .collect())
+    }
+
+    /// A resource by id, from the snapshot when it holds a current entry.
+    async fn by_id<R: Described>(&self, id: &str) -> Result<Option<R>, CloudError> {
+        let snapshot = R::snapshot(&self.snapshots);
+        snapshot
+            .refresh_if_older(self.snapshots.max_age, || {
+                R::list(
+                    &self.client,
+                    vec![filter(&format!("tag:{TAG_MANAGED_BY}"), ["driftless"])],
+                )
+            })
+            .await?;
+        if let Some(r) = snapshot.current(id) {
+            return Ok(Some(r));
+        }
+        let read = R::describe_one(&self.client, id)
+            .await?
+            .filter(|r| !r.gone());
+        snapshot.store(id, read.clone());
+        Ok(read)
+    }
+
+    /// Marks `id` as written now and again when the guard drops (after the
+    /// writes, whatever their outcome): a listing that began while they were
+    /// in flight cannot hide them, and the next observation re-reads `id`.
+    pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<'_, R> {
+        R::snapshot(&self.snapshots).written(id);
+        Writing {
+            snapshot: R::snapshot(&self.snapshots),
+            id: id.to_string(),
+        }
+    }
+
+    /// Makes the tags of `id` equal `want` (AWS's own `aws:` tags aside).
+    pub(crate) async fn sync_tags(
+        &self,
+        id: &str,
+        have: &BTreeMap<String, String>,
+        want: &BTreeMap<String, String>,
+    ) -> Result<(), CloudError> {
+        let set: Vec<Tag> = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(*v))
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        if !set.is_empty() {
+            self.client
+                .create_tags()
+                .resources(id)
+                .set_tags(Some(set))
+                .send()
+                .await
+                .map_err(cloud_error)?;
+        }
+        let unset: Vec<Tag> = have
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .map(|k| Tag::builder().key(k).build())
+            .collect();
+        if !unset.is_empty() {
+            self.client
+                .delete_tags()
+                .resources(id)
+                .set_tags(Some(unset))
+                .send()
+                .await
+                .map_err(cloud_error)?;
+        }
+        Ok(())
+    }
+
+    /// What is still inside VPC `vpc_id`, each named by id and owner.
+    pub(crate) async fn vpc_dependents(&self, vpc_id: &str) -> Result<Vec<String>, CloudError> {
+        let in_vpc = || vec![filter("vpc-id", [vpc_id])];
+        let mut found = Vec::new();
+        for s in <aws_sdk_ec2::types::Subnet as Described>::list(&self.client, in_vpc()).await? {
+            found.push(label("subnet", s.id(), s.tags()));
+        }
+        for g in
+            <aws_sdk_ec2::types::SecurityGroup as Described>::list(&self.client, in_vpc()).await?
+        {
+            // Every VPC has one; it goes with the VPC.
+            if g.group_name() != Some("default") {
+                found.push(label("security group", g.id(), g.tags()));
+            }
+        }
+        found.extend(self.instances_where(filter("vpc-id", [vpc_id])).await?);
+        let igws = self
+            .client
+            .describe_internet_gateways()
+            .filters(filter("attachment.vpc-id", [vpc_id]))
+            .send()
+            .await
+            .map_err(cloud_error)?;
+        for g in igws.internet_gateways() {
+            found.push(label(
+                "internet gateway",
+                g.internet_gateway_id().unwrap_or_default(),
+                g.tags(),
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Instances (not terminated) matching `f`, each named by id and owner.
+    pub(crate) async fn instances_where(&self, f: Filter) -> Result<Vec<String>, CloudError> {
+        let found =
+            <aws_sdk_ec2::types::Instance as Described>::list(&self.client, vec![f]).await?;
+        Ok(found
+            .iter()
+            .filter(|i| !i.gone())
+            .map(|i| label("instance", i.id(), i.tags()))
+            .collect())
+    }
+
+    /// Network interfaces matching `f` that no instance owns (load balancers,
+    /// Lambda, endpoints...): they block deletions too.
+    pub(crate) async fn interfaces_where(&self, f: Filter) -> Result<Vec<String>, CloudError> {
+        let out = self
+            .client
+            .describe_network_interfaces()
+            .filters(f)
+            .send()
+            .await
+            .map_err(cloud_error)?;
+        Ok(out
+            .network_interfaces()
+            .iter()
+            .filter(|n| n.attachment().and_then(|a| a.instance_id()).is_none())
+            .map(|n| {
+                let what = n
+                    .description()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or("network interface");
+                format!(
+                    "network interface {} ({what})",
+                    n.network_interface_id().unwrap_or_default()
+                )
+            })
+            .collect())
+    }
+}
+
+/// See [`Ec2::writing`].
+pub(crate) struct Writing<'a, R: Described> {
+    snapshot: &'a Snapshot<R>,
+    id: String,
+}
+
+impl<R: Described> Drop for Writing<'_, R> {
+    fn drop(&mut self) {
+        self.snapshot.written(&self.id);
+    }
+}
+
+/// An EC2 resource as a describe call returns it.
+#[async_trait]
+pub(crate) trait Described: Clone + Send + Sync + 'static {
+    /// How messages name the kind, e.g. `VPC`.
+    const WHAT: &'static str;
+    fn id(&self) -> &str;
+    fn tags(&self) -> &[Tag];
+    /// Listed but no longer a resource (a terminated instance).
+    fn gone(&self) -> bool {
+        false
+    }
+    /// The cloud's word for its state, and whether that means ready.
+    fn state(&self) -> (String, bool) {
+        ("available".to_string(), true)
+    }
+    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self>;
+    /// Every resource matching `filters`, all pages.
+    async fn list(ec2: &aws_sdk_ec2::Client, filters: Vec<Filter>)
+        -> Result<Vec<Self>, CloudError>;
+    /// One resource by id; `None` when it does not exist.
+    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError>;
+}
+
+/// The per-ProviderConfig snapshots, one per kind (see the module docs).
+pub struct Ec2Snapshots {
+    max_age: Duration,
+    vpcs: Snapshot<aws_sdk_ec2::types::Vpc>,
+    subnets: Snapshot<aws_sdk_ec2::types::Subnet>,
+    security_groups: Snapshot<aws_sdk_ec2::types::SecurityGroup>,
+    instances: Snapshot<aws_sdk_ec2::types::Instance>,
+    internet_gateways: Snapshot<aws_sdk_ec2::types::InternetGateway>,
+}
+
+impl Ec2Snapshots {
+    pub(crate) fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            vpcs: Snapshot::default(),
+            subnets: Snapshot::default(),
+            security_groups: Snapshot::default(),
+            instances: Snapshot::default(),
+            internet_gateways: Snapshot::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Ec2Snapshots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ec2Snapshots")
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last listing of one kind, and the ids written since.
+pub(crate) struct Snapshot<T> {
+    /// Held while listing, so concurrent observes share one refresh.
+    refresh: tokio::sync::Mutex<()>,
+    state: Mutex<SnapshotState<T>>,
+}
+
+struct SnapshotState<T> {
+    /// When the listing now held was started (`None`: never listed).
+    taken: Option<Instant>,
+    items: HashMap<String, T>,
+    /// Ids written after `taken`, with when.
+    written: HashMap<String, Instant>,
+}
+
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Self {
+            refresh: tokio::sync::Mutex::new(()),
+            state: Mutex::new(SnapshotState {
+                taken: None,
+                items: HashMap::new(),
+                written: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<T: Described> Snapshot<T> {
+    fn fresh(&self, max_age: Duration) -> bool {
+        let state = self.state.lock().expect("snapshot poisoned");
+        state.taken.is_some_and(|t| t.elapsed() < max_age)
+    }
+
+    async fn refresh_if_older<F, Fut>(&self, max_age: Duration, list: F) -> Result<(), CloudError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, CloudError>>,
+    {
+        if self.fresh(max_age) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.refresh.lock().await;
+        if self.fresh(max_age) {
+            return Ok(()); // another observe refreshed it while we waited
+        }
+        let started = Instant::now();
+        let items = list().await?;
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state.items = items.into_iter().map(|r| (r.id().to_string(), r)).collect();
+        state.taken = Some(started);
+        state.written.retain(|_, at| *at >= started);
+        Ok(())
+    }
+
+    /// The entry for `id`, unless absent or written since the listing (then
+    /// the caller re-reads it, once: the write mark is consumed here).
+    fn current(&self, id: &str) -> Option<T> {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        if state.written.remove(id).is_some() {
+            return None;
+        }
+        state.items.get(id).cloned()
+    }
+
+    fn store(&self, id: &str, item: Option<T>) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        match item {
+            Some(r) => state.items.insert(id.to_string(), r),
+            None => state.items.remove(id),
+        };
+    }
+
+    fn written(&self, id: &str) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state.written.insert(id.to_string(), Instant::now());
+    }
+}
+
+/// An EC2 describe filter.
+pub(crate) fn filter<I, S>(name: &str, values: I) -> Filter
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.into_iter().map(Into::into).collect()))
+        .build()
+}
+
+/// The filters that find the resources `identity` owns.
+fn owner_filters(identity: &Identity) -> Vec<Filter> {
+    vec![
+        filter(&format!("tag:{TAG_OWNER}"), [identity.owner()]),
+        filter(&format!("tag:{TAG_KIND}"), [identity.kind.clone()]),
+    ]
+}
+
+/// Tags as a map, without AWS's own `aws:` tags (nobody may set those).
+pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .collect()
+}
+
+/// The spec's tags plus the owner tags.
+pub(crate) fn desired_tags(
+    identity: &Identity,
+    spec: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut tags = spec.clone();
+    tags.extend(identity.owner_tags());
+    tags
+}
+
+/// Tags set by the create call itself: a resource is never untagged, even
+/// for an instant, so a lost create result is always found again.
+pub(crate) fn tag_specification(
+    rt: ResourceType,
+    tags: &BTreeMap<String, String>,
+) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(rt)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+/// The tag diff, if the cloud's tags differ from `want`.
+pub(crate) fn tags_diff(
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> Option<FieldDiff> {
+    (have != want).then(|| FieldDiff::map("forProvider.tags", have, want))
+}
+
+/// Refuses a resource that another driftless object owns.
+fn check_owner(
+    identity: &Identity,
+    what: &str,
+    id: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), CloudError> {
+    match tags.get(TAG_OWNER) {
+        Some(other) if !identity.owns(tags) => Err(CloudError::terminal(
+            "OwnedByOther",
+            format!(
+                "{what} {id} is managed by driftless object {other} ({}); remove the external-name annotation, or delete that object first",
+                tags.get(TAG_KIND).map(String::as_str).unwrap_or("unknown kind")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `subnet subnet-123 (driftless infra/a)`: how waiting messages name a
+/// dependent, by id and owner (or Name tag) when it has one.
+fn label(what: &str, id: &str, tags: &[Tag]) -> String {
+    let tags = tag_map(tags);
+    match (tags.get(TAG_OWNER), tags.get("Name")) {
+        (Some(owner), _) => format!("{what} {id} (driftless {owner})"),
+        (None, Some(name)) => format!("{what} {id} (Name {name})"),
+        _ => format!("{what} {id}"),
+    }
+}
+
+/// The id a reference field resolved to (literal ids resolve to themselves).
+pub(crate) fn resolved<'a, K: driftless_provider::ManagedKind>(
+    t: &'a Target<'_, K>,
+    field: &str,
+) -> Option<&'a str> {
+    t.resolved
+        .get(field)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// Like [`resolved`], for a field create cannot do without.
+pub(crate) fn required<'a, K: driftless_provider::ManagedKind>(
+    t: &'a Target<'_, K>,
+    field: &str,
+    how: &str,
+) -> Result<&'a str, CloudError> {
+    resolved(t, field).ok_or_else(|| {
+        CloudError::terminal(
+            "MissingParameter",
+            format!("forProvider.{field} is not set: give {how}"),
+        )
+    })
+}
+
+/// A comma-joined list reference as ids.
+pub(crate) fn split_ids(joined: &str) -> Vec<String> {
+    joined
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether an EC2 error says the resource does not exist.
+pub(crate) fn is_not_found<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> bool
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    code_of(err).is_some_and(|c| c.ends_with(".NotFound"))
+}
+
+/// Whether an EC2 error is a dependency that blocks a deletion.
+pub(crate) fn is_dependency_violation<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> bool
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    matches!(
+        code_of(err),
+        Some("DependencyViolation" | "InvalidGroup.InUse")
+    )
+}
+
+/// The Waiting message of a blocked deletion: what it waits on, by name.
+pub(crate) fn waiting_on(what: &str, id: &str, dependents: &[String], aws_message: &str) -> String {
+    if dependents.is_empty() {
+        format!("{what} {id} cannot be deleted yet: {aws_message}")
+    } else {
+        format!(
+            "{what} {id} cannot be deleted until these are gone: {}",
+            dependents.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_map_drops_aws_tags() {
+        let tags = [
+            Tag::builder()
+                .key("aws:cloudformation:stack-id")
+                .value("x")
+                .build(),
+            Tag::builder().key("team").value("net").build(),
+        ];
+        assert_eq!(
+            tag_map(&tags),
+            BTreeMap::from([("team".to_string(), "net".to_string())])
+        );
+    }
+
+    #[test]
+    fn labels_name_id_and_owner() {
+        let owned = [Tag::builder().key(TAG_OWNER).value("infra/a").build()];
+        assert_eq!(
+            label("subnet", "subnet-1", &owned),
+            "subnet subnet-1 (driftless infra/a)"
+        );
+        let named = [Tag::builder().key("Name").value("legacy").build()];
+        assert_eq!(
+            label("subnet", "subnet-2", &named),
+            "subnet subnet-2 (Name legacy)"
+        );
+        assert_eq!(label("subnet", "subnet-3", &[]), "subnet subnet-3");
+    }
+
+    #[test]
+    fn another_objects_resource_is_refused() {
+        let me = Identity::new("Vpc", "infra", "a");
+        let theirs = Identity {
+            name: "b".into(),
+            ..me.clone()
+        };
+        assert!(check_owner(&me, "VPC", "vpc-1", &me.owner_tags()).is_ok());
+        assert!(
+            check_owner(&me, "VPC", "vpc-1", &BTreeMap::new()).is_ok(),
+            "untagged: importable"
+        );
+        let err = check_owner(&me, "VPC", "vpc-1", &theirs.owner_tags()).unwrap_err();
+        assert!(err.message.contains("infra/b"), "{err}");
+    }
+}

@@ -1,0 +1,1908 @@
+//! EC2 kinds end to end: Vpc, Subnet, SecurityGroup and Instance, reconciled
+//! by the in-process controller against LocalStack and the API server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{IpPermission, IpRange, Tag};
+use driftless_aws::{Instance, InternetGateway, SecurityGroup, Subnet, Vpc};
+use driftless_provider::{ManagedKind, CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::support::{self, unique, wait_for, Scope};
+
+const POLL: Duration = Duration::from_secs(2);
+const WAIT: Duration = Duration::from_secs(90);
+/// Drift must be put back within a few short polls.
+const DRIFT: Duration = Duration::from_secs(20);
+/// LocalStack lists this AMI; it does not check AMIs anyway.
+const AMI: &str = "ami-03cf127a";
+
+// ---------------------------------------------------------------- helpers
+
+/// A managed object's manifest; tests adjust it before creating it.
+fn manifest(scope: &Scope, kind: &str, name: &str, for_provider: Value) -> Value {
+    json!({
+        "apiVersion": "aws.driftless.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": scope.ns},
+        "spec": {"forProvider": for_provider, "providerConfigRef": {"name": scope.provider_config}},
+    })
+}
+
+async fn create<K>(scope: &Scope, manifest: Value) -> K
+where
+    K: ManagedKind + DeserializeOwned,
+{
+    let obj: K = serde_json::from_value(manifest).expect("a valid manifest");
+    scope
+        .api::<K>()
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {} {}: {e}", K::kind(&()), obj.name_any()))
+}
+
+fn condition<K: ManagedKind>(o: &K, type_: &str) -> Option<(String, String, String)> {
+    let c = o.managed_status()?.condition(type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until condition `type_` of `name` has `status` and a message
+/// `message` accepts; returns the object and the message.
+async fn wait_message<K: ManagedKind>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    message: impl Fn(&str, &str) -> bool,
+) -> (K, String) {
+    let what = format!("{} {name} {type_}={status}", K::kind(&()));
+    wait_for(&what, WAIT, || async {
+        let o = api.get(name).await.ok()?;
+        let (s, reason, msg) = condition(&o, type_)?;
+        (s == status && message(&reason, &msg)).then_some((o, msg))
+    })
+    .await
+}
+
+async fn wait_ready<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
+    wait_message(api, name, "Ready", "True", |_, _| true)
+        .await
+        .0
+}
+
+/// Ready, Synced and synced at the current generation (so a later change of
+/// the cloud alone counts as drift).
+async fn wait_synced<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
+    let what = format!("{} {name} synced at its generation", K::kind(&()));
+    wait_for(&what, WAIT, || async {
+        let o = api.get(name).await.ok()?;
+        let synced = o.managed_status()?.condition("Synced")?.clone();
+        let ready = condition(&o, "Ready")?.0 == "True";
+        (ready && synced.status == "True" && synced.observed_generation == o.meta().generation)
+            .then_some(o)
+    })
+    .await
+}
+
+async fn wait_gone<K: ManagedKind>(api: &Api<K>, name: &str) {
+    let what = format!("{} {name} deleted", K::kind(&()));
+    wait_for(&what, WAIT, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
+}
+
+fn external_name<K: ManagedKind>(o: &K) -> String {
+    o.annotations()
+        .get(EXTERNAL_NAME)
+        .cloned()
+        .unwrap_or_else(|| panic!("{} {} has no external name", K::kind(&()), o.name_any()))
+}
+
+async fn patch_for_provider<K: ManagedKind>(api: &Api<K>, name: &str, for_provider: Value) {
+    let patch = json!({"spec": {"forProvider": for_provider}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("patch {} {name}: {e}", K::kind(&())));
+}
+
+async fn event_reasons(scope: &Scope, name: &str) -> Vec<String> {
+    let events: Api<Event> = scope.api();
+    let list = events.list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+async fn wait_event(scope: &Scope, name: &str, reason: &str) {
+    wait_for(&format!("{reason} event for {name}"), WAIT, || async {
+        event_reasons(scope, name)
+            .await
+            .iter()
+            .any(|r| r == reason)
+            .then_some(())
+    })
+    .await
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().into(),
+                t.value().unwrap_or_default().into(),
+            )
+        })
+        .collect()
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+async fn vpc(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<aws_sdk_ec2::types::Vpc> {
+    let out = ec2.describe_vpcs().vpc_ids(id).send().await.ok()?;
+    out.vpcs().first().cloned()
+}
+
+async fn subnet(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<aws_sdk_ec2::types::Subnet> {
+    let out = ec2.describe_subnets().subnet_ids(id).send().await.ok()?;
+    out.subnets().first().cloned()
+}
+
+async fn group(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<aws_sdk_ec2::types::SecurityGroup> {
+    let out = ec2
+        .describe_security_groups()
+        .group_ids(id)
+        .send()
+        .await
+        .ok()?;
+    out.security_groups().first().cloned()
+}
+
+/// The instance, unless terminated.
+async fn instance(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<aws_sdk_ec2::types::Instance> {
+    let out = ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .ok()?;
+    let i = out.reservations().first()?.instances().first()?.clone();
+    (i.state()?.name()?.as_str() != "terminated").then_some(i)
+}
+
+async fn dns_hostnames(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<bool> {
+    let out = ec2
+        .describe_vpc_attribute()
+        .vpc_id(id)
+        .attribute(aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames)
+        .send()
+        .await
+        .unwrap();
+    out.enable_dns_hostnames()?.value()
+}
+
+/// Ingress (or egress) rules as `proto from-to cidr` strings, sorted.
+fn rules(perms: &[IpPermission]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in perms {
+        let ports = format!(
+            "{}-{}",
+            p.from_port().unwrap_or(-1),
+            p.to_port().unwrap_or(-1)
+        );
+        for r in p.ip_ranges() {
+            out.push(format!(
+                "{} {ports} {}",
+                p.ip_protocol().unwrap_or_default(),
+                r.cidr_ip().unwrap_or_default()
+            ));
+        }
+        for g in p.user_id_group_pairs() {
+            out.push(format!(
+                "{} {ports} {}",
+                p.ip_protocol().unwrap_or_default(),
+                g.group_id().unwrap_or_default()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn tcp(port: i32, cidr: &str) -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(port)
+        .to_port(port)
+        .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+        .build()
+}
+
+/// A random private /16, so that tests never share address space.
+fn cidr16() -> (String, u8) {
+    let b: u8 = rand::random();
+    (format!("10.{b}.0.0/16"), b)
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn vpc_create_update_drift_and_delete() {
+    let mut scope = Scope::new("ec2-vpc").await;
+    scope.start_controller(POLL);
+    let api: Api<Vpc> = scope.api();
+    let ec2 = support::ec2().await;
+    let name = unique("net");
+    let (cidr, _) = cidr16();
+
+    let mut m = manifest(
+        &scope,
+        "Vpc",
+        &name,
+        json!({"cidrBlock": cidr, "enableDnsSupport": true, "enableDnsHostnames": true, "tags": {"team": "net", "env": "test"}}),
+    );
+    m["spec"]["writeConnectionSecretToRef"] = json!({"name": format!("{name}-conn")});
+    create::<Vpc>(&scope, m).await;
+    let ready = wait_synced(&api, &name).await;
+    let id = external_name(&ready);
+    let at = ready.status.unwrap().at_provider.unwrap();
+    assert_eq!(at.vpc_id.as_deref(), Some(id.as_str()));
+    assert_eq!(at.state.as_deref(), Some("available"));
+    assert!(at.owner_id.is_some(), "atProvider.ownerId missing: {at:?}");
+
+    // The cloud has what was asked for, tagged in the create call.
+    let v = vpc(&ec2, &id).await.expect("the VPC exists");
+    assert_eq!(v.cidr_block(), Some(cidr.as_str()));
+    let tags = tag_map(v.tags());
+    assert_eq!(tags.get("team").map(String::as_str), Some("net"));
+    assert_eq!(tags.get(TAG_OWNER), Some(&format!("{}/{name}", scope.ns)));
+    assert_eq!(
+        tags.get("driftless.dev/kind").map(String::as_str),
+        Some("Vpc")
+    );
+    assert_eq!(dns_hostnames(&ec2, &id).await, Some(true));
+    assert_eq!(scope.calls.operation_total("CreateVpc"), 1);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = scope.api();
+    let conn = secrets
+        .get(&format!("{name}-conn"))
+        .await
+        .expect("connection secret");
+    assert_eq!(conn.data.unwrap()["vpcId"].0, id.as_bytes());
+
+    // kubectl lists it with the common columns.
+    let (ok, out, err) = scope.kubectl(&["get", "vpcs", "-n", &scope.ns], None);
+    assert!(ok, "kubectl get vpcs: {err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains(&name))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(&id), "EXTERNAL-NAME column: {out}");
+
+    // A spec update reaches the cloud.
+    patch_for_provider(
+        &api,
+        &name,
+        json!({"enableDnsHostnames": false, "tags": {"team": "platform", "env": "test"}}),
+    )
+    .await;
+    wait_for("VPC updated in EC2", WAIT, || async {
+        let tags = tag_map(vpc(&ec2, &id).await?.tags());
+        let done = tags.get("team").map(String::as_str) == Some("platform")
+            && dns_hostnames(&ec2, &id).await == Some(false);
+        done.then_some(())
+    })
+    .await;
+    wait_event(&scope, &name, "UpdatedExternalResource").await;
+    wait_synced(&api, &name).await;
+
+    // Out-of-band changes are put back: a changed tag, an added tag, a DNS flag.
+    ec2.create_tags()
+        .resources(&id)
+        .tags(tag("team", "hijacked"))
+        .tags(tag("intruder", "yes"))
+        .send()
+        .await
+        .unwrap();
+    ec2.modify_vpc_attribute()
+        .vpc_id(&id)
+        .enable_dns_hostnames(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let drifted = Instant::now();
+    wait_for("VPC drift corrected", DRIFT, || async {
+        let tags = tag_map(vpc(&ec2, &id).await?.tags());
+        let done = tags.get("team").map(String::as_str) == Some("platform")
+            && !tags.contains_key("intruder")
+            && dns_hostnames(&ec2, &id).await == Some(false);
+        done.then_some(())
+    })
+    .await;
+    eprintln!(
+        "VPC drift corrected in {:?} (poll {POLL:?})",
+        drifted.elapsed()
+    );
+    wait_event(&scope, &name, "DriftCorrected").await;
+
+    // Delete.
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, &name).await;
+    assert!(vpc(&ec2, &id).await.is_none(), "VPC {id} still exists");
+}
+
+#[tokio::test]
+async fn immutable_changes_are_refused_and_change_nothing() {
+    let mut scope = Scope::new("ec2-immutable").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let (cidr, b) = cidr16();
+    let vpcs: Api<Vpc> = scope.api();
+    let subnets: Api<Subnet> = scope.api();
+    let instances: Api<Instance> = scope.api();
+    create::<Vpc>(
+        &scope,
+        manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr})),
+    )
+    .await;
+    let zone = format!("{}a", support::env().region);
+    let subnet_cidr = format!("10.{b}.1.0/24");
+    create::<Subnet>(
+        &scope,
+        manifest(
+            &scope,
+            "Subnet",
+            "a",
+            json!({"vpcRef": {"name": "net"}, "cidrBlock": subnet_cidr, "availabilityZone": zone}),
+        ),
+    )
+    .await;
+    create::<Instance>(
+        &scope,
+        manifest(
+            &scope,
+            "Instance",
+            "web",
+            json!({"imageId": AMI, "instanceType": "t3.micro", "subnetRef": {"name": "a"}}),
+        ),
+    )
+    .await;
+    let vpc_id = external_name(&wait_synced(&vpcs, "net").await);
+    let subnet_id = external_name(&wait_synced(&subnets, "a").await);
+    let instance_id = external_name(&wait_synced(&instances, "web").await);
+
+    // Every immutable field changed: each change is refused, terminal, and
+    // the message names every field; nothing changes.
+    let other = format!("10.{}.0.0/16", b.wrapping_add(1));
+    patch_for_provider(&vpcs, "net", json!({"cidrBlock": other})).await;
+    patch_for_provider(
+        &subnets,
+        "a",
+        json!({"cidrBlock": format!("10.{b}.3.0/24"), "availabilityZone": format!("{}b", support::env().region)}),
+    )
+    .await;
+    patch_for_provider(
+        &instances,
+        "web",
+        // Another subnet: by id instead of the reference.
+        json!({"imageId": "ami-0000000000000dead", "subnetRef": null, "subnetId": "subnet-0123456789abcdef0"}),
+    )
+    .await;
+    let terminal = |fields: &'static [&'static str]| {
+        move |_: &str, m: &str| fields.iter().all(|f| m.contains(f))
+    };
+    for (kind, fields, msg) in [
+        (
+            "Vpc",
+            &["forProvider.cidrBlock"][..],
+            wait_message(&vpcs, "net", "Synced", "False", terminal(&["cidrBlock"]))
+                .await
+                .1,
+        ),
+        (
+            "Subnet",
+            &["forProvider.cidrBlock", "forProvider.availabilityZone"][..],
+            wait_message(
+                &subnets,
+                "a",
+                "Synced",
+                "False",
+                terminal(&["cidrBlock", "availabilityZone"]),
+            )
+            .await
+            .1,
+        ),
+        (
+            "Instance",
+            &["forProvider.imageId", "forProvider.subnetId"][..],
+            wait_message(
+                &instances,
+                "web",
+                "Synced",
+                "False",
+                terminal(&["imageId", "subnetId"]),
+            )
+            .await
+            .1,
+        ),
+    ] {
+        for field in fields {
+            assert!(
+                msg.contains(&format!("{field} is immutable")),
+                "{kind}: {msg}"
+            );
+        }
+        assert!(
+            msg.contains("ImmutableField") && msg.contains("nothing was changed"),
+            "{kind}: {msg}"
+        );
+    }
+    for name in ["net", "a", "web"] {
+        assert!(
+            event_reasons(&scope, name)
+                .await
+                .contains(&"TerminalError".to_string()),
+            "{name}: no TerminalError event"
+        );
+    }
+    // Terminal: not retried every poll.
+    let calls = scope.calls.total();
+    tokio::time::sleep(POLL * 3).await;
+    assert_eq!(
+        scope.calls.total(),
+        calls,
+        "terminal errors were retried: {:?}",
+        scope.calls.snapshot()
+    );
+    assert_eq!(
+        vpc(&ec2, &vpc_id).await.unwrap().cidr_block(),
+        Some(cidr.as_str())
+    );
+    let a = subnet(&ec2, &subnet_id).await.unwrap();
+    assert_eq!(a.availability_zone(), Some(zone.as_str()));
+    assert_eq!(a.cidr_block(), Some(subnet_cidr.as_str()));
+    let i = instance(&ec2, &instance_id).await.unwrap();
+    assert_eq!(i.image_id(), Some(AMI));
+    assert_eq!(i.subnet_id(), Some(subnet_id.as_str()));
+    for op in ["CreateVpc", "CreateSubnet", "RunInstances"] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            1,
+            "{op}: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+    for op in [
+        "DeleteVpc",
+        "DeleteSubnet",
+        "TerminateInstances",
+        "ModifyVpcAttribute",
+        "CreateTags",
+    ] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            0,
+            "{op}: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+
+    // Restoring the field heals it.
+    patch_for_provider(&vpcs, "net", json!({"cidrBlock": cidr})).await;
+    wait_synced(&vpcs, "net").await;
+
+    // Everything at once: the VPC waits for its subnet.
+    let dp = DeleteParams::default();
+    vpcs.delete("net", &dp).await.unwrap();
+    subnets.delete("a", &dp).await.unwrap();
+    instances.delete("web", &dp).await.unwrap();
+    wait_gone(&instances, "web").await;
+    wait_gone(&subnets, "a").await;
+    wait_gone(&vpcs, "net").await;
+    assert!(vpc(&ec2, &vpc_id).await.is_none());
+    assert!(instance(&ec2, &instance_id).await.is_none());
+}
+
+#[tokio::test]
+async fn subnet_lifecycle_and_vpc_deletion_waits_for_it() {
+    let mut scope = Scope::new("ec2-subnet").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let vpcs: Api<Vpc> = scope.api();
+    let subnets: Api<Subnet> = scope.api();
+    let (cidr, b) = cidr16();
+    create::<Vpc>(
+        &scope,
+        manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr})),
+    )
+    .await;
+    let subnet_cidr = format!("10.{b}.8.0/24");
+    create::<Subnet>(
+        &scope,
+        manifest(&scope, "Subnet", "public", json!({"vpcRef": {"name": "net"}, "cidrBlock": subnet_cidr, "tags": {"tier": "public"}})),
+    )
+    .await;
+    let vpc_id = external_name(&wait_ready(&vpcs, "net").await);
+    let s = wait_synced(&subnets, "public").await;
+    let id = external_name(&s);
+    let status = s.status.unwrap();
+    let at = status.at_provider.unwrap();
+    assert_eq!(at.subnet_id.as_deref(), Some(id.as_str()));
+    assert_eq!(at.state.as_deref(), Some("available"));
+    assert!(at.available_ip_address_count.unwrap_or(0) > 200, "{at:?}");
+    assert_eq!(status.resolved_references.get("vpcId"), Some(&vpc_id));
+    let cloud = subnet(&ec2, &id).await.unwrap();
+    assert_eq!(cloud.vpc_id(), Some(vpc_id.as_str()));
+    assert_eq!(cloud.map_public_ip_on_launch(), Some(false));
+    assert_eq!(
+        tag_map(cloud.tags()).get("tier").map(String::as_str),
+        Some("public")
+    );
+
+    // Update: a flag and tags.
+    patch_for_provider(
+        &subnets,
+        "public",
+        json!({"mapPublicIpOnLaunch": true, "tags": {"tier": "edge"}}),
+    )
+    .await;
+    wait_for("subnet updated in EC2", WAIT, || async {
+        let s = subnet(&ec2, &id).await?;
+        let done = s.map_public_ip_on_launch() == Some(true)
+            && tag_map(s.tags()).get("tier").map(String::as_str) == Some("edge");
+        done.then_some(())
+    })
+    .await;
+    wait_synced(&subnets, "public").await;
+
+    // Drift: the flag and a tag, put back.
+    ec2.modify_subnet_attribute()
+        .subnet_id(&id)
+        .map_public_ip_on_launch(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(false)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ec2.create_tags()
+        .resources(&id)
+        .tags(tag("tier", "hijacked"))
+        .send()
+        .await
+        .unwrap();
+    wait_for("subnet drift corrected", DRIFT, || async {
+        let s = subnet(&ec2, &id).await?;
+        let done = s.map_public_ip_on_launch() == Some(true)
+            && tag_map(s.tags()).get("tier").map(String::as_str) == Some("edge");
+        done.then_some(())
+    })
+    .await;
+    wait_event(&scope, "public", "DriftCorrected").await;
+
+    // The VPC cannot go while its subnet exists: Ready says which subnet, by
+    // id and owner; the VPC stays.
+    vpcs.delete("net", &DeleteParams::default()).await.unwrap();
+    let (_, msg) = wait_message(&vpcs, "net", "Ready", "False", |reason, m| {
+        reason == "Deleting" && m.contains(&id)
+    })
+    .await;
+    assert!(
+        msg.contains(&format!("subnet {id} (driftless {}/public)", scope.ns)),
+        "{msg}"
+    );
+    assert!(
+        vpc(&ec2, &vpc_id).await.is_some(),
+        "VPC deleted while a subnet exists"
+    );
+    let (_, synced, _) = condition(&vpcs.get("net").await.unwrap(), "Synced").unwrap();
+    assert_eq!(synced, "ReconcileSuccess", "waiting is not an error");
+    // Backed off (at least 5 s apart), not stormed.
+    let before = scope.calls.operation_total("DeleteVpc");
+    tokio::time::sleep(POLL * 4).await;
+    let attempts = scope.calls.operation_total("DeleteVpc") - before;
+    assert!(
+        attempts <= 2,
+        "DeleteVpc retried {attempts} times in 8 s: {:?}",
+        scope.calls.snapshot()
+    );
+
+    subnets
+        .delete("public", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&subnets, "public").await;
+    wait_gone(&vpcs, "net").await;
+    assert!(subnet(&ec2, &id).await.is_none());
+    assert!(vpc(&ec2, &vpc_id).await.is_none());
+    assert!(event_reasons(&scope, "net")
+        .await
+        .contains(&"DeletionWaiting".to_string()));
+}
+
+#[tokio::test]
+async fn security_group_rules_are_a_set() {
+    let mut scope = Scope::new("ec2-sg").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let vpcs: Api<Vpc> = scope.api();
+    let groups: Api<SecurityGroup> = scope.api();
+    let (cidr, _) = cidr16();
+    create::<Vpc>(
+        &scope,
+        manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr})),
+    )
+    .await;
+    let name = unique("web");
+    create::<SecurityGroup>(
+        &scope,
+        manifest(
+            &scope,
+            "SecurityGroup",
+            &name,
+            json!({
+                "vpcRef": {"name": "net"},
+                "description": "web servers",
+                "ingress": [
+                    {"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]},
+                    {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["10.0.0.0/8", "192.168.0.0/16"]},
+                ],
+                "tags": {"app": "web"},
+            }),
+        ),
+    )
+    .await;
+    let vpc_id = external_name(&wait_ready(&vpcs, "net").await);
+    let sg = wait_synced(&groups, &name).await;
+    let id = external_name(&sg);
+    let at = sg.status.unwrap().at_provider.unwrap();
+    assert_eq!(
+        at.group_name.as_deref(),
+        Some(name.as_str()),
+        "groupName defaults to metadata.name"
+    );
+    assert_eq!(at.vpc_id.as_deref(), Some(vpc_id.as_str()));
+    let g = group(&ec2, &id).await.unwrap();
+    assert_eq!(g.description(), Some("web servers"));
+    assert_eq!(
+        rules(g.ip_permissions()),
+        [
+            "tcp 22-22 10.0.0.0/8",
+            "tcp 22-22 192.168.0.0/16",
+            "tcp 443-443 0.0.0.0/0"
+        ]
+    );
+    assert_eq!(
+        rules(g.ip_permissions_egress()),
+        ["-1 -1--1 0.0.0.0/0"],
+        "egress unset: AWS's default kept"
+    );
+
+    // A second group, for a rule that admits its members.
+    create::<SecurityGroup>(
+        &scope,
+        manifest(
+            &scope,
+            "SecurityGroup",
+            "lb",
+            json!({"vpcRef": {"name": "net"}, "description": "load balancers"}),
+        ),
+    )
+    .await;
+    let lb = external_name(&wait_ready(&groups, "lb").await);
+
+    // Update: one rule more, one source less, a rule naming the other group;
+    // egress becomes managed.
+    patch_for_provider(
+        &groups,
+        &name,
+        json!({
+            "ingress": [
+                {"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]},
+                {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["10.0.0.0/8"]},
+                {"protocol": "udp", "fromPort": 53, "toPort": 53, "cidrBlocks": ["10.0.0.0/8"]},
+                {"protocol": "tcp", "fromPort": 8080, "toPort": 8080, "securityGroupIds": [lb]},
+            ],
+            "egress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}],
+        }),
+    )
+    .await;
+    let mut want_ingress = vec![
+        "tcp 22-22 10.0.0.0/8".to_string(),
+        "tcp 443-443 0.0.0.0/0".to_string(),
+        "udp 53-53 10.0.0.0/8".to_string(),
+        format!("tcp 8080-8080 {lb}"),
+    ];
+    want_ingress.sort();
+    wait_for("rules updated in EC2", WAIT, || async {
+        let g = group(&ec2, &id).await?;
+        let done = rules(g.ip_permissions()) == want_ingress
+            && rules(g.ip_permissions_egress()) == ["tcp 443-443 0.0.0.0/0"];
+        done.then_some(())
+    })
+    .await;
+    wait_synced(&groups, &name).await;
+
+    // Drift: a rule added out of band is revoked, a rule removed is restored,
+    // a changed tag is put back.
+    ec2.authorize_security_group_ingress()
+        .group_id(&id)
+        .ip_permissions(tcp(3389, "0.0.0.0/0"))
+        .send()
+        .await
+        .unwrap();
+    ec2.revoke_security_group_ingress()
+        .group_id(&id)
+        .ip_permissions(tcp(443, "0.0.0.0/0"))
+        .send()
+        .await
+        .unwrap();
+    ec2.create_tags()
+        .resources(&id)
+        .tags(tag("app", "hijacked"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        rules(group(&ec2, &id).await.unwrap().ip_permissions()),
+        want_ingress
+    );
+    wait_for("rule drift corrected", DRIFT, || async {
+        let g = group(&ec2, &id).await?;
+        let done = rules(g.ip_permissions()) == want_ingress
+            && tag_map(g.tags()).get("app").map(String::as_str) == Some("web");
+        done.then_some(())
+    })
+    .await;
+    wait_event(&scope, &name, "DriftCorrected").await;
+    assert!(scope.calls.operation_total("RevokeSecurityGroupIngress") >= 2);
+
+    // Delete all at once: the groups, then the VPC.
+    let dp = DeleteParams::default();
+    vpcs.delete("net", &dp).await.unwrap();
+    groups.delete("lb", &dp).await.unwrap();
+    groups.delete(&name, &dp).await.unwrap();
+    wait_gone(&groups, &name).await;
+    wait_gone(&groups, "lb").await;
+    wait_gone(&vpcs, "net").await;
+    assert!(group(&ec2, &id).await.is_none());
+    assert!(group(&ec2, &lb).await.is_none());
+    assert!(vpc(&ec2, &vpc_id).await.is_none());
+}
+
+#[tokio::test]
+async fn instance_lifecycle() {
+    let mut scope = Scope::new("ec2-instance").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let vpcs: Api<Vpc> = scope.api();
+    let subnets: Api<Subnet> = scope.api();
+    let groups: Api<SecurityGroup> = scope.api();
+    let instances: Api<Instance> = scope.api();
+    let (cidr, b) = cidr16();
+    create::<Vpc>(
+        &scope,
+        manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr})),
+    )
+    .await;
+    create::<Subnet>(
+        &scope,
+        manifest(
+            &scope,
+            "Subnet",
+            "a",
+            json!({"vpcRef": {"name": "net"}, "cidrBlock": format!("10.{b}.1.0/24")}),
+        ),
+    )
+    .await;
+    for sg in ["web", "ssh"] {
+        create::<SecurityGroup>(
+            &scope,
+            manifest(
+                &scope,
+                "SecurityGroup",
+                sg,
+                json!({"vpcRef": {"name": "net"}}),
+            ),
+        )
+        .await;
+    }
+    create::<Instance>(
+        &scope,
+        manifest(
+            &scope,
+            "Instance",
+            "web",
+            json!({
+                "imageId": AMI,
+                "instanceType": "t3.micro",
+                "subnetRef": {"name": "a"},
+                "securityGroupRefs": [{"name": "web"}],
+                "userData": "#!/bin/sh\necho hello\n",
+                "tags": {"role": "web"},
+            }),
+        ),
+    )
+    .await;
+    let subnet_id = external_name(&wait_ready(&subnets, "a").await);
+    let web_sg = external_name(&wait_ready(&groups, "web").await);
+    let ssh_sg = external_name(&wait_ready(&groups, "ssh").await);
+    let i = wait_synced(&instances, "web").await;
+    let id = external_name(&i);
+    let status = i.status.unwrap();
+    let at = status.at_provider.unwrap();
+    assert_eq!(at.instance_id.as_deref(), Some(id.as_str()));
+    assert_eq!(at.state.as_deref(), Some("running"));
+    assert!(
+        at.private_ip_address
+            .as_deref()
+            .is_some_and(|ip| ip.starts_with(&format!("10.{b}.1."))),
+        "{at:?}"
+    );
+    assert_eq!(status.resolved_references.get("subnetId"), Some(&subnet_id));
+    assert_eq!(
+        status.resolved_references.get("securityGroupIds"),
+        Some(&web_sg)
+    );
+    let cloud = instance(&ec2, &id).await.unwrap();
+    assert_eq!(cloud.subnet_id(), Some(subnet_id.as_str()));
+    assert_eq!(cloud.instance_type().map(|t| t.as_str()), Some("t3.micro"));
+    let sgs: Vec<&str> = cloud
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    assert_eq!(sgs, [web_sg.as_str()]);
+    let tags = tag_map(cloud.tags());
+    assert_eq!(tags.get("role").map(String::as_str), Some("web"));
+    assert_eq!(tags.get(TAG_OWNER), Some(&format!("{}/web", scope.ns)));
+    if let Some(token) = cloud.client_token() {
+        // LocalStack echoes the token it got (it ignores it otherwise).
+        assert!(
+            token.starts_with("dl-") && token.len() <= 64,
+            "ClientToken {token}"
+        );
+    }
+
+    // Update: tags, security groups, instance type (stop, change, start).
+    patch_for_provider(
+        &instances,
+        "web",
+        json!({"instanceType": "t3.small", "securityGroupRefs": [{"name": "web"}, {"name": "ssh"}], "tags": {"role": "frontend"}}),
+    )
+    .await;
+    wait_for("instance updated in EC2", WAIT, || async {
+        let i = instance(&ec2, &id).await?;
+        let mut sgs: Vec<String> = i
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(String::from))
+            .collect();
+        sgs.sort();
+        let mut want = vec![web_sg.clone(), ssh_sg.clone()];
+        want.sort();
+        let done = i.instance_type().map(|t| t.as_str()) == Some("t3.small")
+            && i.state()?.name()?.as_str() == "running"
+            && sgs == want
+            && tag_map(i.tags()).get("role").map(String::as_str) == Some("frontend");
+        done.then_some(())
+    })
+    .await;
+    wait_synced(&instances, "web").await;
+    assert!(scope.calls.operation_total("StopInstances") >= 1);
+    assert_eq!(
+        scope.calls.operation_total("RunInstances"),
+        1,
+        "an update replaced the instance"
+    );
+
+    // Drift: a tag.
+    ec2.create_tags()
+        .resources(&id)
+        .tags(tag("role", "hijacked"))
+        .send()
+        .await
+        .unwrap();
+    wait_for("instance tag drift corrected", DRIFT, || async {
+        let i = instance(&ec2, &id).await?;
+        (tag_map(i.tags()).get("role").map(String::as_str) == Some("frontend")).then_some(())
+    })
+    .await;
+    wait_event(&scope, "web", "DriftCorrected").await;
+
+    // userData is refused at admission once set.
+    let (ok, _, err) = scope.kubectl(
+        &[
+            "patch",
+            "instances.aws.driftless.dev",
+            "web",
+            "-n",
+            &scope.ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"forProvider":{"userData":"changed"}}}"#,
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("userData is immutable"), "{err}");
+
+    // Delete = terminate.
+    instances
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&instances, "web").await;
+    assert!(
+        instance(&ec2, &id).await.is_none(),
+        "instance {id} not terminated"
+    );
+    for sg in ["web", "ssh"] {
+        groups.delete(sg, &DeleteParams::default()).await.unwrap();
+    }
+    subnets.delete("a", &DeleteParams::default()).await.unwrap();
+    vpcs.delete("net", &DeleteParams::default()).await.unwrap();
+    wait_gone(&vpcs, "net").await;
+}
+
+#[tokio::test]
+async fn references_resolve_in_any_order() {
+    let mut scope = Scope::new("ec2-refs").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let vpcs: Api<Vpc> = scope.api();
+    let subnets: Api<Subnet> = scope.api();
+    let groups: Api<SecurityGroup> = scope.api();
+    let instances: Api<Instance> = scope.api();
+    let (cidr, b) = cidr16();
+
+    // Reverse order: the instance first, the VPC last.
+    create::<Instance>(
+        &scope,
+        manifest(
+            &scope,
+            "Instance",
+            "app",
+            json!({"imageId": AMI, "instanceType": "t3.micro", "subnetRef": {"name": "private"}, "securityGroupSelector": {"matchLabels": {"tier": "app"}}}),
+        ),
+    )
+    .await;
+    let (_, msg) = wait_message(&instances, "app", "Synced", "False", |reason, _| {
+        reason == "ReferenceNotReady"
+    })
+    .await;
+    assert!(msg.contains("subnetId") && msg.contains("private"), "{msg}");
+    assert_eq!(
+        scope.calls.total(),
+        0,
+        "cloud calls before references resolved: {:?}",
+        scope.calls.snapshot()
+    );
+
+    let mut sg = manifest(
+        &scope,
+        "SecurityGroup",
+        "app",
+        json!({"vpcSelector": {"matchLabels": {"net": "main"}}}),
+    );
+    sg["metadata"]["labels"] = json!({"tier": "app"});
+    create::<SecurityGroup>(&scope, sg).await;
+    create::<Subnet>(
+        &scope,
+        manifest(
+            &scope,
+            "Subnet",
+            "private",
+            json!({"vpcRef": {"name": "main"}, "cidrBlock": format!("10.{b}.2.0/24")}),
+        ),
+    )
+    .await;
+    let (_, msg) = wait_message(&subnets, "private", "Synced", "False", |reason, _| {
+        reason == "ReferenceNotReady"
+    })
+    .await;
+    assert!(msg.contains("vpcId") && msg.contains("main"), "{msg}");
+    let mut v = manifest(&scope, "Vpc", "main", json!({"cidrBlock": cidr}));
+    v["metadata"]["labels"] = json!({"net": "main"});
+    create::<Vpc>(&scope, v).await;
+
+    let vpc_id = external_name(&wait_ready(&vpcs, "main").await);
+    let subnet_id = external_name(&wait_ready(&subnets, "private").await);
+    let sg_id = external_name(&wait_ready(&groups, "app").await);
+    let app = wait_ready(&instances, "app").await;
+    let id = external_name(&app);
+    let resolved = app.status.unwrap().resolved_references;
+    assert_eq!(resolved.get("subnetId"), Some(&subnet_id));
+    assert_eq!(resolved.get("securityGroupIds"), Some(&sg_id));
+    assert_eq!(
+        subnet(&ec2, &subnet_id).await.unwrap().vpc_id(),
+        Some(vpc_id.as_str())
+    );
+    assert_eq!(
+        group(&ec2, &sg_id).await.unwrap().vpc_id(),
+        Some(vpc_id.as_str())
+    );
+    assert_eq!(
+        instance(&ec2, &id).await.unwrap().subnet_id(),
+        Some(subnet_id.as_str())
+    );
+
+    // Everything deleted at once converges.
+    let dp = DeleteParams::default();
+    vpcs.delete("main", &dp).await.unwrap();
+    subnets.delete("private", &dp).await.unwrap();
+    groups.delete("app", &dp).await.unwrap();
+    instances.delete("app", &dp).await.unwrap();
+    wait_gone(&instances, "app").await;
+    wait_gone(&groups, "app").await;
+    wait_gone(&subnets, "private").await;
+    wait_gone(&vpcs, "main").await;
+    assert!(vpc(&ec2, &vpc_id).await.is_none());
+    assert!(instance(&ec2, &id).await.is_none());
+}
+
+#[tokio::test]
+async fn orphan_keeps_every_kind() {
+    let mut scope = Scope::new("ec2-orphan").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let (cidr, b) = cidr16();
+    let orphan = |mut m: Value| {
+        m["spec"]["deletionPolicy"] = json!("Orphan");
+        m
+    };
+    create::<Vpc>(
+        &scope,
+        orphan(manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr}))),
+    )
+    .await;
+    create::<Subnet>(
+        &scope,
+        orphan(manifest(
+            &scope,
+            "Subnet",
+            "a",
+            json!({"vpcRef": {"name": "net"}, "cidrBlock": format!("10.{b}.3.0/24")}),
+        )),
+    )
+    .await;
+    create::<SecurityGroup>(
+        &scope,
+        orphan(manifest(
+            &scope,
+            "SecurityGroup",
+            "sg",
+            json!({"vpcRef": {"name": "net"}}),
+        )),
+    )
+    .await;
+    create::<Instance>(
+        &scope,
+        orphan(manifest(
+            &scope,
+            "Instance",
+            "vm",
+            json!({"imageId": AMI, "instanceType": "t3.micro", "subnetRef": {"name": "a"}}),
+        )),
+    )
+    .await;
+    let vpc_id = external_name(&wait_ready(&scope.api::<Vpc>(), "net").await);
+    let subnet_id = external_name(&wait_ready(&scope.api::<Subnet>(), "a").await);
+    let sg_id = external_name(&wait_ready(&scope.api::<SecurityGroup>(), "sg").await);
+    let instance_id = external_name(&wait_ready(&scope.api::<Instance>(), "vm").await);
+
+    let dp = DeleteParams::default();
+    scope.api::<Instance>().delete("vm", &dp).await.unwrap();
+    scope
+        .api::<SecurityGroup>()
+        .delete("sg", &dp)
+        .await
+        .unwrap();
+    scope.api::<Subnet>().delete("a", &dp).await.unwrap();
+    scope.api::<Vpc>().delete("net", &dp).await.unwrap();
+    wait_gone(&scope.api::<Instance>(), "vm").await;
+    wait_gone(&scope.api::<SecurityGroup>(), "sg").await;
+    wait_gone(&scope.api::<Subnet>(), "a").await;
+    wait_gone(&scope.api::<Vpc>(), "net").await;
+    assert!(
+        instance(&ec2, &instance_id).await.is_some(),
+        "Orphan terminated the instance"
+    );
+    assert!(
+        group(&ec2, &sg_id).await.is_some(),
+        "Orphan deleted the security group"
+    );
+    assert!(
+        subnet(&ec2, &subnet_id).await.is_some(),
+        "Orphan deleted the subnet"
+    );
+    assert!(vpc(&ec2, &vpc_id).await.is_some(), "Orphan deleted the VPC");
+    for op in [
+        "TerminateInstances",
+        "DeleteSecurityGroup",
+        "DeleteSubnet",
+        "DeleteVpc",
+    ] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            0,
+            "{op} called under Orphan"
+        );
+    }
+
+    ec2.terminate_instances()
+        .instance_ids(&instance_id)
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_security_group()
+        .group_id(&sg_id)
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_subnet()
+        .subnet_id(&subnet_id)
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_vpc().vpc_id(&vpc_id).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn observe_only_imports_every_kind_without_changing_it() {
+    let mut scope = Scope::new("ec2-import").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let (cidr, b) = cidr16();
+    // Made outside driftless: no owner tags.
+    let vpc_id = ec2
+        .create_vpc()
+        .cidr_block(&cidr)
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let subnet_cidr = format!("10.{b}.4.0/24");
+    let subnet_id = ec2
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block(&subnet_cidr)
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    let sg_name = unique("legacy");
+    let sg_id = ec2
+        .create_security_group()
+        .vpc_id(&vpc_id)
+        .group_name(&sg_name)
+        .description("legacy")
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    ec2.authorize_security_group_ingress()
+        .group_id(&sg_id)
+        .ip_permissions(tcp(22, "0.0.0.0/0"))
+        .send()
+        .await
+        .unwrap();
+    let instance_id = ec2
+        .run_instances()
+        .image_id(AMI)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&subnet_id)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+
+    // Specs that differ where a change is possible: Observe never applies them.
+    let import = |kind: &str, name: &str, id: &str, for_provider: Value| {
+        let mut m = manifest(&scope, kind, name, for_provider);
+        m["metadata"]["annotations"] = json!({EXTERNAL_NAME: id});
+        m["spec"]["managementPolicies"] = json!(["Observe"]);
+        m
+    };
+    create::<Vpc>(
+        &scope,
+        import(
+            "Vpc",
+            "net",
+            &vpc_id,
+            json!({"cidrBlock": cidr, "tags": {"would": "change"}}),
+        ),
+    )
+    .await;
+    create::<Subnet>(
+        &scope,
+        import(
+            "Subnet",
+            "a",
+            &subnet_id,
+            json!({"vpcId": vpc_id, "cidrBlock": subnet_cidr, "mapPublicIpOnLaunch": true}),
+        ),
+    )
+    .await;
+    create::<SecurityGroup>(
+        &scope,
+        import(
+            "SecurityGroup",
+            "sg",
+            &sg_id,
+            json!({"vpcId": vpc_id, "groupName": sg_name, "ingress": []}),
+        ),
+    )
+    .await;
+    create::<Instance>(
+        &scope,
+        import(
+            "Instance",
+            "vm",
+            &instance_id,
+            json!({"imageId": AMI, "instanceType": "t3.large", "subnetId": subnet_id}),
+        ),
+    )
+    .await;
+    let v = wait_ready(&scope.api::<Vpc>(), "net").await;
+    assert_eq!(
+        v.status.unwrap().at_provider.unwrap().vpc_id.as_deref(),
+        Some(vpc_id.as_str())
+    );
+    let s = wait_ready(&scope.api::<Subnet>(), "a").await;
+    assert_eq!(
+        s.status.unwrap().at_provider.unwrap().subnet_id.as_deref(),
+        Some(subnet_id.as_str())
+    );
+    let g = wait_ready(&scope.api::<SecurityGroup>(), "sg").await;
+    assert_eq!(
+        g.status.unwrap().at_provider.unwrap().group_name.as_deref(),
+        Some(sg_name.as_str())
+    );
+    let i = wait_ready(&scope.api::<Instance>(), "vm").await;
+    assert_eq!(
+        i.status.unwrap().at_provider.unwrap().state.as_deref(),
+        Some("running")
+    );
+
+    // Several polls later nothing was written.
+    tokio::time::sleep(POLL * 3).await;
+    for op in [
+        "CreateVpc",
+        "CreateSubnet",
+        "CreateSecurityGroup",
+        "RunInstances",
+        "CreateTags",
+        "DeleteTags",
+        "ModifySubnetAttribute",
+        "RevokeSecurityGroupIngress",
+        "ModifyInstanceAttribute",
+        "StopInstances",
+    ] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            0,
+            "{op} under Observe: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+    assert!(
+        tag_map(vpc(&ec2, &vpc_id).await.unwrap().tags()).is_empty(),
+        "Observe tagged the VPC"
+    );
+    assert_eq!(
+        rules(group(&ec2, &sg_id).await.unwrap().ip_permissions()),
+        ["tcp 22-22 0.0.0.0/0"]
+    );
+    assert_eq!(
+        subnet(&ec2, &subnet_id)
+            .await
+            .unwrap()
+            .map_public_ip_on_launch(),
+        Some(false)
+    );
+
+    // Deleting the objects keeps everything.
+    let dp = DeleteParams::default();
+    scope.api::<Instance>().delete("vm", &dp).await.unwrap();
+    scope
+        .api::<SecurityGroup>()
+        .delete("sg", &dp)
+        .await
+        .unwrap();
+    scope.api::<Subnet>().delete("a", &dp).await.unwrap();
+    scope.api::<Vpc>().delete("net", &dp).await.unwrap();
+    wait_gone(&scope.api::<Vpc>(), "net").await;
+    wait_gone(&scope.api::<Instance>(), "vm").await;
+    assert!(instance(&ec2, &instance_id).await.is_some());
+    assert!(vpc(&ec2, &vpc_id).await.is_some());
+
+    ec2.terminate_instances()
+        .instance_ids(&instance_id)
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_security_group()
+        .group_id(&sg_id)
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_subnet()
+        .subnet_id(&subnet_id)
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_vpc().vpc_id(&vpc_id).send().await.unwrap();
+}
+
+/// Resources driftless owns (by owner tag) of one kind, not terminated.
+async fn owned(ec2: &aws_sdk_ec2::Client, kind: &str, owner: &str) -> Vec<String> {
+    let filters = [
+        aws_sdk_ec2::types::Filter::builder()
+            .name(format!("tag:{TAG_OWNER}"))
+            .values(owner)
+            .build(),
+        aws_sdk_ec2::types::Filter::builder()
+            .name("tag:driftless.dev/kind")
+            .values(kind)
+            .build(),
+    ];
+    match kind {
+        "Vpc" => {
+            let out = ec2
+                .describe_vpcs()
+                .set_filters(Some(filters.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            out.vpcs()
+                .iter()
+                .filter_map(|v| v.vpc_id().map(String::from))
+                .collect()
+        }
+        _ => {
+            let out = ec2
+                .describe_instances()
+                .set_filters(Some(filters.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter(|i| {
+                    i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated")
+                })
+                .filter_map(|i| i.instance_id().map(String::from))
+                .collect()
+        }
+    }
+}
+
+/// A Kubernetes client for a controller that "dies" right after a create
+/// call returned: the first request that would record the external-name of
+/// one of `names` never completes (the reconcile hangs there, as a killed
+/// process would stop), and the name is reported in `crashed`. Everything
+/// else passes through `inner` unchanged.
+fn crashing_client(
+    inner: kube::Client,
+    ns: &str,
+    names: &'static [&'static str],
+    crashed: Arc<std::sync::Mutex<Vec<String>>>,
+) -> kube::Client {
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let crashed = crashed.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await?;
+            if parts.method == http::Method::PATCH {
+                let path = parts.uri.path().to_string();
+                let records_id = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .is_some_and(|p| p["metadata"]["annotations"][EXTERNAL_NAME].is_string());
+                let target = names
+                    .iter()
+                    .find(|n| path.ends_with(&format!("/{n}")))
+                    .filter(|_| records_id);
+                if let Some(name) = target {
+                    crashed.lock().unwrap().push(name.to_string());
+                    std::future::pending::<()>().await;
+                }
+            }
+            inner
+                .send(http::Request::from_parts(
+                    parts,
+                    kube::client::Body::from(bytes),
+                ))
+                .await
+        }
+    });
+    kube::Client::new(service, ns.to_string())
+}
+
+#[tokio::test]
+async fn a_crash_between_create_and_record_is_adopted_not_duplicated() {
+    let mut scope = Scope::new("ec2-crash").await;
+    let ec2 = support::ec2().await;
+    let vpcs: Api<Vpc> = scope.api();
+    let instances: Api<Instance> = scope.api();
+    let (cidr, _) = cidr16();
+
+    // The instance's subnet lives in a VPC made by hand, so that both
+    // creates happen (and crash) under the same controller.
+    let (other_cidr, other) = cidr16();
+    let hand_vpc = ec2
+        .create_vpc()
+        .cidr_block(&other_cidr)
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let subnet_id = ec2
+        .create_subnet()
+        .vpc_id(&hand_vpc)
+        .cidr_block(format!("10.{other}.5.0/24"))
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    create::<Vpc>(
+        &scope,
+        manifest(&scope, "Vpc", "net", json!({"cidrBlock": cidr})),
+    )
+    .await;
+    create::<Instance>(
+        &scope,
+        manifest(
+            &scope,
+            "Instance",
+            "vm",
+            json!({"imageId": AMI, "instanceType": "t3.micro", "subnetId": subnet_id}),
+        ),
+    )
+    .await;
+
+    // The first controller makes both create calls and dies before it
+    // records either id.
+    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = crashing_client(
+        scope.client.clone(),
+        &scope.ns,
+        &["net", "vm"],
+        crashed.clone(),
+    );
+    scope.start_controller_with(client, POLL);
+    wait_for("both creates made, neither recorded", WAIT, || async {
+        (crashed.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    scope.stop_controller();
+    assert_eq!(scope.calls.operation_total("CreateVpc"), 1);
+    assert_eq!(scope.calls.operation_total("RunInstances"), 1);
+    let net = vpcs.get("net").await.unwrap();
+    let vm = instances.get("vm").await.unwrap();
+    for (name, annotations) in [("net", net.annotations()), ("vm", vm.annotations())] {
+        assert!(
+            !annotations.contains_key(EXTERNAL_NAME),
+            "{name}: id recorded before the crash"
+        );
+        assert!(
+            annotations.contains_key(CREATE_PENDING),
+            "{name}: create not marked pending"
+        );
+    }
+    let vpc_owner = format!("{}/net", scope.ns);
+    let vm_owner = format!("{}/vm", scope.ns);
+    let created_vpc = owned(&ec2, "Vpc", &vpc_owner).await;
+    let created_instance = owned(&ec2, "Instance", &vm_owner).await;
+    assert_eq!(created_vpc.len(), 1, "{created_vpc:?}");
+    assert_eq!(created_instance.len(), 1, "{created_instance:?}");
+
+    // The restarted controller adopts both instead of creating again.
+    scope.start_controller(POLL);
+    let net = wait_ready(&vpcs, "net").await;
+    let vm = wait_ready(&instances, "vm").await;
+    assert_eq!(external_name(&net), created_vpc[0]);
+    assert_eq!(external_name(&vm), created_instance[0]);
+    assert!(!net.annotations().contains_key(CREATE_PENDING));
+    assert!(!vm.annotations().contains_key(CREATE_PENDING));
+    wait_event(&scope, "net", "AdoptedExternalResource").await;
+    wait_event(&scope, "vm", "AdoptedExternalResource").await;
+    // Several polls later: still exactly one of each, and no second create.
+    tokio::time::sleep(POLL * 2).await;
+    assert_eq!(owned(&ec2, "Vpc", &vpc_owner).await, created_vpc);
+    assert_eq!(owned(&ec2, "Instance", &vm_owner).await, created_instance);
+    for op in ["CreateVpc", "RunInstances"] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            1,
+            "{op} again after the restart: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+    wait_synced(&vpcs, "net").await;
+    wait_synced(&instances, "vm").await;
+
+    let dp = DeleteParams::default();
+    instances.delete("vm", &dp).await.unwrap();
+    vpcs.delete("net", &dp).await.unwrap();
+    wait_gone(&instances, "vm").await;
+    wait_gone(&vpcs, "net").await;
+    assert!(owned(&ec2, "Vpc", &vpc_owner).await.is_empty());
+    assert!(owned(&ec2, "Instance", &vm_owner).await.is_empty());
+    ec2.delete_subnet()
+        .subnet_id(&subnet_id)
+        .send()
+        .await
+        .unwrap();
+    ec2.delete_vpc().vpc_id(&hand_vpc).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn observing_fifty_vpcs_costs_pages_not_resources() {
+    const N: usize = 50;
+    let mut scope = Scope::new("ec2-batch").await;
+    scope.start_controller(POLL);
+    let api: Api<Vpc> = scope.api();
+    let ec2 = support::ec2().await;
+    let (cidr, _) = cidr16();
+    let names: Vec<String> = (0..N).map(|i| format!("net-{i:02}")).collect();
+    futures::future::join_all(names.iter().map(|n| {
+        create::<Vpc>(
+            &scope,
+            manifest(
+                &scope,
+                "Vpc",
+                n,
+                json!({"cidrBlock": cidr, "tags": {"batch": "yes"}}),
+            ),
+        )
+    }))
+    .await;
+    let mut ids = Vec::new();
+    for n in &names {
+        ids.push(external_name(&wait_synced(&api, n).await));
+    }
+    // Let the last creates' follow-up reads settle.
+    tokio::time::sleep(POLL * 2).await;
+
+    const POLLS: u32 = 5;
+    let describes = scope.calls.operation_total("DescribeVpcs");
+    let total = scope.calls.total();
+    tokio::time::sleep(POLL * POLLS).await;
+    let describes = scope.calls.operation_total("DescribeVpcs") - describes;
+    let total = scope.calls.total() - total;
+    eprintln!(
+        "{N} Ready VPCs over {POLLS} idle polls of {POLL:?}: {describes} DescribeVpcs ({:.1} per poll), {total} EC2 calls in all",
+        describes as f64 / f64::from(POLLS)
+    );
+    // One page (50 < the page size of 1000) per refresh, one refresh per
+    // poll (snapshots live one poll): never one call per VPC.
+    assert!(describes >= 1, "no observation at all in {POLLS} polls");
+    assert!(
+        describes <= u64::from(POLLS) + 1,
+        "{describes} DescribeVpcs in {POLLS} polls: {:?}",
+        scope.calls.snapshot()
+    );
+    assert_eq!(
+        total,
+        describes,
+        "per-resource calls while idle: {:?}",
+        scope.calls.snapshot()
+    );
+    // Every object still observed: atProvider is current.
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        N
+    );
+
+    // Drift on one of the fifty is still seen from the batched snapshot.
+    ec2.create_tags()
+        .resources(&ids[17])
+        .tags(tag("batch", "hijacked"))
+        .send()
+        .await
+        .unwrap();
+    wait_for("drift on one of fifty corrected", DRIFT, || async {
+        let tags = tag_map(vpc(&ec2, &ids[17]).await?.tags());
+        (tags.get("batch").map(String::as_str) == Some("yes")).then_some(())
+    })
+    .await;
+
+    for n in &names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    for n in &names {
+        wait_gone(&api, n).await;
+    }
+    for id in &ids {
+        assert!(vpc(&ec2, id).await.is_none(), "VPC {id} left behind");
+    }
+}
+
+#[tokio::test]
+async fn invalid_ec2_specs_are_refused_at_admission() {
+    let scope = Scope::new("ec2-admission").await;
+    for (kind, for_provider, expect) in [
+        ("Vpc", "{cidrBlock: 10.0.0.0/8}", "prefix from /16 to /28"),
+        ("Vpc", "{cidrBlock: 10.0.300.0/16}", "cidrBlock must be an IPv4 CIDR block"),
+        ("Vpc", "{cidrBlock: 10.0.0.0/16, instanceTenancy: host}", "Unsupported value: \"host\""),
+        ("Subnet", "{cidrBlock: 10.0.1.0/24}", "one of vpcId, vpcRef or vpcSelector is required"),
+        ("SecurityGroup", "{vpcId: vpc-1, ingress: [{protocol: tcp, cidrBlocks: [0.0.0.0/0]}]}", "fromPort and toPort are required"),
+        ("SecurityGroup", "{vpcId: vpc-1, ingress: [{protocol: tcp, fromPort: 1, toPort: 2}]}", "a rule needs at least one of"),
+        ("SecurityGroup", "{vpcId: vpc-1, ingress: [{protocol: gre, fromPort: 1, toPort: 2, cidrBlocks: [0.0.0.0/0]}]}", "protocol must be"),
+        ("Instance", "{imageId: ami-1, instanceType: t3.micro}", "one of subnetId, subnetRef or subnetSelector is required"),
+    ] {
+        let manifest = format!(
+            "apiVersion: aws.driftless.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: bad\n  namespace: {}\nspec:\n  forProvider: {for_provider}\n",
+            scope.ns
+        );
+        let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifest));
+        assert!(!ok, "kubectl accepted an invalid {kind} {for_provider}");
+        assert!(err.contains(expect), "for {kind} {for_provider}, expected {expect:?} in:\n{err}");
+    }
+}
+
+async fn gateway(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+) -> Option<aws_sdk_ec2::types::InternetGateway> {
+    let out = ec2
+        .describe_internet_gateways()
+        .internet_gateway_ids(id)
+        .send()
+        .await
+        .ok()?;
+    out.internet_gateways().first().cloned()
+}
+
+/// The VPCs gateway `id` is attached to.
+async fn gateway_vpcs(ec2: &aws_sdk_ec2::Client, id: &str) -> Vec<String> {
+    gateway(ec2, id)
+        .await
+        .map(|g| {
+            g.attachments()
+                .iter()
+                .filter(|a| a.state().map(|s| s.as_str()) != Some("detached"))
+                .filter_map(|a| a.vpc_id().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn internet_gateway_lifecycle_and_moves() {
+    let mut scope = Scope::new("ec2-igw").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let vpcs: Api<Vpc> = scope.api();
+    let gateways: Api<InternetGateway> = scope.api();
+    for name in ["net", "net2"] {
+        let (cidr, _) = cidr16();
+        create::<Vpc>(
+            &scope,
+            manifest(&scope, "Vpc", name, json!({"cidrBlock": cidr})),
+        )
+        .await;
+    }
+    create::<InternetGateway>(
+        &scope,
+        manifest(
+            &scope,
+            "InternetGateway",
+            "gw",
+            json!({"vpcRef": {"name": "net"}, "tags": {"role": "edge"}}),
+        ),
+    )
+    .await;
+    let net = external_name(&wait_ready(&vpcs, "net").await);
+    let net2 = external_name(&wait_ready(&vpcs, "net2").await);
+    let gw = wait_synced(&gateways, "gw").await;
+    let id = external_name(&gw);
+    let status = gw.status.unwrap();
+    let at = status.at_provider.unwrap();
+    assert_eq!(at.internet_gateway_id.as_deref(), Some(id.as_str()));
+    assert_eq!(at.vpc_id.as_deref(), Some(net.as_str()));
+    assert_eq!(at.state.as_deref(), Some("available"));
+    assert_eq!(status.resolved_references.get("vpcId"), Some(&net));
+    assert_eq!(gateway_vpcs(&ec2, &id).await, [net.as_str()]);
+    let tags = tag_map(gateway(&ec2, &id).await.unwrap().tags());
+    assert_eq!(tags.get("role").map(String::as_str), Some("edge"));
+    assert_eq!(tags.get(TAG_OWNER), Some(&format!("{}/gw", scope.ns)));
+
+    // Update: tags, and a move to the other VPC.
+    patch_for_provider(
+        &gateways,
+        "gw",
+        json!({"vpcRef": {"name": "net2"}, "tags": {"role": "egress"}}),
+    )
+    .await;
+    wait_for("gateway moved and retagged", WAIT, || async {
+        let tags = tag_map(gateway(&ec2, &id).await?.tags());
+        let done = gateway_vpcs(&ec2, &id).await == [net2.as_str()]
+            && tags.get("role").map(String::as_str) == Some("egress");
+        done.then_some(())
+    })
+    .await;
+    wait_synced(&gateways, "gw").await;
+
+    // Drift: detached and retagged out of band; both put back.
+    ec2.detach_internet_gateway()
+        .internet_gateway_id(&id)
+        .vpc_id(&net2)
+        .send()
+        .await
+        .unwrap();
+    ec2.create_tags()
+        .resources(&id)
+        .tags(tag("role", "hijacked"))
+        .send()
+        .await
+        .unwrap();
+    wait_for("gateway drift corrected", DRIFT, || async {
+        let tags = tag_map(gateway(&ec2, &id).await?.tags());
+        let done = gateway_vpcs(&ec2, &id).await == [net2.as_str()]
+            && tags.get("role").map(String::as_str) == Some("egress");
+        done.then_some(())
+    })
+    .await;
+    wait_event(&scope, "gw", "DriftCorrected").await;
+
+    // Everything deleted at once converges. (AWS refuses to delete a VPC
+    // with a gateway attached, and the VPC then waits naming it; LocalStack
+    // deletes it anyway, so here the gateway may find its VPC gone.)
+    let dp = DeleteParams::default();
+    vpcs.delete("net2", &dp).await.unwrap();
+    vpcs.delete("net", &dp).await.unwrap();
+    gateways.delete("gw", &dp).await.unwrap();
+    wait_gone(&gateways, "gw").await;
+    wait_gone(&vpcs, "net2").await;
+    wait_gone(&vpcs, "net").await;
+    assert!(
+        gateway(&ec2, &id).await.is_none(),
+        "gateway {id} left behind"
+    );
+    assert!(vpc(&ec2, &net2).await.is_none());
+}
+
+#[tokio::test]
+async fn internet_gateway_orphan_and_import() {
+    let mut scope = Scope::new("ec2-igw-keep").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let gateways: Api<InternetGateway> = scope.api();
+    let (cidr, _) = cidr16();
+    // Made outside driftless: a VPC and an attached gateway, no owner tags.
+    let vpc_id = ec2
+        .create_vpc()
+        .cidr_block(&cidr)
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let legacy = ec2
+        .create_internet_gateway()
+        .send()
+        .await
+        .unwrap()
+        .internet_gateway()
+        .unwrap()
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&legacy)
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .unwrap();
+
+    // Import under Observe, with a spec that differs: nothing is changed.
+    let mut m = manifest(
+        &scope,
+        "InternetGateway",
+        "legacy",
+        json!({"tags": {"would": "change"}}),
+    );
+    m["metadata"]["annotations"] = json!({EXTERNAL_NAME: legacy});
+    m["spec"]["managementPolicies"] = json!(["Observe"]);
+    create::<InternetGateway>(&scope, m).await;
+    // Orphan: a gateway driftless makes, kept when its object goes.
+    let mut m = manifest(&scope, "InternetGateway", "kept", json!({"vpcId": vpc_id}));
+    m["spec"]["deletionPolicy"] = json!("Orphan");
+    create::<InternetGateway>(&scope, m).await;
+    let kept = external_name(&wait_ready(&gateways, "kept").await);
+
+    let imported = wait_ready(&gateways, "legacy").await;
+    let at = imported.status.unwrap().at_provider.unwrap();
+    assert_eq!(at.internet_gateway_id.as_deref(), Some(legacy.as_str()));
+    assert_eq!(at.vpc_id.as_deref(), Some(vpc_id.as_str()));
+    tokio::time::sleep(POLL * 3).await;
+    for op in [
+        "CreateTags",
+        "DeleteTags",
+        "DetachInternetGateway",
+        "DeleteInternetGateway",
+    ] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            0,
+            "{op}: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+    assert!(tag_map(gateway(&ec2, &legacy).await.unwrap().tags()).is_empty());
+    assert_eq!(gateway_vpcs(&ec2, &legacy).await, [vpc_id.as_str()]);
+
+    let dp = DeleteParams::default();
+    gateways.delete("legacy", &dp).await.unwrap();
+    gateways.delete("kept", &dp).await.unwrap();
+    wait_gone(&gateways, "legacy").await;
+    wait_gone(&gateways, "kept").await;
+    assert_eq!(gateway_vpcs(&ec2, &legacy).await, [vpc_id.as_str()]);
+    assert_eq!(gateway_vpcs(&ec2, &kept).await, [vpc_id.as_str()]);
+    for op in ["DetachInternetGateway", "DeleteInternetGateway"] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            0,
+            "{op} under Orphan/Observe"
+        );
+    }
+
+    for g in [&legacy, &kept] {
+        ec2.detach_internet_gateway()
+            .internet_gateway_id(g)
+            .vpc_id(&vpc_id)
+            .send()
+            .await
+            .unwrap();
+        ec2.delete_internet_gateway()
+            .internet_gateway_id(g)
+            .send()
+            .await
+            .unwrap();
+    }
+    ec2.delete_vpc().vpc_id(&vpc_id).send().await.unwrap();
+}
