@@ -15,6 +15,9 @@ use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::conditions;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::reconciler::{error_policy, reconcile, Context};
 use crate::Settings;
 
@@ -35,9 +38,30 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What every controller shares: the cloud-call counter, the metrics and the
+/// notifier.
+#[derive(Clone)]
+pub struct Shared {
+    pub calls: Arc<CallCounter>,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Arc<Notifier>,
+}
+
+impl Shared {
+    /// Counting into `calls`, with metrics and no notifications.
+    pub fn new(calls: Arc<CallCounter>) -> Self {
+        Self {
+            metrics: Arc::new(Metrics::new(calls.clone())),
+            notifier: Arc::new(Notifier::disabled()),
+            calls,
+        }
+    }
+}
+
 struct StartControllers {
     client: kube::Client,
     settings: Settings,
+    shared: Shared,
     reporter: Reporter,
     running: Vec<BoxFuture<'static, ()>>,
 }
@@ -54,8 +78,29 @@ impl KindVisitor for StartControllers {
             connector,
             recorder,
             self.settings.clone(),
+            self.shared.clone(),
         ));
-        let (reader, writer) = reflector::store();
+        let (reader, writer) = reflector::store::<K>();
+        let cache = reader.clone();
+        self.shared.metrics.add_state_source(move || {
+            let kind = K::kind(&()).to_string();
+            cache
+                .state()
+                .iter()
+                .map(|o| {
+                    let status = |t: &str| {
+                        o.managed_status()
+                            .and_then(|s| s.condition(t))
+                            .map_or("Unknown".to_string(), |c| c.status.clone())
+                    };
+                    (
+                        kind.clone(),
+                        status(conditions::READY),
+                        status(conditions::SYNCED),
+                    )
+                })
+                .collect()
+        });
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             // managedFields is never read: keep the cache small.
@@ -80,7 +125,7 @@ impl KindVisitor for StartControllers {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -96,16 +141,17 @@ async fn shutdown_signal() {
     info!("shutting down: finishing reconciles in flight");
 }
 
-/// Runs every kind's controller until SIGTERM / Ctrl-C. `calls` counts every
-/// cloud API call made.
-pub async fn run(client: kube::Client, settings: Settings, calls: Arc<CallCounter>) {
+/// Runs every kind's controller until SIGTERM / Ctrl-C.
+pub async fn run(client: kube::Client, settings: Settings, shared: Shared) {
     // Batched observations live one poll: reconciles are spread over the
     // poll (jitter), so a shorter life would refresh several times per poll.
     // About one describe call per kind per poll, however many resources.
-    let aws = Arc::new(Aws::new(calls).with_observation_max_age(settings.poll_interval));
+    let aws =
+        Arc::new(Aws::new(shared.calls.clone()).with_observation_max_age(settings.poll_interval));
     let mut start = StartControllers {
         client,
         settings,
+        shared,
         reporter: Reporter {
             controller: "driftless".into(),
             instance: std::env::var("POD_NAME").ok(),

@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use driftless::controller::Shared;
+use driftless::leader::LeaseConfig;
+use driftless::manager::ManagerConfig;
+use driftless::notify::Notifier;
 use driftless::push::Options;
 use driftless::{commands, crds, settings::parse_duration, Settings};
 use driftless_provider::CallCounter;
@@ -42,6 +46,8 @@ enum Command {
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "DRIFTLESS_NAMESPACE")]
         namespace: Option<String>,
+        #[command(flatten)]
+        ops: OpsArgs,
     },
     /// Check manifests offline: YAML syntax, apiVersion/kind/name, the schema
     /// and CEL rules of driftless kinds, and that references resolve within
@@ -92,6 +98,34 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// How the controller process runs: endpoints, leader election, notifications.
+#[derive(clap::Args)]
+struct OpsArgs {
+    /// Where /healthz, /readyz, /metrics and the Git webhooks
+    /// (POST /hooks/<namespace>/<gitsync>) are served.
+    #[arg(long, env = "DRIFTLESS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: std::net::SocketAddr,
+    /// Elect a leader through a Lease so that only one replica acts
+    /// (`--leader-elect=false` for a single replica outside a cluster).
+    #[arg(long, env = "DRIFTLESS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE, else driftless-system).
+    #[arg(long, env = "DRIFTLESS_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// A leader that has not renewed the Lease for this long is replaced.
+    #[arg(long, env = "DRIFTLESS_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// Send notifications (sync applied/failed, drift corrected, resource
+    /// failed) as JSON to the `url` key of this Secret (`namespace/name`;
+    /// optional `token` key: sent as a bearer token).
+    #[arg(
+        long,
+        env = "DRIFTLESS_NOTIFICATION_SECRET",
+        value_name = "NAMESPACE/NAME"
+    )]
+    notification_secret: Option<String>,
 }
 
 /// The options push mode's `plan` and `apply` share.
@@ -152,6 +186,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             concurrency,
             terminal_backoff,
             namespace,
+            ops,
         } => {
             let client = kube::Client::try_default().await.map_err(|e| {
                 anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}")
@@ -162,8 +197,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 terminal_backoff,
                 namespace,
             };
-            driftless::controller::run(client, settings, Arc::new(CallCounter::default())).await;
-            Ok(ExitCode::SUCCESS)
+            let mut shared = Shared::new(Arc::new(CallCounter::default()));
+            if let Some(secret) = &ops.notification_secret {
+                let (ns, name) = secret.split_once('/').ok_or_else(|| {
+                    anyhow::anyhow!("--notification-secret {secret:?}: expected NAMESPACE/NAME")
+                })?;
+                shared.notifier = Arc::new(Notifier::from_secret(client.clone(), ns, name));
+            }
+            let lease = ops.leader_elect.then(|| LeaseConfig {
+                namespace: ops
+                    .leader_election_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "driftless-system".into()),
+                name: "driftless-controller".into(),
+                identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    let host =
+                        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("{}-{}", host.trim(), std::process::id())
+                }),
+                duration: ops.lease_duration,
+            });
+            let config = ManagerConfig {
+                http_addr: ops.http_addr,
+                lease,
+            };
+            Ok(driftless::manager::run(client, settings, shared, config).await)
         }
         Command::Validate { paths } => Ok(commands::validate(&paths)),
         Command::Plan { push, prune } => {

@@ -25,6 +25,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::conditions::{self, Cond};
+use crate::controller::Shared;
+use crate::notify::{Event as NotifyEvent, Notification};
 use crate::resolve::{resolve, Resolution};
 use crate::{Settings, FIELD_MANAGER, FINALIZER};
 
@@ -35,6 +37,7 @@ pub struct Context<K: ManagedKind> {
     pub connector: Arc<dyn Connector<K>>,
     pub recorder: Recorder,
     pub settings: Settings,
+    pub shared: Shared,
     /// Consecutive-failure backoff per object; dropped on success.
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
 }
@@ -45,8 +48,10 @@ impl<K: ManagedKind> Context<K> {
         connector: Arc<dyn Connector<K>>,
         recorder: Recorder,
         settings: Settings,
+        shared: Shared,
     ) -> Self {
         Self {
+            shared,
             source: ConfigSource::Cluster(client.clone()),
             client,
             connector,
@@ -121,12 +126,31 @@ fn jittered(d: Duration) -> Duration {
 /// The reconcile entry point: runs one pass and records its errors in the
 /// Synced condition (the error policy then decides when to retry).
 pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, Error> {
-    match reconcile_once(obj.as_ref(), ctx.as_ref()).await {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(obj.as_ref(), ctx.as_ref()).await;
+    ctx.shared
+        .metrics
+        .reconciled(&K::kind(&()), result.is_ok(), started.elapsed());
+    match result {
         Ok(action) => {
             ctx.reset_backoff(&key_of(obj.as_ref()));
             Ok(action)
         }
         Err(err) => {
+            // Tell people once, when the object turns from fine to failing.
+            let was_failing = obj
+                .managed_status()
+                .and_then(|s| s.condition(conditions::SYNCED))
+                .is_some_and(|c| c.status == "False" && c.reason == "ReconcileError");
+            if !was_failing {
+                ctx.shared.notifier.send(Notification::new(
+                    NotifyEvent::ResourceFailed,
+                    &K::kind(&()),
+                    &obj.namespace().unwrap_or_default(),
+                    &obj.name_any(),
+                    err.to_string(),
+                ));
+            }
             warn!(kind = K::kind(&()).as_ref(), object = %key_of(obj.as_ref()), error = %err, "reconcile failed");
             let api = api_for(&ctx, obj.as_ref());
             let mut synced = Cond::reconcile_error(err.to_string());
@@ -296,6 +320,16 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
             } else {
                 ("UpdatedExternalResource", "updated")
             };
+            if drift {
+                ctx.shared.metrics.drift_corrected(&K::kind(&()));
+                ctx.shared.notifier.send(Notification::new(
+                    NotifyEvent::DriftCorrected,
+                    &K::kind(&()),
+                    &identity.namespace,
+                    &identity.name,
+                    changes.join("; "),
+                ));
+            }
             info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), changes = ?changes, "{verb}");
             publish(
                 ctx,

@@ -272,7 +272,9 @@ impl Scope {
         };
         let calls = self.calls.clone();
         self.controller = Some(tokio::spawn(driftless::controller::run(
-            client, settings, calls,
+            client,
+            settings,
+            driftless::controller::Shared::new(calls),
         )));
     }
 

@@ -1,0 +1,65 @@
+//! The `driftless controller` process: HTTP endpoints first, then leader
+//! election, then every controller; on SIGTERM the controllers finish what
+//! is in flight and the lease is released so a standby takes over at once.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{error, info};
+
+use crate::controller::{self, Shared};
+use crate::http::{self, HttpState};
+use crate::leader::{Elector, LeaseConfig};
+use crate::Settings;
+
+/// How the process runs, besides the controllers' own settings.
+pub struct ManagerConfig {
+    pub http_addr: SocketAddr,
+    /// `None`: no leader election (a single replica).
+    pub lease: Option<LeaseConfig>,
+}
+
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    shared: Shared,
+    config: ManagerConfig,
+) -> ExitCode {
+    let state = Arc::new(HttpState {
+        client: client.clone(),
+        metrics: shared.metrics.clone(),
+        ready: false.into(),
+    });
+    if let Err(e) = http::serve(config.http_addr, state.clone()).await {
+        error!(addr = %config.http_addr, error = %e, "cannot serve HTTP (change --http-addr)");
+        return ExitCode::FAILURE;
+    }
+    // A standby replica is ready: it serves metrics and webhooks, and takes
+    // over the moment the leader goes.
+    state.ready.store(true, Ordering::Relaxed);
+    let Some(lease) = config.lease else {
+        controller::run(client, settings, shared).await;
+        return ExitCode::SUCCESS;
+    };
+    let elector = Elector::new(client.clone(), lease);
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = controller::shutdown_signal() => return ExitCode::SUCCESS,
+    }
+    let outcome = tokio::select! {
+        _ = controller::run(client, settings, shared) => {
+            elector.release().await;
+            ExitCode::SUCCESS
+        }
+        _ = elector.hold() => {
+            // Another replica may act from now on: stop at once, and let the
+            // pod restart as a standby.
+            error!("lost leadership: exiting so that two replicas never both act");
+            ExitCode::FAILURE
+        }
+    };
+    info!("stopped");
+    outcome
+}
