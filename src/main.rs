@@ -251,9 +251,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(dir) => {
                     std::fs::create_dir_all(&dir)
                         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-                    for crd in &all {
-                        let path = dir.join(crds::file_name(crd));
-                        std::fs::write(&path, crds::to_yaml(crd))
+                    let files = all
+                        .iter()
+                        .map(|crd| (crds::file_name(crd), crds::to_yaml(crd)))
+                        .chain([(crds::KUSTOMIZATION.to_string(), crds::kustomization(&all))]);
+                    for (name, text) in files {
+                        let path = dir.join(name);
+                        std::fs::write(&path, text)
                             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
                         eprintln!("wrote {}", path.display());
                     }

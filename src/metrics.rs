@@ -95,7 +95,7 @@ impl Metrics {
         );
         registry.register(
             "cloud_api_calls",
-            "Cloud API calls, by service, operation and outcome (ok or the error code)",
+            "Cloud API calls, by service, operation and outcome (ok, or the HTTP status of a failure)",
             m.cloud_calls.clone(),
         );
         registry.register(

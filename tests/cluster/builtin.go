@@ -60,6 +60,7 @@ func init() {
 		&corev1.Secret{}, &corev1.SecretList{},
 		&corev1.ConfigMap{}, &corev1.ConfigMapList{},
 		&corev1.ServiceAccount{}, &corev1.ServiceAccountList{},
+		&corev1.Service{}, &corev1.ServiceList{},
 		&corev1.Event{}, &corev1.EventList{},
 	)
 	add(appsv1.SchemeGroupVersion, &appsv1.Deployment{}, &appsv1.DeploymentList{})
@@ -119,9 +120,9 @@ var _ rest.RESTCreateStrategy = &strategy{}
 var _ rest.RESTUpdateStrategy = &strategy{}
 var _ rest.ResetFieldsStrategy = &strategy{}
 
-func (s *strategy) NamespaceScoped() bool          { return s.namespaced }
-func (s *strategy) AllowCreateOnUpdate() bool      { return false }
-func (s *strategy) AllowUnconditionalUpdate() bool { return true }
+func (s *strategy) NamespaceScoped() bool           { return s.namespaced }
+func (s *strategy) AllowCreateOnUpdate() bool       { return false }
+func (s *strategy) AllowUnconditionalUpdate() bool  { return true }
 func (s *strategy) Canonicalize(obj runtime.Object) {}
 func (s *strategy) WarningsOnCreate(ctx context.Context, obj runtime.Object) []string {
 	return nil
@@ -377,6 +378,17 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 	if err != nil {
 		return nil, err
 	}
+	// Services are stored only: no cluster IP is allocated, no endpoints.
+	services, err := newREST(core, kind{
+		gr: corev1.Resource("services"), singular: "service",
+		newObj: func() runtime.Object { return &corev1.Service{} }, newList: func() runtime.Object { return &corev1.ServiceList{} },
+		strategy:   &strategy{namespaced: true},
+		shortNames: []string{"svc"},
+		categories: []string{"all"},
+	})
+	if err != nil {
+		return nil, err
+	}
 	eventKind := kind{
 		gr: corev1.Resource("events"), singular: "event",
 		newObj: func() runtime.Object { return &corev1.Event{} }, newList: func() runtime.Object { return &corev1.EventList{} },
@@ -398,6 +410,7 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 		"secrets":           secrets,
 		"configmaps":        configmaps,
 		"serviceaccounts":   serviceaccounts,
+		"services":          services,
 		"events":            events,
 	}
 	if err := server.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreInfo); err != nil {

@@ -10,7 +10,7 @@
 //   - discovery for /api and /apis (legacy and aggregated), including the
 //     groups of CustomResourceDefinitions;
 //   - storage-only REST endpoints for the built-in kinds a controller and
-//     kubectl touch (namespaces, secrets, configmaps, serviceaccounts, events
+//     kubectl touch (namespaces, secrets, configmaps, serviceaccounts, services, events
 //     in core/v1 and events.k8s.io/v1, leases, deployments with status and
 //     scale, RBAC), with OpenAPI models so server-side apply works on them;
 //   - the namespaces default, kube-system, kube-public and kube-node-lease.

@@ -132,7 +132,9 @@ func (i *scaleUpdatedObjectInfo) UpdatedObject(ctx context.Context, oldObj runti
 
 type selfSubjectAccessReviewREST struct{}
 
-func (r *selfSubjectAccessReviewREST) New() runtime.Object     { return &authorizationv1.SelfSubjectAccessReview{} }
+func (r *selfSubjectAccessReviewREST) New() runtime.Object {
+	return &authorizationv1.SelfSubjectAccessReview{}
+}
 func (r *selfSubjectAccessReviewREST) Destroy()                {}
 func (r *selfSubjectAccessReviewREST) NamespaceScoped() bool   { return false }
 func (r *selfSubjectAccessReviewREST) GetSingularName() string { return "selfsubjectaccessreview" }
@@ -150,7 +152,9 @@ func (r *selfSubjectAccessReviewREST) Create(ctx context.Context, obj runtime.Ob
 
 type selfSubjectRulesReviewREST struct{}
 
-func (r *selfSubjectRulesReviewREST) New() runtime.Object     { return &authorizationv1.SelfSubjectRulesReview{} }
+func (r *selfSubjectRulesReviewREST) New() runtime.Object {
+	return &authorizationv1.SelfSubjectRulesReview{}
+}
 func (r *selfSubjectRulesReviewREST) Destroy()                {}
 func (r *selfSubjectRulesReviewREST) NamespaceScoped() bool   { return false }
 func (r *selfSubjectRulesReviewREST) GetSingularName() string { return "selfsubjectrulesreview" }

@@ -13,6 +13,14 @@ fn crds_directory_is_up_to_date() {
         );
         expected.insert(name);
     }
+    let all = driftless::crds::all();
+    let on_disk =
+        std::fs::read_to_string(dir.join(driftless::crds::KUSTOMIZATION)).unwrap_or_default();
+    assert!(
+        on_disk == driftless::crds::kustomization(&all),
+        "crds/kustomization.yaml is stale or missing: run `cargo run -- crds --out crds`"
+    );
+    expected.insert(driftless::crds::KUSTOMIZATION.to_string());
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         assert!(

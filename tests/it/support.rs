@@ -203,6 +203,8 @@ pub struct Scope {
     pub ns: String,
     pub provider_config: String,
     pub calls: Arc<CallCounter>,
+    /// Metrics and notifier of the controller (default: metrics, no notifications).
+    pub shared: Option<driftless::controller::Shared>,
     controller: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -252,6 +254,7 @@ impl Scope {
             ns,
             provider_config,
             calls: Arc::new(CallCounter::default()),
+            shared: None,
             controller: None,
         }
     }
@@ -270,11 +273,12 @@ impl Scope {
             terminal_backoff: Duration::from_secs(600),
             namespace: Some(self.ns.clone()),
         };
-        let calls = self.calls.clone();
+        let shared = self
+            .shared
+            .clone()
+            .unwrap_or_else(|| driftless::controller::Shared::new(self.calls.clone()));
         self.controller = Some(tokio::spawn(driftless::controller::run(
-            client,
-            settings,
-            driftless::controller::Shared::new(calls),
+            client, settings, shared,
         )));
     }
 
