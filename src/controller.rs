@@ -80,7 +80,7 @@ impl KindVisitor for StartControllers {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -110,6 +110,8 @@ pub async fn run(client: kube::Client, settings: Settings, calls: Arc<CallCounte
         running: Vec::new(),
     };
     driftless_aws::visit_kinds(&aws, &mut start);
+    let gitsync = crate::gitsync::run(start.client.clone(), start.settings.clone());
+    start.running.push(gitsync.boxed());
     futures::future::join_all(start.running).await;
     warn!("all controllers stopped");
 }

@@ -5,6 +5,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod crds;
+pub mod gitsync;
 pub mod reconciler;
 pub mod resolve;
 pub mod settings;

@@ -520,19 +520,38 @@ async fn rejected_spec_is_reported_without_a_retry_storm() {
     // AWS (and LocalStack) refuse an unknown location constraint.
     api.create(
         &PostParams::default(),
-        &bucket(&scope, &name, json!({"region": "xx-invalid-1"}), json!({}), json!({})),
+        &bucket(
+            &scope,
+            &name,
+            json!({"region": "xx-invalid-1"}),
+            json!({}),
+            json!({}),
+        ),
     )
     .await
     .unwrap();
     let failed = wait_condition(&api, &name, "Synced", "False", Some("ReconcileError")).await;
     let (_, _, message) = condition(&failed, "Synced").unwrap();
-    assert!(message.contains("InvalidLocationConstraint"), "AWS's code missing: {message}");
-    assert!(message.contains("location-constraint is not valid"), "AWS's message missing: {message}");
+    assert!(
+        message.contains("InvalidLocationConstraint"),
+        "AWS's code missing: {message}"
+    );
+    assert!(
+        message.contains("location-constraint is not valid"),
+        "AWS's message missing: {message}"
+    );
     // Five polls later: still the one attempt, not one per poll.
     tokio::time::sleep(POLL * 5).await;
     let creates = scope.calls.operation_total("CreateBucket");
-    assert_eq!(creates, 1, "terminal error retried: {:?}", scope.calls.snapshot());
-    assert!(event_reasons(&scope, &name).await.contains(&"TerminalError".to_string()));
+    assert_eq!(
+        creates,
+        1,
+        "terminal error retried: {:?}",
+        scope.calls.snapshot()
+    );
+    assert!(event_reasons(&scope, &name)
+        .await
+        .contains(&"TerminalError".to_string()));
 
     // Fixing the spec retries at once, and the object can go.
     api.patch(
@@ -544,5 +563,8 @@ async fn rejected_spec_is_reported_without_a_retry_storm() {
     .unwrap_or_else(|e| panic!("clearing the region: {e}"));
     wait_condition(&api, &name, "Ready", "True", None).await;
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_for("Bucket object gone", WAIT, || async { api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    wait_for("Bucket object gone", WAIT, || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
 }

@@ -3,5 +3,6 @@
 
 mod bucket;
 mod crds;
+mod gitsync;
 mod support;
 mod wiring;

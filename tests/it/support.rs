@@ -258,12 +258,21 @@ impl Scope {
 
     /// Starts the controller for this namespace with a short poll interval.
     pub fn start_controller(&mut self, poll: Duration) {
-        let settings = Settings {
+        self.start_controller_with(poll, |_| {});
+    }
+
+    /// Like [`Self::start_controller`], with settings changed by `change`.
+    pub fn start_controller_with(&mut self, poll: Duration, change: impl FnOnce(&mut Settings)) {
+        let mut settings = Settings {
             poll_interval: poll,
             concurrency: 4,
             terminal_backoff: Duration::from_secs(600),
             namespace: Some(self.ns.clone()),
+            git_cache: std::env::temp_dir().join("driftless-tests").join(&self.ns),
+            // The test API server runs no workload controllers.
+            health_check_workloads: false,
         };
+        change(&mut settings);
         let client = self.client.clone();
         let calls = self.calls.clone();
         self.controller = Some(tokio::spawn(driftless::controller::run(
