@@ -19,13 +19,13 @@ use crate::reconciler::{error_policy, reconcile, Context};
 use crate::Settings;
 
 /// What triggers a reconcile: a spec change (generation), an annotation
-/// change (pause, external-name) or the start of deletion. Status writes,
-/// including our own, do not: that is what keeps errors from storming.
+/// change (pause, external-name) or the start of deletion. Status and
+/// finalizer writes, including our own, do not: that is what keeps errors
+/// from storming.
 fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     let mut h = DefaultHasher::new();
     obj.meta().generation.hash(&mut h);
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
-    obj.meta().finalizers.hash(&mut h);
     for (k, v) in obj.meta().annotations.iter().flatten() {
         // Our own create bookkeeping must not trigger another attempt.
         if k != "kubectl.kubernetes.io/last-applied-configuration" && k != CREATE_PENDING {
