@@ -1,11 +1,12 @@
 //! Applying a revision: map each manifest to its API resource (discovery),
 //! server-side dry-run, server-side apply in stages, and prune.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::Scope;
@@ -303,11 +304,65 @@ pub async fn dry_run(client: &kube::Client, planned: &[Planned]) -> Result<(), A
 }
 
 /// Server-side apply (field manager `driftless`, force) of one stage's
-/// objects; returns each object as the server stored it.
-pub async fn apply(client: &kube::Client, planned: &[&Planned]) -> Result<Vec<Value>, ApplyError> {
+/// objects; returns each object as the server stored it and, with
+/// `detect_changes`, whether this apply changed what Git sets (the object
+/// is read just before; a missing one counts as changed). Without, `false`.
+pub async fn apply(
+    client: &kube::Client,
+    planned: &[&Planned],
+    detect_changes: bool,
+) -> Result<Vec<(Value, bool)>, ApplyError> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let calls: Vec<_> = planned.iter().map(|p| send(client, p, &params)).collect();
+    let calls: Vec<_> = planned
+        .iter()
+        .map(|p| apply_one(client, p, &params, detect_changes))
+        .collect();
     stream::iter(calls).buffered(PARALLEL).try_collect().await
+}
+
+async fn apply_one(
+    client: &kube::Client,
+    p: &Planned,
+    params: &PatchParams,
+    detect_changes: bool,
+) -> Result<(Value, bool), ApplyError> {
+    let before = if detect_changes {
+        p.api(client)
+            .get_opt(&p.entry.name)
+            .await?
+            .map(|o| serde_json::to_value(o).expect("objects serialize"))
+    } else {
+        None
+    };
+    let applied = send(client, p, params).await?;
+    let changed = detect_changes && {
+        let shape = serde_json::to_value(&p.object).expect("objects serialize");
+        before.is_none_or(|b| project(&b, &shape) != project(&applied, &shape))
+    };
+    Ok((applied, changed))
+}
+
+/// The part of `live` that `shape` (what Git says) sets: what a forced
+/// apply of `shape` puts back. Others' fields (status, an annotation a
+/// controller adds, server defaults) are left out, so that they do not look
+/// like drift.
+fn project(live: &Value, shape: &Value) -> Value {
+    match (live, shape) {
+        (Value::Object(l), Value::Object(s)) => Value::Object(
+            s.iter()
+                .map(|(k, sv)| {
+                    (
+                        k.clone(),
+                        l.get(k).map_or(Value::Null, |lv| project(lv, sv)),
+                    )
+                })
+                .collect(),
+        ),
+        (Value::Array(l), Value::Array(s)) if l.len() == s.len() => {
+            Value::Array(l.iter().zip(s).map(|(lv, sv)| project(lv, sv)).collect())
+        }
+        _ => live.clone(),
+    }
 }
 
 /// One server-side apply (or dry-run), refusals located at the manifest.
@@ -323,6 +378,24 @@ async fn send(
         .await
         .map_err(|e| rejected(p, e, verb))?;
     Ok(serde_json::to_value(applied).expect("objects serialize"))
+}
+
+/// The Namespaces that `planned` creates and the cluster does not have yet.
+pub async fn missing_namespaces(
+    client: &kube::Client,
+    planned: &[Planned],
+) -> Result<HashSet<String>, kube::Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut missing = HashSet::new();
+    for p in planned {
+        if p.entry.kind == "Namespace"
+            && p.entry.api_version == "v1"
+            && api.get_opt(&p.entry.name).await?.is_none()
+        {
+            missing.insert(p.entry.name.clone());
+        }
+    }
+    Ok(missing)
 }
 
 /// Waits until every CRD in `planned` is established, or `timeout`.
@@ -445,6 +518,27 @@ mod tests {
             },
             object: v,
         }
+    }
+
+    #[test]
+    fn projection_keeps_only_what_git_sets() {
+        let shape = json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 3, "containers": [{"name": "web", "image": "web:v1"}]}});
+        let live = json!({"metadata": {"name": "web", "resourceVersion": "9",
+                "labels": {"app": "web", "other": "x"}, "annotations": {"a": "b"}},
+            "spec": {"replicas": 3, "paused": false,
+                "containers": [{"name": "web", "image": "web:v1", "imagePullPolicy": "IfNotPresent"}]},
+            "status": {"ready": 1}});
+        assert_eq!(project(&live, &shape), shape);
+        let mut scaled = live.clone();
+        scaled["spec"]["replicas"] = json!(1);
+        assert_ne!(project(&scaled, &shape), shape);
+        let mut more = live.clone();
+        more["spec"]["containers"] = json!([{"name": "web", "image": "web:v1"}, {"name": "x"}]);
+        assert_ne!(project(&more, &shape), shape);
+        let mut unlabelled = live;
+        unlabelled["metadata"]["labels"] = json!({"other": "x"});
+        assert_ne!(project(&unlabelled, &shape), shape);
     }
 
     #[test]

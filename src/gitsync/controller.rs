@@ -37,6 +37,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How soon health is looked at again while objects are not ready (their
 /// watch usually triggers sooner).
 const HEALTH_RECHECK: Duration = Duration::from_secs(5);
+/// How long a kind whose CRD was just established may take to be served.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(30);
 
 /// What one GitSync's reconciles remember between runs (in memory only: a
 /// restarted controller checks the remote and re-applies, nothing is lost).
@@ -51,19 +53,42 @@ struct Tracked {
     failed: Option<String>,
     /// When the applied revision was first applied (for the health timeout).
     applied_at: Option<(String, Instant)>,
-    /// Our managedFields time per object after the last apply: it changes on
-    /// a re-apply of the same revision only when the apply put something back.
-    written: HashMap<InventoryEntry, String>,
 }
 
 /// Everything a GitSync reconcile needs.
 pub struct Context {
     client: kube::Client,
     settings: Settings,
-    recorder: Recorder,
+    events: Events,
     kinds: Kinds,
     tracked: Mutex<HashMap<String, Tracked>>,
     watches: Watches,
+}
+
+/// Event recorders, one per GitSync, reason and note. kube's Recorder
+/// folds every repeat of a reason into the first Event's series and keeps
+/// that first note, so "applied revision B" would show as a repeat of
+/// "applied revision A". Here only a repeat of the same note is folded.
+struct Events {
+    client: kube::Client,
+    reporter: Reporter,
+    recorders: Mutex<HashMap<u64, Recorder>>,
+}
+
+impl Events {
+    fn recorder(&self, gs: &GitSync, reason: &str, note: &Option<String>) -> Recorder {
+        let mut h = DefaultHasher::new();
+        (gs.uid(), reason, note).hash(&mut h);
+        let mut recorders = self.recorders.lock().expect("recorders poisoned");
+        // Bounded: forgetting only means a repeat starts a new Event.
+        if recorders.len() >= 512 {
+            recorders.clear();
+        }
+        recorders
+            .entry(h.finish())
+            .or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone()))
+            .clone()
+    }
 }
 
 /// Watches of applied objects, one per kind, selected by the owner labels:
@@ -157,7 +182,11 @@ pub async fn run(client: kube::Client, settings: Settings) {
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: Events {
+            client: client.clone(),
+            reporter,
+            recorders: Mutex::default(),
+        },
         kinds: Kinds::default(),
         tracked: Mutex::default(),
         watches: Watches {
@@ -242,7 +271,17 @@ fn ready_of(status: &GitSyncStatus) -> Option<(String, String)> {
 }
 
 pub async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = format!("{}/{}", gs.namespace().unwrap_or_default(), gs.name_any());
+    let ns = gs.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", gs.name_any());
+    // Read it fresh: the watch cache may not have the status the previous
+    // reconcile wrote yet (a watch-triggered reconcile often follows at
+    // once), and a stale lastAppliedRevision or inventory would apply a
+    // revision twice or prune from an old inventory.
+    let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(gs) = api.get_opt(&gs.name_any()).await? else {
+        ctx.tracked.lock().expect("tracked poisoned").remove(&key);
+        return Ok(Action::await_change());
+    };
     if gs.meta().deletion_timestamp.is_some() {
         ctx.tracked.lock().expect("tracked poisoned").remove(&key);
         return Ok(Action::await_change());
@@ -402,33 +441,25 @@ async fn reconcile_once(gs: &GitSync, ctx: &Context, key: &str) -> Result<Action
             return Err(e.into());
         }
     };
-    let entries: BTreeSet<InventoryEntry> = applied.iter().map(|(p, _)| p.entry.clone()).collect();
-    for (p, _) in &applied {
+    let entries: BTreeSet<InventoryEntry> =
+        applied.iter().map(|(p, _, _)| p.entry.clone()).collect();
+    for (p, _, _) in &applied {
         ctx.watches.ensure(&p.resource);
     }
 
     // 4. Events: a new revision, or drift put back.
-    let corrected = ctx.with(key, |t| {
+    ctx.with(key, |t| {
         t.failed = None;
-        if is_new {
-            t.applied_at = Some((latest.clone(), Instant::now()));
-            t.written.clear();
-        } else if t.applied_at.as_ref().map(|(r, _)| r) != Some(&latest) {
+        if is_new || t.applied_at.as_ref().map(|(r, _)| r) != Some(&latest) {
             t.applied_at = Some((latest.clone(), Instant::now()));
         }
-        let mut corrected = Vec::new();
-        for (p, obj) in &applied {
-            let Some(time) = apply_time(obj) else {
-                continue;
-            };
-            let previous = t.written.insert(p.entry.clone(), time.clone());
-            if !is_new && previous.is_some_and(|prev| prev != time) {
-                corrected.push(p.entry.to_string());
-            }
-        }
-        t.written.retain(|e, _| entries.contains(e));
-        corrected
     });
+    // A re-apply of the applied revision that had to write put drift back.
+    let corrected: Vec<String> = applied
+        .iter()
+        .filter(|(_, _, changed)| !is_new && *changed)
+        .map(|(p, _, _)| p.entry.to_string())
+        .collect();
     if is_new {
         status.last_applied_revision = Some(latest.clone());
         info!(gitsync = %key, revision = %latest, objects = applied.len(), "applied");
@@ -501,7 +532,7 @@ async fn reconcile_once(gs: &GitSync, ctx: &Context, key: &str) -> Result<Action
     // 6. Health of everything applied, and of what is being pruned.
     let mut waiting: Vec<String> = applied
         .iter()
-        .filter_map(|(p, obj)| {
+        .filter_map(|(p, obj, _)| {
             health::not_ready(obj, ctx.settings.health_check_workloads)
                 .map(|why| format!("{} ({why})", p.entry))
         })
@@ -537,37 +568,44 @@ fn was_deleting(old: &GitSyncStatus, e: &InventoryEntry) -> bool {
         .any(|c| c.type_ == READY && c.message.contains(&format!("{e} (being deleted)")))
 }
 
-/// The time of our last server-side apply that changed `obj`.
-fn apply_time(obj: &Value) -> Option<String> {
-    obj["metadata"]["managedFields"]
-        .as_array()?
-        .iter()
-        .find(|f| f["manager"] == FIELD_MANAGER && f["operation"] == "Apply")
-        .and_then(|f| f["time"].as_str())
-        .map(str::to_string)
-}
-
 /// Plans and applies `manifests` stage by stage. With `atomic`, every object
-/// is dry-run first and nothing is applied unless all pass.
+/// is dry-run first and nothing is applied unless all pass; objects that
+/// can only be dry-run once this revision's new Namespaces and CRDs exist
+/// are dry-run right after those are applied, before anything else is.
 async fn apply_all(
     ctx: &Context,
     manifests: &[Manifest],
     owner: &Owner,
     atomic: bool,
     timeout: Duration,
-) -> Result<Vec<(Planned, Value)>, ApplyError> {
+) -> Result<Vec<(Planned, Value, bool)>, ApplyError> {
     let client = &ctx.client;
-    let (mut planned, later) = apply::plan(client, &ctx.kinds, manifests, manifests, owner).await?;
+    let (planned, later) = apply::plan(client, &ctx.kinds, manifests, manifests, owner).await?;
+    // Objects in a Namespace this revision creates: the server refuses any
+    // request for them, dry-run included, until that Namespace exists.
+    let new_namespaces = apply::missing_namespaces(client, &planned).await?;
+    let (mut planned, mut deferred): (Vec<Planned>, Vec<Planned>) = planned
+        .into_iter()
+        .partition(|p| !(p.namespaced && new_namespaces.contains(&p.entry.namespace)));
     if atomic {
         apply::dry_run(client, &planned).await?;
     }
     let mut applied = Vec::new();
     for stage in [Stage::Foundation, Stage::ProviderConfigs, Stage::Rest] {
         if stage == Stage::ProviderConfigs && !later.is_empty() {
-            // Kinds whose CRDs this revision brings: servable now.
-            ctx.kinds.forget();
-            let (more, unserved) =
-                apply::plan(client, &ctx.kinds, &later, manifests, owner).await?;
+            // Kinds whose CRDs this revision brings: established now, and
+            // served once the API server's discovery has caught up (it lags
+            // the Established condition by a moment).
+            let since = Instant::now();
+            let (more, unserved) = loop {
+                ctx.kinds.forget();
+                let (more, unserved) =
+                    apply::plan(client, &ctx.kinds, &later, manifests, owner).await?;
+                if unserved.is_empty() || since.elapsed() >= timeout.min(DISCOVERY_WAIT) {
+                    break (more, unserved);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
             if let Some(m) = unserved.first() {
                 return Err(load::ManifestError::new(
                     &m.origin,
@@ -579,17 +617,26 @@ async fn apply_all(
                 )
                 .into());
             }
+            deferred.extend(more);
+        }
+        if stage == Stage::ProviderConfigs && !deferred.is_empty() {
             if atomic {
-                apply::dry_run(client, &more).await?;
+                apply::dry_run(client, &deferred).await?;
             }
-            planned.extend(more);
+            planned.append(&mut deferred);
         }
         let these: Vec<&Planned> = planned.iter().filter(|p| p.stage == stage).collect();
-        let objects = apply::apply(client, &these).await?;
+        // A re-apply (not atomic: the applied revision) tells what it changed.
+        let objects = apply::apply(client, &these, !atomic).await?;
         if stage == Stage::Foundation {
             apply::wait_established(client, &these, timeout).await?;
         }
-        applied.extend(these.into_iter().cloned().zip(objects));
+        applied.extend(
+            these
+                .into_iter()
+                .zip(objects)
+                .map(|(p, (obj, changed))| (p.clone(), obj, changed)),
+        );
     }
     Ok(applied)
 }
@@ -619,7 +666,7 @@ async fn heal_last_applied(
     };
     match apply_all(ctx, &manifests, owner, false, DEFAULT_TIMEOUT).await {
         Ok(applied) => {
-            for (p, _) in &applied {
+            for (p, _, _) in &applied {
                 ctx.watches.ensure(&p.resource);
             }
         }
@@ -682,7 +729,8 @@ async fn publish(ctx: &Context, gs: &GitSync, type_: EventType, reason: &str, no
         action: reason.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &gs.object_ref(&())).await {
+    let recorder = ctx.events.recorder(gs, reason, &event.note);
+    if let Err(e) = recorder.publish(&event, &gs.object_ref(&())).await {
         warn!(error = %e, reason, "could not publish event");
     }
 }
@@ -719,21 +767,29 @@ impl Context {
             return Ok(m);
         }
         let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.to_string());
-        let files = tokio::task::spawn_blocking(move || fetch::read_manifest_files(&d, &s, &p))
-            .await
-            .unwrap_or_else(|e| Err(format!("reading the revision failed: {e}")))
-            .map_err(|reason| load::ManifestError {
-                origin: load::Origin {
-                    file: if path.is_empty() {
-                        ".".into()
-                    } else {
-                        path.to_string()
+        let loaded = tokio::task::spawn_blocking(move || {
+            let checkout = fetch::checkout(&d, &s, &p).map_err(|reason| {
+                load::ManifestError::new(
+                    &load::Origin {
+                        file: if p.is_empty() { ".".into() } else { p.clone() },
+                        line: 0,
                     },
+                    reason,
+                )
+            })?;
+            load::load_dir(checkout.root(), &p)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(load::ManifestError::new(
+                &load::Origin {
+                    file: path.to_string(),
                     line: 0,
                 },
-                reason,
-            })?;
-        let manifests = Arc::new(load::load(&files)?);
+                format!("reading the revision failed: {e}"),
+            ))
+        });
+        let manifests = Arc::new(loaded?);
         self.with(key, |t| {
             // Keep two: the latest and the one before (usually the applied one).
             if t.manifests.len() >= 2 {

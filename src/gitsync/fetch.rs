@@ -407,65 +407,131 @@ fn host_matches(patterns: &str, host: &str) -> bool {
     })
 }
 
-/// Every `.yaml` / `.yml` file under `path` (recursively) at commit `sha`,
-/// as (path from the repository root, contents), sorted by path.
-pub fn read_manifest_files(
-    dir: &Path,
-    sha: &str,
-    path: &str,
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+/// The files of one revision, written to a fresh directory that is removed
+/// when this is dropped. Only what is under the GitSync's path is written,
+/// at its place from the repository root.
+#[derive(Debug)]
+pub struct Checkout {
+    root: PathBuf,
+}
+
+impl Checkout {
+    /// The repository root of the checkout.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `path` relative to the repository root, without `./` or slashes at
+/// either end ("" for the whole repository); `..` is refused.
+pub fn clean_path(path: &str) -> Result<String, String> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(format!("path {path} leaves the repository (it has ..)"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Checks out the files under `path` of commit `sha` (from the cache `dir`)
+/// into a new directory next to the cache. Regular files only: symbolic
+/// links (which could point outside the revision) and submodules are left
+/// out. A checkout is written from the commit's tree in full before anyone
+/// reads it, and never reused, so a half-written one is never loaded.
+pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
     let repo = open_cache(dir)?;
     let oid = Oid::from_str(sha).map_err(|e| e.message().to_string())?;
     let commit = repo
         .find_commit(oid)
         .map_err(|e| format!("commit {sha} is not in the cache: {}", e.message()))?;
-    let root = commit.tree().map_err(|e| e.message().to_string())?;
-    let base = path.trim_matches('/').trim_start_matches("./");
-    let base = if base == "." { "" } else { base };
+    let root_tree = commit.tree().map_err(|e| e.message().to_string())?;
+    let base = clean_path(path)?;
     let tree = if base.is_empty() {
-        root
+        root_tree
     } else {
-        root.get_path(Path::new(base))
+        root_tree
+            .get_path(Path::new(&base))
             .and_then(|e| e.to_object(&repo))
             .and_then(|o| o.peel_to_tree())
             .map_err(|_| format!("path {base} is not a directory in revision {sha}"))?
     };
-    let mut files = Vec::new();
+    // One reconcile per GitSync at a time: leftovers (a crash) can go.
+    let stem = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!("{stem}.checkout-");
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let checkout = Checkout {
+        root: parent.join(format!(
+            "{prefix}{}-{:08x}",
+            &sha[..12.min(sha.len())],
+            rand::random::<u32>()
+        )),
+    };
+    let target = checkout.root.join(&base);
+    std::fs::create_dir_all(&target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     let mut failed = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
         let Ok(name) = entry.name() else {
-            return git2::TreeWalkResult::Ok;
+            return git2::TreeWalkResult::Skip;
         };
-        let is_blob = entry.kind() == Some(git2::ObjectType::Blob);
-        // 0o120000: a symbolic link, whose blob is the link target, not YAML.
-        let is_link = entry.filemode() == 0o120000;
-        if is_blob && !is_link && (name.ends_with(".yaml") || name.ends_with(".yml")) {
-            let rel = if base.is_empty() {
-                format!("{parent}{name}")
-            } else {
-                format!("{base}/{parent}{name}")
-            };
-            match repo.find_blob(entry.id()) {
-                Ok(blob) => files.push((rel, blob.content().to_vec())),
-                Err(e) => {
-                    failed = Some(format!("{rel}: {}", e.message()));
-                    return git2::TreeWalkResult::Abort;
-                }
+        // 0o120000: a symbolic link; 0o160000: a submodule (a commit).
+        let mode = entry.filemode();
+        if entry.kind() != Some(git2::ObjectType::Blob) || mode == 0o120000 {
+            return git2::TreeWalkResult::Ok;
+        }
+        let file = target.join(parent).join(name);
+        let written = repo
+            .find_blob(entry.id())
+            .map_err(|e| e.message().to_string())
+            .and_then(|blob| {
+                std::fs::create_dir_all(file.parent().expect("a file has a parent"))
+                    .and_then(|_| std::fs::write(&file, blob.content()))
+                    .map_err(|e| e.to_string())
+            });
+        match written {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(e) => {
+                failed = Some(format!("checking out {base}/{parent}{name}: {e}"));
+                git2::TreeWalkResult::Abort
             }
         }
-        git2::TreeWalkResult::Ok
     })
     .map_err(|e| failed.clone().unwrap_or_else(|| e.message().to_string()))?;
-    if let Some(f) = failed {
-        return Err(f);
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(checkout),
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(files)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_cleaned_and_kept_inside() {
+        assert_eq!(clean_path("./clusters//prod/").unwrap(), "clusters/prod");
+        assert_eq!(clean_path("/").unwrap(), "");
+        assert_eq!(clean_path("").unwrap(), "");
+        assert!(clean_path("clusters/../../etc").is_err());
+    }
 
     #[test]
     fn revision_format() {

@@ -1,9 +1,13 @@
 //! Loading the manifests of one revision: every `.yaml`/`.yml` file,
 //! multi-document files and `kind: List`, each object with the file and line
 //! it starts at. Any problem fails the whole revision, with `file:line: reason`.
+//!
+//! The one entry point is [`load_dir`]: a directory in, [`Manifest`]s (object
+//! + [`Origin`]) or one [`ManifestError`] out.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -89,9 +93,68 @@ impl Manifest {
     }
 }
 
+/// Loads every `.yaml`/`.yml` file under `root/path`, recursively, in path
+/// order. Files are named (in origins and errors) by their path from `root`,
+/// e.g. `clusters/prod/app/web.yaml:7`. Symbolic links are not followed and
+/// `path` may not leave `root` (`..`).
+pub fn load_dir(root: &Path, path: &str) -> Result<Vec<Manifest>, ManifestError> {
+    let at = |file: &str, reason: String| {
+        ManifestError::new(
+            &Origin {
+                file: file.to_string(),
+                line: 0,
+            },
+            reason,
+        )
+    };
+    let shown = if path.is_empty() { "." } else { path };
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(at(
+            shown,
+            "the path leaves the repository (it has ..)".into(),
+        ));
+    }
+    let base = parts.join("/");
+    match std::fs::symlink_metadata(root.join(&base)) {
+        Ok(m) if m.is_dir() => {}
+        _ => return Err(at(shown, "not a directory in this revision".into())),
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![base];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(root.join(&dir))
+            .map_err(|e| at(&dir, format!("cannot read the directory: {e}")))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| at(&dir, format!("cannot read the directory: {e}")))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            // file_type() does not follow symbolic links: they are skipped.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(rel);
+            } else if kind.is_file() && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+                let bytes = std::fs::read(entry.path())
+                    .map_err(|e| at(&rel, format!("cannot read the file: {e}")))?;
+                files.push((rel, bytes));
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    load(&files)
+}
+
 /// Reads every file (path, contents) into manifests, in file order.
-/// `files` are the `.yaml`/`.yml` files of the revision, sorted by path.
-pub fn load(files: &[(String, Vec<u8>)]) -> Result<Vec<Manifest>, ManifestError> {
+fn load(files: &[(String, Vec<u8>)]) -> Result<Vec<Manifest>, ManifestError> {
     let mut out = Vec::new();
     for (file, bytes) in files {
         let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -381,6 +444,56 @@ mod tests {
         assert_eq!(e, "b/c.yaml:1: ConfigMap x/a is also defined at a.yaml:1");
         let e = load(&[("bin.yaml".to_string(), b"a: 1\nb: \xff\n".to_vec())]).unwrap_err();
         assert_eq!(e.to_string(), "bin.yaml:2: not UTF-8 text");
+    }
+
+    #[test]
+    fn directories_are_read_recursively_in_path_order() {
+        let root =
+            std::env::temp_dir().join(format!("driftless-load-{:08x}", rand::random::<u32>()));
+        let write = |p: &str, c: &str| {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, c).unwrap();
+        };
+        let cm =
+            |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+        write("clusters/prod/b.yml", &cm("b"));
+        write("clusters/prod/a/z.yaml", &format!("# first\n{}", cm("z")));
+        write("clusters/prod/notes.txt", "not: [yaml");
+        write("clusters/other/broken.yaml", "not: [yaml");
+        write("outside.yaml", &cm("outside"));
+        std::os::unix::fs::symlink(
+            root.join("outside.yaml"),
+            root.join("clusters/prod/link.yaml"),
+        )
+        .unwrap();
+        let ms = load_dir(&root, "./clusters/prod/").unwrap();
+        let got: Vec<String> = ms
+            .iter()
+            .map(|m| format!("{} {}", m.origin, m.name()))
+            .collect();
+        assert_eq!(
+            got,
+            vec!["clusters/prod/a/z.yaml:2 z", "clusters/prod/b.yml:1 b"]
+        );
+        let e = load_dir(&root, "clusters").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("clusters/other/broken.yaml:1: invalid YAML"),
+            "{e}"
+        );
+        assert_eq!(
+            load_dir(&root, "").unwrap_err().origin.file,
+            "clusters/other/broken.yaml"
+        );
+        let e = load_dir(&root, "clusters/none").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "clusters/none: not a directory in this revision"
+        );
+        let e = load_dir(&root, "clusters/../..").unwrap_err();
+        assert!(e.reason.contains(".."), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -110,9 +110,8 @@ pub struct GitSyncSpec {
 }
 
 /// One object a GitSync applied.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+// Ordered as people read a list of them: kind, namespace, name, apiVersion.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryEntry {
     pub api_version: String,
@@ -121,6 +120,21 @@ pub struct InventoryEntry {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     pub name: String,
+}
+
+impl Ord for InventoryEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let key = |e: &Self| (e.kind.clone(), e.namespace.clone(), e.name.clone());
+        key(self)
+            .cmp(&key(other))
+            .then_with(|| self.api_version.cmp(&other.api_version))
+    }
+}
+
+impl PartialOrd for InventoryEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl std::fmt::Display for InventoryEntry {

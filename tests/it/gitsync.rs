@@ -332,17 +332,19 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
         )
         .await
         .unwrap();
-    let (ok, _, err) = scope.kubectl(
-        &[
-            "wait",
-            "--for=condition=Ready",
-            &format!("gitsync/{name}"),
-            "-n",
-            &scope.ns,
-            "--timeout=90s",
-        ],
-        None,
-    );
+    let (ok, _, err) = scope
+        .kubectl(
+            &[
+                "wait",
+                "--for=condition=Ready",
+                &format!("gitsync/{name}"),
+                "-n",
+                &scope.ns,
+                "--timeout=90s",
+            ],
+            None,
+        )
+        .await;
     assert!(ok, "kubectl wait for Ready: {err}");
     let first_sync = created.elapsed();
     let gs = gitsyncs.get(name).await.unwrap();
@@ -389,7 +391,9 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
         .filter_map(|f| f.manager.clone())
         .collect();
     assert!(managers.contains(&"driftless".to_string()), "{managers:?}");
-    let (ok, out, err) = scope.kubectl(&["get", "gitsync", "-n", &scope.ns], None);
+    let (ok, out, err) = scope
+        .kubectl(&["get", "gitsync", "-n", &scope.ns], None)
+        .await;
     assert!(ok, "{err}");
     for col in ["NAME", "READY", "REVISION", "STATUS", "AGE"] {
         assert!(
@@ -438,7 +442,15 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
     eprintln!(
         "commit + trigger to applied: {applied_in:?}; to Ready (bucket tags in S3): {ready_in:?}"
     );
-    assert!(!event_notes(&scope, name, "Applied").await.is_empty());
+    // One Applied event per revision, each naming its own (not folded into
+    // the first revision's event).
+    let applied = event_notes(&scope, name, "Applied").await;
+    for c in [&c1, &c2] {
+        assert!(
+            applied.iter().any(|n| n.contains(&rev(c))),
+            "no Applied event for {c}: {applied:?}"
+        );
+    }
 
     // 3. git revert rolls back.
     repo.git(&["revert", "--no-edit", "HEAD"]);
@@ -458,10 +470,12 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
         .contains(&("version".into(), "v1".into())));
 
     // 4. Manual edits are put back within 5 s.
-    let (ok, _, err) = scope.kubectl(
-        &["scale", "deployment/web", "--replicas=1", "-n", &app_ns],
-        None,
-    );
+    let (ok, _, err) = scope
+        .kubectl(
+            &["scale", "deployment/web", "--replicas=1", "-n", &app_ns],
+            None,
+        )
+        .await;
     assert!(ok, "kubectl scale: {err}");
     let at = Instant::now();
     wait_for("replicas restored to 3", Duration::from_secs(5), || async {
@@ -469,17 +483,19 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
     })
     .await;
     eprintln!("kubectl scale put back in {:?}", at.elapsed());
-    let (ok, _, err) = scope.kubectl(
-        &[
-            "set",
-            "image",
-            "deployment/web",
-            "web=registry.example/web:hacked",
-            "-n",
-            &app_ns,
-        ],
-        None,
-    );
+    let (ok, _, err) = scope
+        .kubectl(
+            &[
+                "set",
+                "image",
+                "deployment/web",
+                "web=registry.example/web:hacked",
+                "-n",
+                &app_ns,
+            ],
+            None,
+        )
+        .await;
     assert!(ok, "kubectl set image: {err}");
     let at = Instant::now();
     wait_for("image restored", Duration::from_secs(5), || async {
@@ -487,6 +503,32 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
     })
     .await;
     eprintln!("kubectl set image put back in {:?}", at.elapsed());
+    // kubectl apply of an edited copy (what `kubectl edit` also does: a
+    // write of the whole object by another field manager).
+    let edited = deployment_yaml(&app_ns, "edited").replace("replicas: 3", "replicas: 5");
+    let (ok, _, err) = scope
+        .kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager",
+                "someone",
+                "-f",
+                "-",
+            ],
+            Some(&edited),
+        )
+        .await;
+    assert!(ok, "kubectl apply: {err}");
+    let at = Instant::now();
+    wait_for("kubectl apply undone", Duration::from_secs(5), || async {
+        (image_of(&deployments).await.as_deref() == Some("registry.example/web:v1")
+            && replicas_of(&deployments).await == Some(3))
+        .then_some(())
+    })
+    .await;
+    eprintln!("kubectl apply put back in {:?}", at.elapsed());
     wait_for("DriftCorrected event", WAIT, || async {
         let notes = event_notes(&scope, name, "DriftCorrected").await;
         notes
@@ -531,10 +573,12 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
     })
     .await;
     // The last applied revision is still kept in place while stalled.
-    let (ok, _, err) = scope.kubectl(
-        &["scale", "deployment/web", "--replicas=2", "-n", &app_ns],
-        None,
-    );
+    let (ok, _, err) = scope
+        .kubectl(
+            &["scale", "deployment/web", "--replicas=2", "-n", &app_ns],
+            None,
+        )
+        .await;
     assert!(ok, "kubectl scale: {err}");
     wait_for(
         "replicas restored while stalled",
@@ -908,18 +952,32 @@ fn fetch_follows_branches_tags_and_commits() {
     .unwrap();
     assert_eq!(commit.to_string(), format!("sha1:{c1}"));
 
-    let files = fetch::read_manifest_files(&cache, &c2, "clusters/test").unwrap();
-    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    // A checkout holds the regular files under the path, at their place
+    // from the repository root (no symbolic links), and goes when dropped.
+    let co = fetch::checkout(&cache, &c2, "clusters/test").unwrap();
     assert_eq!(
-        names,
-        vec!["clusters/test/a.yaml", "clusters/test/nested/deeper/b.yml"]
+        files_under(co.root()),
+        vec![
+            "clusters/test/a.yaml",
+            "clusters/test/nested/deeper/b.yml",
+            "clusters/test/notes.txt"
+        ]
     );
-    assert_eq!(files[0].1, b"a: 2\n");
-    let old = fetch::read_manifest_files(&cache, &c1, "./clusters/test/").unwrap();
-    assert_eq!(old[0].1, b"a: 1\n");
-    let all = fetch::read_manifest_files(&cache, &c2, "").unwrap();
-    assert_eq!(all.len(), 3);
-    let err = fetch::read_manifest_files(&cache, &c2, "clusters/none").unwrap_err();
+    assert_eq!(
+        std::fs::read(co.root().join("clusters/test/a.yaml")).unwrap(),
+        b"a: 2\n"
+    );
+    let root = co.root().to_path_buf();
+    drop(co);
+    assert!(!root.exists(), "a checkout outlived its use");
+    let old = fetch::checkout(&cache, &c1, "./clusters/test/").unwrap();
+    assert_eq!(
+        std::fs::read(old.root().join("clusters/test/a.yaml")).unwrap(),
+        b"a: 1\n"
+    );
+    let all = fetch::checkout(&cache, &c2, "").unwrap();
+    assert_eq!(files_under(all.root()).len(), 4);
+    let err = fetch::checkout(&cache, &c2, "clusters/none").unwrap_err();
     assert!(err.contains("clusters/none"), "{err}");
     let err = latest(GitRef {
         branch: Some("nope".into()),
@@ -939,4 +997,112 @@ fn fetch_follows_branches_tags_and_commits() {
     let c3 = repo.commit("three");
     assert_eq!(latest(GitRef::default()).unwrap().sha, c3);
     assert!(fetch_head.exists(), "a new commit was not fetched");
+}
+
+/// Every file below `root`, as paths from it, sorted.
+fn files_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Credentials never show: not in the status, not in Events. A Secret that
+/// is missing or incomplete is named, with what it lacks.
+#[tokio::test]
+async fn credentials_are_never_shown() {
+    let mut scope = Scope::new("gitsync-creds").await;
+    scope.start_controller(POLL);
+    let gitsyncs: Api<GitSync> = scope.api();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = scope.api();
+    let secret = |name: &str, data: serde_json::Value| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(
+            json!({"metadata": {"name": name}, "stringData": data}),
+        )
+        .unwrap()
+    };
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("token", json!({"token": "tok-SECRET-1"})),
+        )
+        .await
+        .unwrap();
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "no-known-hosts",
+                json!({"identity": "-----BEGIN OPENSSH PRIVATE KEY-----\nKEY-SECRET-2\n"}),
+            ),
+        )
+        .await
+        .unwrap();
+    // Port 9 (discard) on this machine: nothing listens, so every fetch fails.
+    let cases = [
+        (
+            "in-url",
+            "https://bob:pw-SECRET-3@127.0.0.1:9/r.git",
+            None,
+            "https://bob:***@127.0.0.1:9/r.git",
+        ),
+        (
+            "token",
+            "https://127.0.0.1:9/r.git",
+            Some("token"),
+            "cannot reach https://127.0.0.1:9/r.git",
+        ),
+        (
+            "missing",
+            "https://127.0.0.1:9/r.git",
+            Some("nope"),
+            &format!("Secret {}/nope (spec.secretRef) does not exist", scope.ns),
+        ),
+        (
+            "ssh",
+            "ssh://git@127.0.0.1:9/r.git",
+            Some("no-known-hosts"),
+            "has an identity but no known_hosts",
+        ),
+    ];
+    for (name, url, secret_ref, _) in &cases {
+        let mut spec = json!({});
+        if let Some(s) = secret_ref {
+            spec = json!({"secretRef": {"name": s}});
+        }
+        gitsyncs
+            .create(&PostParams::default(), &new_gitsync(name, url, spec))
+            .await
+            .unwrap();
+    }
+    for (name, _, _, expected) in &cases {
+        let gs = wait_gitsync(&gitsyncs, name, "FetchFailed", WAIT, |g| {
+            condition(g, "Ready").is_some_and(|c| c.reason == "FetchFailed")
+        })
+        .await;
+        let message = condition(&gs, "Ready").unwrap().message.clone();
+        assert!(message.contains(expected), "{name}: {message}");
+        let shown = serde_json::to_string(&gs.status).unwrap();
+        let events = wait_for("a FetchFailed event", WAIT, || async {
+            let notes = event_notes(&scope, name, "FetchFailed").await;
+            (!notes.is_empty()).then_some(notes)
+        })
+        .await;
+        for text in [shown, events.join("\n")] {
+            assert!(
+                !text.contains("SECRET"),
+                "{name}: a credential is shown: {text}"
+            );
+        }
+    }
 }

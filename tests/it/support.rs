@@ -78,8 +78,19 @@ fn run_start(script: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `DRIFTLESS_LOG=debug cargo test ...` shows the controller's logs.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub fn env() -> &'static TestEnv {
     ENV.get_or_init(|| {
+        init_logs();
         let root = repo_root();
         let (aws_endpoint, region) = match std::env::var("AWS_ENDPOINT_URL") {
             Ok(ep) if !ep.is_empty() => (
@@ -295,8 +306,17 @@ impl Scope {
     }
 
     /// Runs kubectl against the test cluster; returns (success, stdout, stderr).
-    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        kubectl(args, stdin)
+    /// It runs on the blocking pool: the controller, on this test's runtime,
+    /// keeps working meanwhile (`kubectl wait` needs it to).
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let stdin = stdin.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&args, stdin.as_deref())
+        })
+        .await
+        .expect("kubectl task")
     }
 }
 
