@@ -46,7 +46,7 @@ impl Cond {
         Self::new(SYNCED, false, "ReferenceNotReady", message)
     }
 
-    fn new(
+    pub fn new(
         type_: &'static str,
         status: bool,
         reason: &'static str,

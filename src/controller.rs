@@ -159,6 +159,12 @@ pub async fn run(client: kube::Client, settings: Settings, shared: Shared) {
         running: Vec::new(),
     };
     driftless_aws::visit_kinds(&aws, &mut start);
+    let gitsync = crate::gitsync::run(
+        start.client.clone(),
+        start.settings.clone(),
+        start.shared.clone(),
+    );
+    start.running.push(gitsync.boxed());
     futures::future::join_all(start.running).await;
     warn!("all controllers stopped");
 }

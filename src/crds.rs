@@ -7,6 +7,8 @@ use driftless_provider::{Connector, KindVisitor, ManagedKind};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::gitsync::GitSync;
+
 struct CollectCrds(Vec<CustomResourceDefinition>);
 
 impl KindVisitor for CollectCrds {
@@ -17,7 +19,7 @@ impl KindVisitor for CollectCrds {
 
 /// Every CRD driftless serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    let mut collect = CollectCrds(vec![ProviderConfig::crd()]);
+    let mut collect = CollectCrds(vec![ProviderConfig::crd(), GitSync::crd()]);
     driftless_aws::visit_kinds(&Arc::new(Aws::default()), &mut collect);
     collect.0
 }

@@ -18,10 +18,9 @@ use kube::Api;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::gitsync::REQUESTED_AT;
 use crate::metrics::Metrics;
 
-/// The annotation that asks a GitSync to sync now.
-pub const REQUESTED_AT: &str = "driftless.dev/requested-at";
 /// Webhook bodies larger than this are refused (GitHub's own limit is 25 MB;
 /// we only need the signature to match, so keep memory bounded).
 pub const MAX_BODY: usize = 1024 * 1024;

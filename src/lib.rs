@@ -6,6 +6,7 @@ pub mod commands;
 pub mod conditions;
 pub mod controller;
 pub mod crds;
+pub mod gitsync;
 pub mod http;
 pub mod leader;
 pub mod manager;

@@ -46,6 +46,14 @@ enum Command {
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "DRIFTLESS_NAMESPACE")]
         namespace: Option<String>,
+        /// Where GitSync keeps its bare clones (default: $XDG_CACHE_HOME/driftless/git
+        /// or ~/.cache/driftless/git).
+        #[arg(long, env = "DRIFTLESS_GIT_CACHE")]
+        git_cache: Option<PathBuf>,
+        /// Wait for Deployments to be Available before a GitSync is Ready
+        /// (`=false` for API servers that run no workload controllers).
+        #[arg(long, env = "DRIFTLESS_HEALTH_CHECK_WORKLOADS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        health_check_workloads: bool,
         #[command(flatten)]
         ops: OpsArgs,
     },
@@ -186,6 +194,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             concurrency,
             terminal_backoff,
             namespace,
+            git_cache,
+            health_check_workloads,
             ops,
         } => {
             let client = kube::Client::try_default().await.map_err(|e| {
@@ -196,6 +206,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 concurrency,
                 terminal_backoff,
                 namespace,
+                git_cache: git_cache.unwrap_or_else(driftless::settings::default_git_cache),
+                health_check_workloads,
             };
             let mut shared = Shared::new(Arc::new(CallCounter::default()));
             if let Some(secret) = &ops.notification_secret {

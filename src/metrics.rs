@@ -155,7 +155,8 @@ impl Metrics {
             .push(Box::new(f));
     }
 
-    pub fn git_synced(&self, namespace: &str, name: &str, took: Duration, applied_at: Option<i64>) {
+    /// One GitSync reconcile (fetch, load, apply) took `took`.
+    pub fn git_synced(&self, namespace: &str, name: &str, took: Duration) {
         let label = GitSyncLabel {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -163,9 +164,15 @@ impl Metrics {
         self.gitsync_seconds
             .get_or_create(&label)
             .observe(took.as_secs_f64());
-        if let Some(at) = applied_at {
-            self.gitsync_last_applied.get_or_create(&label).set(at);
-        }
+    }
+
+    /// A GitSync applied a new revision at Unix time `at`.
+    pub fn git_applied(&self, namespace: &str, name: &str, at: i64) {
+        let label = GitSyncLabel {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.gitsync_last_applied.get_or_create(&label).set(at);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -214,12 +221,8 @@ mod tests {
             let s = |r: &str, y: &str| ("Vpc".to_string(), r.to_string(), y.to_string());
             vec![s("True", "True"), s("True", "True"), s("False", "Unknown")]
         });
-        m.git_synced(
-            "apps",
-            "main",
-            Duration::from_millis(300),
-            Some(1_700_000_000),
-        );
+        m.git_synced("apps", "main", Duration::from_millis(300));
+        m.git_applied("apps", "main", 1_700_000_000);
         let text = m.render();
         for want in [
             r#"driftless_reconciles_total{kind="Vpc",result="success"} 1"#,

@@ -1,5 +1,6 @@
 //! Controller settings (from flags and the environment).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the controller paces its work.
@@ -14,6 +15,11 @@ pub struct Settings {
     pub terminal_backoff: Duration,
     /// Watch only this namespace (default: all).
     pub namespace: Option<String>,
+    /// Where GitSync keeps its bare clones.
+    pub git_cache: PathBuf,
+    /// Wait for Deployments to be Available before a GitSync is Ready. Off
+    /// for API servers that run no workload controllers (tests).
+    pub health_check_workloads: bool,
 }
 
 impl Default for Settings {
@@ -23,8 +29,25 @@ impl Default for Settings {
             concurrency: 8,
             terminal_backoff: Duration::from_secs(600),
             namespace: None,
+            git_cache: default_git_cache(),
+            health_check_workloads: true,
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/driftless/git`, else `~/.cache/driftless/git`, else
+/// (no home: a container) `/tmp/driftless/git`.
+pub fn default_git_cache() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("driftless")
+        .join("git")
 }
 
 /// Parses `5s`, `1m`, `1h30m`, ... with a message that names the input.

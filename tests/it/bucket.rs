@@ -191,7 +191,7 @@ async fn bucket_create_update_drift_and_delete() {
 
     // kubectl shows the columns, for the kind and for the category.
     for what in ["buckets", "managed"] {
-        let (ok, out, err) = scope.kubectl(&["get", what, "-n", &scope.ns], None);
+        let (ok, out, err) = scope.kubectl(&["get", what, "-n", &scope.ns], None).await;
         assert!(ok, "kubectl get {what}: {err}");
         let header = out.lines().next().unwrap_or_default();
         for col in ["NAME", "READY", "SYNCED", "EXTERNAL-NAME", "AGE"] {
@@ -499,7 +499,7 @@ async fn invalid_specs_are_refused_at_admission() {
             "apiVersion: aws.driftless.dev/v1alpha1\nkind: Bucket\nmetadata:\n  name: \"{name}\"\n  namespace: {}\nspec:\n  forProvider: {for_provider}\n",
             scope.ns
         );
-        let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifest));
+        let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifest)).await;
         assert!(
             !ok,
             "kubectl accepted an invalid Bucket {name} {for_provider}"

@@ -280,7 +280,7 @@ async fn vpc_create_update_drift_and_delete() {
     assert_eq!(conn.data.unwrap()["vpcId"].0, id.as_bytes());
 
     // kubectl lists it with the common columns.
-    let (ok, out, err) = scope.kubectl(&["get", "vpcs", "-n", &scope.ns], None);
+    let (ok, out, err) = scope.kubectl(&["get", "vpcs", "-n", &scope.ns], None).await;
     assert!(ok, "kubectl get vpcs: {err}");
     let row = out
         .lines()
@@ -450,13 +450,19 @@ async fn immutable_changes_are_refused_and_change_nothing() {
             "{kind}: {msg}"
         );
     }
+    // The Event is published right after the status: give it a moment.
     for name in ["net", "a", "web"] {
-        assert!(
-            event_reasons(&scope, name)
-                .await
-                .contains(&"TerminalError".to_string()),
-            "{name}: no TerminalError event"
-        );
+        wait_for(
+            &format!("{name}: a TerminalError event"),
+            Duration::from_secs(10),
+            || async {
+                event_reasons(&scope, name)
+                    .await
+                    .contains(&"TerminalError".to_string())
+                    .then_some(())
+            },
+        )
+        .await;
     }
     // Terminal: not retried every poll.
     let calls = scope.calls.total();
@@ -925,20 +931,22 @@ async fn instance_lifecycle() {
     wait_event(&scope, "web", "DriftCorrected").await;
 
     // userData is refused at admission once set.
-    let (ok, _, err) = scope.kubectl(
-        &[
-            "patch",
-            "instances.aws.driftless.dev",
-            "web",
-            "-n",
-            &scope.ns,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"forProvider":{"userData":"changed"}}}"#,
-        ],
-        None,
-    );
+    let (ok, _, err) = scope
+        .kubectl(
+            &[
+                "patch",
+                "instances.aws.driftless.dev",
+                "web",
+                "-n",
+                &scope.ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"forProvider":{"userData":"changed"}}}"#,
+            ],
+            None,
+        )
+        .await;
     assert!(!ok && err.contains("userData is immutable"), "{err}");
 
     // Delete = terminate.
@@ -1509,7 +1517,7 @@ async fn a_crash_between_create_and_record_is_adopted_not_duplicated() {
         &["net", "vm"],
         crashed.clone(),
     );
-    scope.start_controller_with(client, POLL);
+    scope.start_controller_client(client, POLL);
     wait_for("both creates made, neither recorded", WAIT, || async {
         (crashed.lock().unwrap().len() == 2).then_some(())
     })
@@ -1675,7 +1683,7 @@ async fn invalid_ec2_specs_are_refused_at_admission() {
             "apiVersion: aws.driftless.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: bad\n  namespace: {}\nspec:\n  forProvider: {for_provider}\n",
             scope.ns
         );
-        let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifest));
+        let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifest)).await;
         assert!(!ok, "kubectl accepted an invalid {kind} {for_provider}");
         assert!(err.contains(expect), "for {kind} {for_provider}, expected {expect:?} in:\n{err}");
     }

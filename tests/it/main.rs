@@ -4,6 +4,7 @@
 mod bucket;
 mod crds;
 mod ec2;
+mod gitsync;
 mod ops;
 mod push;
 mod support;

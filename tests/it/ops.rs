@@ -170,7 +170,7 @@ async fn the_cluster_role_covers_every_request_the_controller_makes() {
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let mut scope = Scope::new("rbac").await;
     let client = recording_client(scope.client.clone(), &scope.ns, seen.clone());
-    scope.start_controller_with(client.clone(), Duration::from_secs(2));
+    scope.start_controller_client(client.clone(), Duration::from_secs(2));
     let bucket = crate::support::unique("rbac");
     let pc = scope.provider_config.clone();
     let ns = scope.ns.clone();

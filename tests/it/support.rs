@@ -78,8 +78,19 @@ fn run_start(script: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `DRIFTLESS_LOG=debug cargo test ...` shows the controller's logs.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub fn env() -> &'static TestEnv {
     ENV.get_or_init(|| {
+        init_logs();
         let root = repo_root();
         let (aws_endpoint, region) = match std::env::var("AWS_ENDPOINT_URL") {
             Ok(ep) if !ep.is_empty() => (
@@ -261,18 +272,36 @@ impl Scope {
 
     /// Starts the controller for this namespace with a short poll interval.
     pub fn start_controller(&mut self, poll: Duration) {
-        self.start_controller_with(self.client.clone(), poll);
+        self.start_controller_full(self.client.clone(), poll, |_| {});
     }
 
-    /// Like [`Scope::start_controller`], talking to Kubernetes through
+    /// Like [`Self::start_controller`], with settings changed by `change`.
+    pub fn start_controller_with(&mut self, poll: Duration, change: impl FnOnce(&mut Settings)) {
+        self.start_controller_full(self.client.clone(), poll, change);
+    }
+
+    /// Like [`Self::start_controller`], talking to Kubernetes through
     /// `client` (a test may wrap the API connection to inject faults).
-    pub fn start_controller_with(&mut self, client: kube::Client, poll: Duration) {
-        let settings = Settings {
+    pub fn start_controller_client(&mut self, client: kube::Client, poll: Duration) {
+        self.start_controller_full(client, poll, |_| {});
+    }
+
+    fn start_controller_full(
+        &mut self,
+        client: kube::Client,
+        poll: Duration,
+        change: impl FnOnce(&mut Settings),
+    ) {
+        let mut settings = Settings {
             poll_interval: poll,
             concurrency: 4,
             terminal_backoff: Duration::from_secs(600),
             namespace: Some(self.ns.clone()),
+            git_cache: std::env::temp_dir().join("driftless-tests").join(&self.ns),
+            // The test API server runs no workload controllers.
+            health_check_workloads: false,
         };
+        change(&mut settings);
         let shared = self
             .shared
             .clone()
@@ -297,8 +326,17 @@ impl Scope {
     }
 
     /// Runs kubectl against the test cluster; returns (success, stdout, stderr).
-    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        kubectl(args, stdin)
+    /// It runs on the blocking pool: the controller, on this test's runtime,
+    /// keeps working meanwhile (`kubectl wait` needs it to).
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let stdin = stdin.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&args, stdin.as_deref())
+        })
+        .await
+        .expect("kubectl task")
     }
 }
 

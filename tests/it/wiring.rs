@@ -91,7 +91,9 @@ async fn crd_status_watch_and_printer_columns() {
     .expect("the watcher sees the status change");
     assert_eq!(seen.spec.color, "teal");
 
-    let (ok, out, err) = scope.kubectl(&["get", "gadgets", "-n", &scope.ns], None);
+    let (ok, out, err) = scope
+        .kubectl(&["get", "gadgets", "-n", &scope.ns], None)
+        .await;
     assert!(ok, "kubectl get failed: {err}");
     let header = out.lines().next().unwrap_or_default();
     for col in ["NAME", "COLOR", "PHASE"] {

@@ -1,0 +1,640 @@
+//! Fetching a GitSync's source with libgit2 (git2) into a bare cache
+//! repository, and reading manifests straight from a commit's tree.
+//!
+//! The cheap check for a new revision lists the remote's refs (what
+//! `git ls-remote` does: no objects move); objects are fetched only when the
+//! ref points at a commit the cache does not have. Files are read from the
+//! commit's tree, never from a working copy, so a half-written checkout can
+//! never be applied.
+//!
+//! Everything here blocks: call it from `spawn_blocking`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use base64::Engine;
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions, Oid,
+    RemoteCallbacks, Repository,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::{Digest, Sha1};
+
+use super::GitRef;
+
+/// A commit of the source, with the branch or tag it was found under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// Branch or tag name; empty for a pinned commit.
+    pub name: String,
+    pub sha: String,
+}
+
+impl fmt::Display for Revision {
+    /// `main@sha1:<sha>`, `v1.2.0@sha1:<sha>`, or `sha1:<sha>` for a commit.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_empty() {
+            write!(f, "sha1:{}", self.sha)
+        } else {
+            write!(f, "{}@sha1:{}", self.name, self.sha)
+        }
+    }
+}
+
+/// Credentials from a GitSync's Secret. `Debug` never shows a secret.
+#[derive(Clone)]
+pub enum Credentials {
+    /// HTTPS with a token (sent as the password; username `git` unless given).
+    Token {
+        username: Option<String>,
+        token: String,
+    },
+    /// HTTPS with username and password.
+    Basic { username: String, password: String },
+    /// SSH with a private key; host keys are checked against `known_hosts`.
+    Ssh {
+        identity: String,
+        passphrase: Option<String>,
+        known_hosts: String,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Credentials::Token { .. } => "Token",
+            Credentials::Basic { .. } => "Basic",
+            Credentials::Ssh { .. } => "Ssh",
+        };
+        write!(f, "Credentials::{kind}(<redacted>)")
+    }
+}
+
+impl Credentials {
+    /// Reads the keys of a Secret's data: `identity` + `known_hosts` (and
+    /// optionally `password` as the key's passphrase) for SSH; `token`
+    /// (optionally with `username`), or `username` + `password`, for HTTPS.
+    /// `secret` names the Secret in messages; values never appear in them.
+    pub fn from_secret_data(
+        secret: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        if let Some(identity) = get("identity") {
+            let known_hosts = get("known_hosts").ok_or_else(|| {
+                format!("Secret {secret} has an identity but no known_hosts: SSH host keys are always verified")
+            })?;
+            return Ok(Credentials::Ssh {
+                identity,
+                passphrase: get("password"),
+                known_hosts,
+            });
+        }
+        if let Some(token) = get("token") {
+            return Ok(Credentials::Token {
+                username: get("username"),
+                token,
+            });
+        }
+        match (get("username"), get("password")) {
+            (Some(username), Some(password)) => Ok(Credentials::Basic { username, password }),
+            _ => Err(format!(
+                "Secret {secret} has none of: token; username and password; identity and known_hosts"
+            )),
+        }
+    }
+}
+
+/// `url` without a password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Where the cache of one GitSync's source lives: one bare repository per
+/// object and URL, so that no two reconciles share one.
+pub fn cache_dir(root: &Path, namespace: &str, name: &str, url: &str) -> PathBuf {
+    let digest = Sha1::digest(url.as_bytes());
+    let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    root.join(namespace).join(format!("{name}-{short}.git"))
+}
+
+fn open_cache(dir: &Path) -> Result<Repository, String> {
+    if let Ok(repo) = Repository::open_bare(dir) {
+        return Ok(repo);
+    }
+    // Missing or damaged: it is only a cache.
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create git cache {}: {e}", dir.display()))?;
+    Repository::init_bare(dir)
+        .map_err(|e| format!("cannot create git cache {}: {}", dir.display(), e.message()))
+}
+
+/// What the remote's ref points at now, and the commit itself (fetched into
+/// the cache if it is not there yet). `deadline` cancels a slow transfer.
+pub fn latest(
+    dir: &Path,
+    url: &str,
+    reference: &GitRef,
+    creds: Option<&Credentials>,
+    deadline: Instant,
+) -> Result<Revision, String> {
+    let repo = open_cache(dir)?;
+    let shown = redact_url(url);
+    if let Some(sha) = &reference.commit {
+        let oid =
+            Oid::from_str(sha).map_err(|e| format!("invalid commit {sha}: {}", e.message()))?;
+        if repo.find_commit(oid).is_err() {
+            fetch(
+                &repo,
+                url,
+                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                creds,
+                deadline,
+            )?;
+            repo.find_commit(oid)
+                .map_err(|_| format!("commit {sha} is not in {shown}"))?;
+        }
+        return Ok(Revision {
+            name: String::new(),
+            sha: sha.clone(),
+        });
+    }
+    let (name, wanted, refspec) = match (&reference.tag, &reference.branch) {
+        (Some(tag), _) => (
+            tag.clone(),
+            format!("refs/tags/{tag}"),
+            format!("+refs/tags/{tag}:refs/tags/{tag}"),
+        ),
+        (None, branch) => {
+            let branch = branch.clone().unwrap_or_else(|| "main".into());
+            (
+                branch.clone(),
+                format!("refs/heads/{branch}"),
+                format!("+refs/heads/{branch}:refs/heads/{branch}"),
+            )
+        }
+    };
+    // The cheap check: list the remote's refs, fetch only an unknown commit.
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| format!("invalid URL {shown}: {}", e.message()))?;
+    let listed = {
+        let conn = remote
+            .connect_auth(Direction::Fetch, Some(callbacks(creds, deadline)), None)
+            .map_err(|e| format!("cannot reach {shown}: {}", e.message()))?;
+        let heads = conn
+            .list()
+            .map_err(|e| format!("cannot list refs of {shown}: {}", e.message()))?;
+        let peeled = format!("{wanted}^{{}}");
+        // An annotated tag is listed twice; its peeled entry names the commit.
+        heads
+            .iter()
+            .find(|h| h.name() == peeled)
+            .or_else(|| heads.iter().find(|h| h.name() == wanted))
+            .map(|h| h.oid())
+    };
+    let Some(oid) = listed else {
+        return Err(format!("{shown} has no {wanted}"));
+    };
+    if repo.find_commit(oid).is_err() {
+        fetch(&repo, url, &[refspec.as_str()], creds, deadline)?;
+    }
+    let commit = repo
+        .find_object(oid, None)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| format!("{wanted} of {shown} is not a commit: {}", e.message()))?;
+    Ok(Revision {
+        name,
+        sha: commit.id().to_string(),
+    })
+}
+
+fn fetch(
+    repo: &Repository,
+    url: &str,
+    refspecs: &[&str],
+    creds: Option<&Credentials>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| format!("invalid URL {}: {}", redact_url(url), e.message()))?;
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks(creds, deadline));
+    opts.download_tags(AutotagOption::None);
+    remote.fetch(refspecs, Some(&mut opts), None).map_err(|e| {
+        if Instant::now() >= deadline {
+            format!("fetching {} timed out", redact_url(url))
+        } else {
+            format!("cannot fetch {}: {}", redact_url(url), e.message())
+        }
+    })
+}
+
+fn callbacks(creds: Option<&Credentials>, deadline: Instant) -> RemoteCallbacks<'_> {
+    let mut cb = RemoteCallbacks::new();
+    let mut attempts = 0;
+    cb.credentials(move |_url, user_from_url, allowed| {
+        // libgit2 asks again after a rejected credential: stop, do not loop.
+        attempts += 1;
+        if attempts > 2 {
+            return Err(git2::Error::from_str(
+                "authentication failed with the credentials of secretRef",
+            ));
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(user_from_url.unwrap_or("git"));
+        }
+        match creds {
+            Some(Credentials::Ssh {
+                identity,
+                passphrase,
+                ..
+            }) if allowed.contains(CredentialType::SSH_KEY) => Cred::ssh_key_from_memory(
+                user_from_url.unwrap_or("git"),
+                None,
+                identity,
+                passphrase.as_deref(),
+            ),
+            Some(Credentials::Token { username, token })
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                Cred::userpass_plaintext(
+                    username.as_deref().or(user_from_url).unwrap_or("git"),
+                    token,
+                )
+            }
+            Some(Credentials::Basic { username, password })
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                Cred::userpass_plaintext(username, password)
+            }
+            Some(_) => Err(git2::Error::from_str(
+                "the server asks for a kind of credential that secretRef does not hold",
+            )),
+            None => Err(git2::Error::from_str(
+                "the server asks for credentials: set spec.secretRef",
+            )),
+        }
+    });
+    let known_hosts = match creds {
+        Some(Credentials::Ssh { known_hosts, .. }) => Some(known_hosts.as_str()),
+        _ => None,
+    };
+    cb.certificate_check(move |cert, host| {
+        let Some(hostkey) = cert.as_hostkey() else {
+            // TLS: libgit2's own verification against the system's CAs.
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let (Some(key), Some(kind)) = (hostkey.hostkey(), hostkey.hostkey_type()) else {
+            return Err(git2::Error::from_str("the SSH server sent no host key"));
+        };
+        let Some(known_hosts) = known_hosts else {
+            return Err(git2::Error::from_str(
+                "SSH needs known_hosts in the Secret of secretRef: host keys are always verified",
+            ));
+        };
+        match check_host_key(known_hosts, host, kind.name(), key) {
+            HostKey::Known => Ok(CertificateCheckStatus::CertificateOk),
+            HostKey::Unknown => Err(git2::Error::from_str(&format!(
+                "the {} host key of {host} is not in known_hosts",
+                kind.name()
+            ))),
+            HostKey::Mismatch => Err(git2::Error::from_str(&format!(
+                "the host key of {host} does not match known_hosts (possible man-in-the-middle)"
+            ))),
+            HostKey::Revoked => Err(git2::Error::from_str(&format!(
+                "the host key of {host} is marked @revoked in known_hosts"
+            ))),
+        }
+    });
+    cb.transfer_progress(move |_| Instant::now() < deadline);
+    cb
+}
+
+/// The result of checking a server's host key against known_hosts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostKey {
+    Known,
+    /// No entry for this host and key type.
+    Unknown,
+    /// The host is listed with this key type, with another key.
+    Mismatch,
+    Revoked,
+}
+
+/// Checks `key` (the raw key blob) of type `kind` (e.g. `ssh-ed25519`) for
+/// `host` against OpenSSH known_hosts text: plain (`host`, `[host]:port`,
+/// comma-separated) and hashed (`|1|salt|hash`) host fields, `@revoked`.
+/// Wildcards and `@cert-authority` lines are not supported and never match.
+pub fn check_host_key(known_hosts: &str, host: &str, kind: &str, key: &[u8]) -> HostKey {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut result = HostKey::Unknown;
+    for line in known_hosts.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let mut first = fields.next().unwrap_or_default();
+        let marker = first.strip_prefix('@');
+        if marker.is_some() {
+            first = fields.next().unwrap_or_default();
+        }
+        let (Some(line_kind), Some(line_key)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if marker == Some("cert-authority") || !host_matches(first, host) {
+            continue;
+        }
+        let Ok(line_key) = b64.decode(line_key) else {
+            continue;
+        };
+        if marker == Some("revoked") {
+            if line_key == key {
+                return HostKey::Revoked;
+            }
+            continue;
+        }
+        if line_kind != kind {
+            continue;
+        }
+        if line_key == key {
+            result = HostKey::Known;
+        } else if result == HostKey::Unknown {
+            result = HostKey::Mismatch;
+        }
+    }
+    result
+}
+
+fn host_matches(patterns: &str, host: &str) -> bool {
+    if let Some(hashed) = patterns.strip_prefix("|1|") {
+        let Some((salt, hash)) = hashed.split_once('|') else {
+            return false;
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&salt) else {
+            return false;
+        };
+        mac.update(host.as_bytes());
+        return mac.verify_slice(&hash).is_ok();
+    }
+    patterns.split(',').any(|p| {
+        p == host
+            || p.strip_prefix('[')
+                .and_then(|rest| rest.split_once("]:"))
+                .is_some_and(|(h, _port)| h == host)
+    })
+}
+
+/// The files of one revision, written to a fresh directory that is removed
+/// when this is dropped. Only what is under the GitSync's path is written,
+/// at its place from the repository root.
+#[derive(Debug)]
+pub struct Checkout {
+    root: PathBuf,
+}
+
+impl Checkout {
+    /// The repository root of the checkout.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `path` relative to the repository root, without `./` or slashes at
+/// either end ("" for the whole repository); `..` is refused.
+pub fn clean_path(path: &str) -> Result<String, String> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(format!("path {path} leaves the repository (it has ..)"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Checks out the files under `path` of commit `sha` (from the cache `dir`)
+/// into a new directory next to the cache. Regular files only: symbolic
+/// links (which could point outside the revision) and submodules are left
+/// out. A checkout is written from the commit's tree in full before anyone
+/// reads it, and never reused, so a half-written one is never loaded.
+pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
+    let repo = open_cache(dir)?;
+    let oid = Oid::from_str(sha).map_err(|e| e.message().to_string())?;
+    let commit = repo
+        .find_commit(oid)
+        .map_err(|e| format!("commit {sha} is not in the cache: {}", e.message()))?;
+    let root_tree = commit.tree().map_err(|e| e.message().to_string())?;
+    let base = clean_path(path)?;
+    let tree = if base.is_empty() {
+        root_tree
+    } else {
+        root_tree
+            .get_path(Path::new(&base))
+            .and_then(|e| e.to_object(&repo))
+            .and_then(|o| o.peel_to_tree())
+            .map_err(|_| format!("path {base} is not a directory in revision {sha}"))?
+    };
+    // One reconcile per GitSync at a time: leftovers (a crash) can go.
+    let stem = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!("{stem}.checkout-");
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let checkout = Checkout {
+        root: parent.join(format!(
+            "{prefix}{}-{:08x}",
+            &sha[..12.min(sha.len())],
+            rand::random::<u32>()
+        )),
+    };
+    let target = checkout.root.join(&base);
+    std::fs::create_dir_all(&target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    let mut failed = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+        let Ok(name) = entry.name() else {
+            return git2::TreeWalkResult::Skip;
+        };
+        // 0o120000: a symbolic link; 0o160000: a submodule (a commit).
+        let mode = entry.filemode();
+        if entry.kind() != Some(git2::ObjectType::Blob) || mode == 0o120000 {
+            return git2::TreeWalkResult::Ok;
+        }
+        let file = target.join(parent).join(name);
+        let written = repo
+            .find_blob(entry.id())
+            .map_err(|e| e.message().to_string())
+            .and_then(|blob| {
+                std::fs::create_dir_all(file.parent().expect("a file has a parent"))
+                    .and_then(|_| std::fs::write(&file, blob.content()))
+                    .map_err(|e| e.to_string())
+            });
+        match written {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(e) => {
+                failed = Some(format!("checking out {base}/{parent}{name}: {e}"));
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })
+    .map_err(|e| failed.clone().unwrap_or_else(|| e.message().to_string()))?;
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(checkout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned_and_kept_inside() {
+        assert_eq!(clean_path("./clusters//prod/").unwrap(), "clusters/prod");
+        assert_eq!(clean_path("/").unwrap(), "");
+        assert_eq!(clean_path("").unwrap(), "");
+        assert!(clean_path("clusters/../../etc").is_err());
+    }
+
+    #[test]
+    fn revision_format() {
+        let r = Revision {
+            name: "main".into(),
+            sha: "abc".into(),
+        };
+        assert_eq!(r.to_string(), "main@sha1:abc");
+        let c = Revision {
+            name: String::new(),
+            sha: "abc".into(),
+        };
+        assert_eq!(c.to_string(), "sha1:abc");
+    }
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        assert_eq!(
+            redact_url("https://bob:s3cret@example.com/r.git"),
+            "https://bob:***@example.com/r.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@example.com/r.git"),
+            "ssh://git@example.com/r.git"
+        );
+        assert_eq!(redact_url("file:///tmp/r.git"), "file:///tmp/r.git");
+    }
+
+    #[test]
+    fn credentials_from_secret_keys_and_debug_hides_them() {
+        let data = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = Credentials::from_secret_data("ns/s", data(&[("token", "tok-123")])).unwrap();
+        assert!(matches!(c, Credentials::Token { .. }));
+        assert!(!format!("{c:?}").contains("tok-123"));
+        let c =
+            Credentials::from_secret_data("ns/s", data(&[("username", "u"), ("password", "p")]))
+                .unwrap();
+        assert!(matches!(c, Credentials::Basic { .. }));
+        let err = Credentials::from_secret_data("ns/s", data(&[("identity", "KEY")])).unwrap_err();
+        assert!(err.contains("known_hosts") && !err.contains("KEY"), "{err}");
+        let c = Credentials::from_secret_data(
+            "ns/s",
+            data(&[("identity", "KEY"), ("known_hosts", "h ssh-ed25519 AAAA")]),
+        )
+        .unwrap();
+        assert!(matches!(c, Credentials::Ssh { .. }));
+        let err = Credentials::from_secret_data("ns/s", data(&[("username", "u")])).unwrap_err();
+        assert!(err.contains("ns/s"), "{err}");
+    }
+
+    #[test]
+    fn host_keys_are_checked_against_known_hosts() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = b"the-host-key".to_vec();
+        let other = b"another-key".to_vec();
+        let k = b64.encode(&key);
+        let known = format!(
+            "# comment\ngit.example.com,10.0.0.1 ssh-ed25519 {k}\n[gitlab.example]:2222 ssh-ed25519 {k}\n"
+        );
+        let check = |host, kind, key: &[u8]| check_host_key(&known, host, kind, key);
+        assert_eq!(
+            check("git.example.com", "ssh-ed25519", &key),
+            HostKey::Known
+        );
+        assert_eq!(check("10.0.0.1", "ssh-ed25519", &key), HostKey::Known);
+        assert_eq!(check("gitlab.example", "ssh-ed25519", &key), HostKey::Known);
+        assert_eq!(
+            check("git.example.com", "ssh-ed25519", &other),
+            HostKey::Mismatch
+        );
+        assert_eq!(check("git.example.com", "ssh-rsa", &key), HostKey::Unknown);
+        assert_eq!(check("evil.example", "ssh-ed25519", &key), HostKey::Unknown);
+
+        // Hashed entry (ssh-keyscan -H): |1|base64(salt)|base64(HMAC-SHA1(salt, host)).
+        let salt = b"0123456789abcdefghij";
+        let mut mac = Hmac::<Sha1>::new_from_slice(salt).unwrap();
+        mac.update(b"hashed.example");
+        let hash = mac.finalize().into_bytes();
+        let hashed = format!(
+            "|1|{}|{} ssh-ed25519 {k}\n",
+            b64.encode(salt),
+            b64.encode(hash)
+        );
+        assert_eq!(
+            check_host_key(&hashed, "hashed.example", "ssh-ed25519", &key),
+            HostKey::Known
+        );
+        assert_eq!(
+            check_host_key(&hashed, "other.example", "ssh-ed25519", &key),
+            HostKey::Unknown
+        );
+
+        let revoked = format!("{known}@revoked git.example.com ssh-ed25519 {k}\n");
+        assert_eq!(
+            check_host_key(&revoked, "git.example.com", "ssh-ed25519", &key),
+            HostKey::Revoked
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! GitSync (driftless.dev/v1alpha1, namespaced): applies a path of a Git
+//! repository to the cluster, apps and infrastructure alike, and keeps it so.
+//!
+//! - `fetch`: git2 into a bare cache; a cheap ref listing before any fetch.
+//! - `load`: every YAML file of a revision, with file:line for each object.
+//! - `apply`: discovery, server-side dry-run of everything, then server-side
+//!   apply in order (Namespaces and CRDs, ProviderConfigs, the rest), prune.
+//! - `health`: when is an applied object ready.
+//! - `controller`: the reconcile loop, status, events, self-heal watches.
+
+pub mod apply;
+pub mod controller;
+pub mod fetch;
+pub mod health;
+pub mod load;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use controller::run;
+
+/// Labels on every object a GitSync applied: which GitSync owns it.
+pub const LABEL_NAME: &str = "driftless.dev/gitsync-name";
+pub const LABEL_NAMESPACE: &str = "driftless.dev/gitsync-namespace";
+/// `driftless.dev/prune: disabled` on an object keeps it when it leaves Git.
+pub const PRUNE: &str = "driftless.dev/prune";
+/// Any new value triggers a sync at once (e.g. `date +%s`).
+pub const REQUESTED_AT: &str = "driftless.dev/requested-at";
+
+/// Which commit to apply: a branch (default `main`), a tag, or a commit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(has(self.branch) ? 1 : 0) + (has(self.tag) ? 1 : 0) + (has(self.commit) ? 1 : 0) <= 1",
+     "message": "set at most one of branch, tag and commit"}
+]))]
+pub struct GitRef {
+    /// Follow this branch (default `main` when nothing is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub branch: Option<String>,
+    /// Apply this tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub tag: Option<String>,
+    /// Apply exactly this commit (40 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{40}$"))]
+    pub commit: Option<String>,
+}
+
+/// A Secret in the GitSync's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+fn default_interval() -> String {
+    "1m".into()
+}
+
+/// Applies a path of a Git repository to the cluster and keeps it applied.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "driftless.dev",
+    version = "v1alpha1",
+    kind = "GitSync",
+    namespaced,
+    status = "GitSyncStatus",
+    derive = "PartialEq",
+    category = "driftless",
+    printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"REVISION","type":"string","jsonPath":".status.lastAppliedRevision"}"#,
+    printcolumn = r#"{"name":"STATUS","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63").message("a GitSync name is at most 63 characters (it is a label value on what it applies)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSyncSpec {
+    /// The repository: `https://...`, `ssh://...` (or `user@host:path`), `file:///...`.
+    #[schemars(regex(pattern = r"^(https://|http://|ssh://|file://|[A-Za-z0-9._-]+@[^:/]+:)"))]
+    pub url: String,
+    /// Branch, tag or commit (default: branch `main`).
+    #[serde(default, rename = "ref")]
+    pub git_ref: GitRef,
+    /// Directory of the repository to apply, recursively (default: all of it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    /// How often to check for a new revision, re-apply, and prune (default `1m`).
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub interval: String,
+    /// Delete objects that a previous revision applied and this one no longer has.
+    #[serde(default)]
+    pub prune: bool,
+    /// Detect new revisions and report OutOfSync, but apply nothing.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Credentials: `token` (or `username` + `password`) for HTTPS;
+    /// `identity` + `known_hosts` for SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// The Secret whose `token` key verifies Git webhooks sent to
+    /// `POST /hooks/<namespace>/<name>` (GitHub's X-Hub-Signature-256 HMAC, or
+    /// GitLab's X-Gitlab-Token). Without it, webhooks are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_ref: Option<SecretRef>,
+    /// Limit for fetch and apply, and how long objects may take to become
+    /// healthy before the GitSync reports HealthCheckFailed (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+/// One object a GitSync applied.
+// Ordered as people read a list of them: kind, namespace, name, apiVersion.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEntry {
+    pub api_version: String,
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Ord for InventoryEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let key = |e: &Self| (e.kind.clone(), e.namespace.clone(), e.name.clone());
+        key(self)
+            .cmp(&key(other))
+            .then_with(|| self.api_version.cmp(&other.api_version))
+    }
+}
+
+impl PartialOrd for InventoryEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for InventoryEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSyncStatus {
+    /// Ready, Reconciling, Stalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The revision whose objects are all applied, e.g. `main@sha1:<sha>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<String>,
+    /// The last revision an apply was tried for (differs from
+    /// lastAppliedRevision when it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_revision: Option<String>,
+    /// The `driftless.dev/requested-at` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_requested_at: Option<String>,
+    /// Every object applied (and not yet pruned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryEntry>,
+}
+
+/// Parses a spec duration (`30s`, `1m`, `1h30m`); the schema already
+/// refused anything else.
+pub fn duration(s: &str) -> Option<std::time::Duration> {
+    humantime::parse_duration(s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_of_the_schema_parse() {
+        for d in ["30s", "1m", "1h30m", "500ms", "2h"] {
+            assert!(duration(d).is_some(), "{d}");
+        }
+        assert_eq!(duration("1m"), Some(std::time::Duration::from_secs(60)));
+    }
+}
