@@ -26,12 +26,12 @@ const POLL: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(90);
 
 /// A bare repository (the remote the GitSync reads) and a working clone.
-struct Repo {
+pub(crate) struct Repo {
     dir: PathBuf,
 }
 
 impl Repo {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = std::env::temp_dir().join(unique("driftless-gitsync-repo"));
         std::fs::create_dir_all(&dir).unwrap();
         git(&dir, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
@@ -42,7 +42,7 @@ impl Repo {
         repo
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("file://{}", self.dir.join("remote.git").display())
     }
 
@@ -50,7 +50,7 @@ impl Repo {
         git(&self.dir.join("work"), args)
     }
 
-    fn write(&self, path: &str, content: &str) {
+    pub(crate) fn write(&self, path: &str, content: &str) {
         let p = self.dir.join("work").join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
@@ -61,7 +61,7 @@ impl Repo {
     }
 
     /// Commits everything and pushes; returns the commit's sha.
-    fn commit(&self, message: &str) -> String {
+    pub(crate) fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "-m", message]);
         self.push()
@@ -166,7 +166,7 @@ async fn trigger(api: &Api<GitSync>, name: &str) -> Instant {
     Instant::now()
 }
 
-fn new_gitsync(name: &str, url: &str, spec: serde_json::Value) -> GitSync {
+pub(crate) fn new_gitsync(name: &str, url: &str, spec: serde_json::Value) -> GitSync {
     let mut s = json!({
         "url": url,
         "ref": {"branch": "main"},

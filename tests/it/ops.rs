@@ -226,6 +226,35 @@ spec:
         None,
     );
     assert!(ok, "{out}{err}");
+    // GitSync: an app and a ConfigMap from a repository, applied and healthy.
+    let repo = crate::gitsync::Repo::new();
+    repo.write(
+        "clusters/test/app.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app, namespace: {ns}}}\ndata: {{a: b}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+        ),
+    );
+    repo.commit("app");
+    let gitsyncs: Api<driftless::gitsync::GitSync> = Api::namespaced(scope.client.clone(), &ns);
+    gitsyncs
+        .create(
+            &PostParams::default(),
+            &crate::gitsync::new_gitsync("rbac", &repo.url(), json!({})),
+        )
+        .await
+        .unwrap();
+    let (ok, out, err) = kubectl(
+        &[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            "--timeout=60s",
+            "gitsync/rbac",
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
     // Leader election, as the controller process does it.
     let elector = driftless::leader::Elector::new(
         client.clone(),
