@@ -106,14 +106,21 @@ impl Elector {
         }
     }
 
-    /// Waits until this replica holds the lease.
-    pub async fn acquire(&self) {
+    /// Waits until this replica holds the lease. Fails only when the lease
+    /// cannot exist (its namespace is missing): waiting would never end.
+    pub async fn acquire(&self) -> Result<(), String> {
         let mut last_holder = String::new();
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(Attempt::Leading) => {
                     info!(lease = %self.config.name, identity = %self.config.identity, "became the leader");
-                    return;
+                    return Ok(());
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    return Err(format!(
+                        "leader election: cannot create Lease {}/{}: {}; create the namespace, pass --leader-election-namespace, or run a single replica with --leader-elect=false",
+                        self.config.namespace, self.config.name, e.message
+                    ));
                 }
                 Ok(Attempt::Following(holder)) => {
                     if holder != last_holder {

@@ -45,7 +45,12 @@ pub async fn run(
     };
     let elector = Elector::new(client.clone(), lease);
     tokio::select! {
-        _ = elector.acquire() => {}
+        acquired = elector.acquire() => {
+            if let Err(e) = acquired {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
         _ = controller::shutdown_signal() => return ExitCode::SUCCESS,
     }
     let outcome = tokio::select! {

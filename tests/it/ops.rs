@@ -265,7 +265,7 @@ spec:
             duration: Duration::from_secs(3),
         },
     );
-    elector.acquire().await;
+    elector.acquire().await.unwrap();
     elector.release().await;
     scope.stop_controller();
 
