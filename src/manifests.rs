@@ -152,6 +152,18 @@ pub fn reference_targets<'a>(
     }
 }
 
+/// How YAML users call a value's type, for messages.
+pub fn yaml_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
+}
+
 /// Every `.yaml` / `.yml` file under `paths` (files or directories,
 /// recursively), in a stable order.
 pub fn find_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
@@ -288,7 +300,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Manifest>, ManifestError> {
                 line: doc.line,
                 col: doc.col,
                 object: None,
-                message: "a manifest must be a mapping (apiVersion, kind, metadata, ...)".into(),
+                message: format!(
+                    "a document must be a mapping (an object), not {}",
+                    yaml_type_name(&doc.value)
+                ),
             });
         }
         let is_list = doc.value.get("kind").and_then(Value::as_str) == Some("List");

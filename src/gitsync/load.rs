@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
-use serde_saphyr::Spanned;
 
 /// Where an object (or a problem) is in the revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,89 +195,19 @@ fn line_of_offset(bytes: &[u8], offset: usize) -> u64 {
     1 + bytes[..offset].iter().filter(|b| **b == b'\n').count() as u64
 }
 
-/// `items` of a `kind: List` document, each with its line.
-#[derive(Deserialize)]
-struct ListItems {
-    #[serde(default)]
-    items: Vec<Spanned<Value>>,
-}
-
-/// The documents of one file, each with its line; a `kind: List` becomes
-/// its items.
+/// The objects of one file, each with its line; a `kind: List` becomes its
+/// items. The same YAML reader as `driftless validate` and push mode.
 fn parse(file: &str, text: &str) -> Result<Vec<(u64, Value)>, ManifestError> {
-    let docs: Vec<Spanned<Value>> = serde_saphyr::from_multiple(text).map_err(|e| {
-        let line = e.location().map(|l| l.line()).unwrap_or(0);
+    let docs = crate::manifests::parse(Path::new(file), text).map_err(|e| {
         ManifestError::new(
             &Origin {
                 file: file.to_string(),
-                line,
+                line: e.line as u64,
             },
-            yaml_reason(&e),
+            e.message,
         )
     })?;
-    let is_list = |v: &Value| {
-        v.get("kind").and_then(Value::as_str) == Some("List") && v.get("items").is_some()
-    };
-    // Lines of list items come from a second, typed pass; should it fail (a
-    // document whose `items` is no sequence), items get the list's line.
-    let item_lines: Option<Vec<Vec<u64>>> = if docs.iter().any(|d| is_list(&d.value)) {
-        serde_saphyr::from_multiple::<ListItems>(text)
-            .ok()
-            .map(|lists| {
-                lists
-                    .iter()
-                    .map(|l| l.items.iter().map(|i| i.referenced.line()).collect())
-                    .collect()
-            })
-            .filter(|l: &Vec<Vec<u64>>| l.len() == docs.len())
-    } else {
-        None
-    };
-    let mut out = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
-        let line = doc.referenced.line();
-        let origin = Origin {
-            file: file.to_string(),
-            line,
-        };
-        match doc.value {
-            Value::Null => {}
-            v if is_list(&v) => {
-                let Some(Value::Array(items)) = v.get("items") else {
-                    return Err(ManifestError::new(
-                        &origin,
-                        "items of a List is not a sequence",
-                    ));
-                };
-                for (j, item) in items.iter().enumerate() {
-                    let item_line = item_lines
-                        .as_ref()
-                        .and_then(|l| l.get(i))
-                        .and_then(|l| l.get(j))
-                        .copied()
-                        .unwrap_or(line);
-                    out.push((item_line, item.clone()));
-                }
-            }
-            v => out.push((line, v)),
-        }
-    }
-    Ok(out)
-}
-
-/// The YAML error's reason, without the location (the caller prints it as
-/// `file:line`) and without a source snippet.
-fn yaml_reason(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    let first = text.lines().next().unwrap_or_default().trim();
-    // "…: <reason> at line 3 column 5" or "… at line 3, column 5": drop the tail.
-    let cut = first.rfind(" at line ").unwrap_or(first.len());
-    let reason = first[..cut].trim_end_matches([',', ':']).trim();
-    if reason.is_empty() {
-        "invalid YAML".into()
-    } else {
-        format!("invalid YAML: {reason}")
-    }
+    Ok(docs.into_iter().map(|m| (m.line as u64, m.value)).collect())
 }
 
 /// Every object needs apiVersion, kind and metadata.name.
@@ -289,7 +217,7 @@ fn check(origin: Origin, value: Value) -> Result<Manifest, ManifestError> {
             &origin,
             format!(
                 "a document must be a mapping (an object), not {}",
-                type_name(&value)
+                crate::manifests::yaml_type_name(&value)
             ),
         ));
     };
@@ -337,17 +265,6 @@ fn check(origin: Origin, value: Value) -> Result<Manifest, ManifestError> {
         origin,
         object: value,
     })
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a sequence",
-        Value::Object(_) => "a mapping",
-    }
 }
 
 #[cfg(test)]
