@@ -136,7 +136,10 @@ pub async fn plan(paths: &[PathBuf], options: Options, prune: bool) -> ExitCode 
             }
         }
     }
-    println!("plan: {create} to create, {update} to update, {delete} to delete, {unchanged} unchanged, {failed} errors");
+    println!(
+        "plan: {create} to create, {update} to update, {delete} to delete, {unchanged} unchanged, {failed} errors ({} cloud API calls)",
+        stack.cloud_calls()
+    );
     if failed > 0 {
         ExitCode::FAILURE
     } else if create + update + delete > 0 {
@@ -181,9 +184,10 @@ pub async fn apply(paths: &[PathBuf], options: Options, prune: bool) -> ExitCode
         .collect();
     summary.push(format!("{} failed", failures.len()));
     println!(
-        "apply: {} ({:.1} s)",
+        "apply: {} ({:.1} s, {} cloud API calls)",
         summary.join(", "),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        stack.cloud_calls()
     );
     if failures.is_empty() {
         ExitCode::SUCCESS

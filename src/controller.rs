@@ -19,6 +19,7 @@ use crate::conditions;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reconciler::{error_policy, reconcile, Context};
+use crate::waiters::Waiters;
 use crate::Settings;
 
 /// What triggers a reconcile: a spec change (generation), an annotation
@@ -38,13 +39,14 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
-/// What every controller shares: the cloud-call counter, the metrics and the
-/// notifier.
+/// What every controller shares: the cloud-call counter, the metrics, the
+/// notifier, and the objects waiting for a reference to become Ready.
 #[derive(Clone)]
 pub struct Shared {
     pub calls: Arc<CallCounter>,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
+    pub waiters: Arc<Waiters>,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
         Self {
             metrics: Arc::new(Metrics::new(calls.clone())),
             notifier: Arc::new(Notifier::disabled()),
+            waiters: Arc::default(),
             calls,
         }
     }
@@ -73,12 +76,15 @@ impl KindVisitor for StartControllers {
             None => Api::all(self.client.clone()),
         };
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        // Wakes an object of this kind when a reference target turns Ready.
+        let (wake, woken) = futures::channel::mpsc::unbounded();
         let ctx = Arc::new(Context::new(
             self.client.clone(),
             connector,
             recorder,
             self.settings.clone(),
             self.shared.clone(),
+            wake,
         ));
         let (reader, writer) = reflector::store::<K>();
         let cache = reader.clone();
@@ -111,6 +117,7 @@ impl KindVisitor for StartControllers {
         let kind = K::kind(&()).to_string();
         info!(kind, "starting controller");
         let run = Controller::for_stream(stream, reader)
+            .reconcile_on(woken)
             .with_config(ControllerConfig::default().concurrency(self.settings.concurrency))
             .graceful_shutdown_on(shutdown_signal())
             .run(reconcile::<K>, error_policy::<K>, ctx)

@@ -18,6 +18,7 @@ pub mod reconciler;
 pub mod resolve;
 pub mod settings;
 pub mod validate;
+pub mod waiters;
 
 pub use settings::Settings;
 

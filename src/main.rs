@@ -208,6 +208,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 namespace,
                 git_cache: git_cache.unwrap_or_else(driftless::settings::default_git_cache),
                 health_check_workloads,
+                ..Settings::default()
             };
             let mut shared = Shared::new(Arc::new(CallCounter::default()));
             if let Some(secret) = &ops.notification_secret {

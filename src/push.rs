@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use driftless_provider::{
-    CloudError, ConfigSource, Connector, Deletion, DeletionPolicy, External, FieldDiff, Identity,
-    KindVisitor, ManagedKind, ManagementPolicy, Observation, Owned, RefSource, Reference,
-    References, Target, EXTERNAL_NAME, PAUSED, TAG_STACK,
+    CallCounter, CloudError, ConfigSource, Connector, Deletion, DeletionPolicy, External,
+    FieldDiff, Identity, KindVisitor, ManagedKind, ManagementPolicy, Observation, Owned, RefSource,
+    Reference, References, Target, EXTERNAL_NAME, PAUSED, TAG_STACK,
 };
 use futures::StreamExt;
 use kube::ResourceExt;
@@ -371,6 +371,8 @@ impl KindVisitor for Collect<'_> {
 /// The managed objects of a manifest set, in dependency order.
 pub struct Stack {
     options: Options,
+    /// Every cloud API call the stack's clients made.
+    calls: Arc<CallCounter>,
     units: Vec<Arc<dyn Unit>>,
     listers: Vec<Arc<dyn KindLister>>,
     /// For each unit (by index), the units its references point at.
@@ -391,7 +393,11 @@ impl Stack {
             listers: Vec::new(),
             errors: Vec::new(),
         };
-        driftless_aws::visit_kinds(&Arc::new(driftless_aws::Aws::default()), &mut collect);
+        let calls = Arc::new(CallCounter::default());
+        driftless_aws::visit_kinds(
+            &Arc::new(driftless_aws::Aws::new(calls.clone())),
+            &mut collect,
+        );
         let Collect {
             units,
             listers,
@@ -448,6 +454,7 @@ impl Stack {
         }
         Ok(Self {
             options,
+            calls,
             units,
             listers,
             depends_on,
@@ -458,6 +465,11 @@ impl Stack {
 
     pub fn len(&self) -> usize {
         self.units.len()
+    }
+
+    /// Cloud API calls made so far (what `plan` and `apply` report).
+    pub fn cloud_calls(&self) -> u64 {
+        self.calls.total()
     }
 
     /// The kinds of the stack's objects.

@@ -13,12 +13,14 @@ use driftless_provider::{
     ManagedKind, ManagedStatus, ManagementPolicy, Observation, References, Target, CREATE_PENDING,
     EXTERNAL_NAME, PAUSED,
 };
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use rand::Rng;
 use serde_json::json;
@@ -40,6 +42,8 @@ pub struct Context<K: ManagedKind> {
     pub shared: Shared,
     /// Consecutive-failure backoff per object; dropped on success.
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
+    /// Queues a reconcile of an object of this kind (see [`crate::waiters`]).
+    wake: UnboundedSender<ObjectRef<K>>,
 }
 
 impl<K: ManagedKind> Context<K> {
@@ -49,6 +53,7 @@ impl<K: ManagedKind> Context<K> {
         recorder: Recorder,
         settings: Settings,
         shared: Shared,
+        wake: UnboundedSender<ObjectRef<K>>,
     ) -> Self {
         Self {
             shared,
@@ -58,6 +63,7 @@ impl<K: ManagedKind> Context<K> {
             recorder,
             settings,
             backoffs: Mutex::default(),
+            wake,
         }
     }
 
@@ -214,11 +220,23 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
     let identity = identity_of(obj);
     // References first: until every target is Ready, no cloud call.
     let references = obj.for_provider().references();
+    let epoch = ctx.shared.waiters.epoch();
     let resolved = match resolve(&ctx.client, &identity.namespace, &references).await? {
         Resolution::Resolved(ids) => ids,
-        Resolution::NotReady(why) => {
+        Resolution::NotReady(why, awaited) => {
+            // Woken the moment the target is Ready; the requeue is a fallback.
+            let wake = ctx.wake.clone();
+            let me = ObjectRef::from_obj(obj);
+            ctx.shared.waiters.wait(
+                awaited,
+                format!("{}/{}", K::kind(&()), key_of(obj)),
+                epoch,
+                Box::new(move || {
+                    let _ = wake.unbounded_send(me.clone());
+                }),
+            );
             write_status(&api, obj, None, &[Cond::reference_not_ready(why)], None).await?;
-            return Ok(Action::requeue(Duration::from_secs(3)));
+            return Ok(Action::requeue(ctx.settings.reference_retry));
         }
     };
     let target = Target::<K> {
@@ -351,6 +369,7 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         requeue = requeue.min(Duration::from_secs(2));
         Cond::creating("the cloud resource is not ready yet")
     };
+    let is_ready = observed.ready;
     write_status(
         &api,
         obj,
@@ -359,6 +378,11 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         Some(resolved),
     )
     .await?;
+    if is_ready {
+        ctx.shared
+            .waiters
+            .ready(&K::kind(&()), &identity.namespace, &identity.name);
+    }
     Ok(Action::requeue(requeue))
 }
 

@@ -8,13 +8,16 @@ use driftless_provider::{RefSource, Reference, EXTERNAL_NAME};
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, ResourceExt};
 
+use crate::waiters::Awaited;
+
 /// The outcome of resolving every reference of an object.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolution {
     /// Field (e.g. `vpcId`) to id; lists are comma-joined.
     Resolved(BTreeMap<String, String>),
-    /// Why not yet, naming the reference and its target.
-    NotReady(String),
+    /// Why not yet, naming the reference and its target; and the target
+    /// to wait for (`name: None` when no object matches a selector yet).
+    NotReady(String, Awaited),
 }
 
 /// Resolves `refs` of an object in namespace `ns`.
@@ -27,6 +30,11 @@ pub async fn resolve(
     for r in refs {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &r.target);
         let kind = &r.target.kind;
+        let awaiting = |name: Option<String>| Awaited {
+            kind: kind.clone(),
+            namespace: ns.to_string(),
+            name,
+        };
         let ids = match &r.source {
             RefSource::Id(id) => vec![id.clone()],
             RefSource::Ids(ids) => ids.clone(),
@@ -34,18 +42,18 @@ pub async fn resolve(
                 let mut ids = Vec::new();
                 for name in names {
                     let Some(obj) = api.get_opt(name).await? else {
-                        return Ok(Resolution::NotReady(format!(
-                            "{}: {kind} {name} does not exist",
-                            r.field
-                        )));
+                        return Ok(Resolution::NotReady(
+                            format!("{}: {kind} {name} does not exist", r.field),
+                            awaiting(Some(name.clone())),
+                        ));
                     };
                     match ready_id(&obj) {
                         Ok(id) => ids.push(id),
                         Err(why) => {
-                            return Ok(Resolution::NotReady(format!(
-                                "{}: {kind} {name} {why}",
-                                r.field
-                            )))
+                            return Ok(Resolution::NotReady(
+                                format!("{}: {kind} {name} {why}", r.field),
+                                awaiting(Some(name.clone())),
+                            ))
                         }
                     }
                 }
@@ -66,21 +74,20 @@ pub async fn resolve(
                     matches.truncate(1);
                 }
                 if matches.is_empty() {
-                    return Ok(Resolution::NotReady(format!(
-                        "{}: no {kind} matches labels {selector}",
-                        r.field
-                    )));
+                    return Ok(Resolution::NotReady(
+                        format!("{}: no {kind} matches labels {selector}", r.field),
+                        awaiting(None),
+                    ));
                 }
                 let mut ids = Vec::new();
                 for obj in &matches {
                     match ready_id(obj) {
                         Ok(id) => ids.push(id),
                         Err(why) => {
-                            return Ok(Resolution::NotReady(format!(
-                                "{}: {kind} {} {why}",
-                                r.field,
-                                obj.name_any()
-                            )))
+                            return Ok(Resolution::NotReady(
+                                format!("{}: {kind} {} {why}", r.field, obj.name_any()),
+                                awaiting(Some(obj.name_any())),
+                            ))
                         }
                     }
                 }

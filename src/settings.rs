@@ -20,6 +20,9 @@ pub struct Settings {
     /// Wait for Deployments to be Available before a GitSync is Ready. Off
     /// for API servers that run no workload controllers (tests).
     pub health_check_workloads: bool,
+    /// How often an object waiting for a reference looks again. A fallback:
+    /// it is woken the moment its target turns Ready (see `waiters`).
+    pub reference_retry: Duration,
 }
 
 impl Default for Settings {
@@ -31,6 +34,7 @@ impl Default for Settings {
             namespace: None,
             git_cache: default_git_cache(),
             health_check_workloads: true,
+            reference_retry: Duration::from_secs(30),
         }
     }
 }

@@ -970,7 +970,9 @@ async fn instance_lifecycle() {
 #[tokio::test]
 async fn references_resolve_in_any_order() {
     let mut scope = Scope::new("ec2-refs").await;
-    scope.start_controller(POLL);
+    // No retry within the test's time: each object must be woken when what
+    // it references turns Ready.
+    scope.start_controller_with(POLL, |s| s.reference_retry = Duration::from_secs(3600));
     let ec2 = support::ec2().await;
     let vpcs: Api<Vpc> = scope.api();
     let subnets: Api<Subnet> = scope.api();

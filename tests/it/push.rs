@@ -115,6 +115,18 @@ async fn plan_apply_then_replan_is_a_noop() {
         out.contains("0 to create, 0 to update, 0 to delete, 2 unchanged"),
         "{out}"
     );
+    // What it cost is reported: two buckets are observed with a handful of
+    // calls each (list by tags, head, tags, versioning, ...), never zero.
+    let calls: u64 = out
+        .split(" cloud API calls")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("plan reports its cloud API calls: {out}"));
+    assert!(
+        (2..=40).contains(&calls),
+        "{calls} calls for 2 buckets: {out}"
+    );
     let (code, out, _) = driftless(&["apply", path, "--stack", &stack]);
     assert_eq!(code, 0);
     assert!(out.contains("2 unchanged, 0 failed"), "{out}");

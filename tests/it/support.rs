@@ -300,6 +300,7 @@ impl Scope {
             git_cache: std::env::temp_dir().join("driftless-tests").join(&self.ns),
             // The test API server runs no workload controllers.
             health_check_workloads: false,
+            ..Settings::default()
         };
         change(&mut settings);
         let shared = self

@@ -1,0 +1,174 @@
+//! The floor: the create calls driftless makes for the converge mix, issued
+//! by a bare aws-sdk loop at the same concurrency (8 per kind, the
+//! controller's default), with the same dependency (a Subnet or
+//! SecurityGroup needs its Vpc's id). No Kubernetes, no observation.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use futures::{stream, StreamExt, TryStreamExt};
+use tokio::sync::watch;
+
+pub const CONCURRENCY: usize = 8;
+
+/// Creates `n / 4` of each kind; returns the wall time and what to clean up.
+pub async fn run(
+    ec2: &aws_sdk_ec2::Client,
+    s3: &aws_sdk_s3::Client,
+    n: usize,
+    run: &str,
+) -> anyhow::Result<(Duration, Made)> {
+    let groups = n / 4;
+    let (vpc_tx, vpc_rx): (Vec<_>, Vec<_>) = (0..groups).map(|_| watch::channel(None)).unzip();
+    let tags = |rt: ResourceType, name: String| {
+        TagSpecification::builder()
+            .resource_type(rt)
+            .tags(Tag::builder().key("Name").value(name).build())
+            .build()
+    };
+    let start = Instant::now();
+    let buckets = stream::iter(0..groups)
+        .map(|i| async move {
+            let name = format!("{run}-floor-{i}");
+            s3.create_bucket().bucket(&name).send().await?;
+            s3.put_bucket_tagging()
+                .bucket(&name)
+                .tagging(
+                    aws_sdk_s3::types::Tagging::builder()
+                        .tag_set(
+                            aws_sdk_s3::types::Tag::builder()
+                                .key("Name")
+                                .value(&name)
+                                .build()?,
+                        )
+                        .build()?,
+                )
+                .send()
+                .await?;
+            anyhow::Ok(name)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>();
+    let vpcs = stream::iter(vpc_tx.into_iter().enumerate())
+        .map(|(i, tx)| async move {
+            let out = ec2
+                .create_vpc()
+                .cidr_block("10.0.0.0/16")
+                .tag_specifications(tags(ResourceType::Vpc, format!("floor-vpc-{i}")))
+                .send()
+                .await?;
+            let id = out
+                .vpc()
+                .and_then(|v| v.vpc_id())
+                .context("no VpcId")?
+                .to_string();
+            let _ = tx.send(Some(id.clone()));
+            anyhow::Ok(id)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>();
+    let vpc_id = |i: usize| {
+        let mut rx = vpc_rx[i].clone();
+        async move {
+            let id = rx.wait_for(Option::is_some).await?.clone();
+            anyhow::Ok(id.unwrap_or_default())
+        }
+    };
+    let subnets = stream::iter(0..groups)
+        .map(|i| async move {
+            let vpc = vpc_id(i).await?;
+            let out = ec2
+                .create_subnet()
+                .vpc_id(vpc)
+                .cidr_block("10.0.1.0/24")
+                .tag_specifications(tags(ResourceType::Subnet, format!("floor-subnet-{i}")))
+                .send()
+                .await?;
+            anyhow::Ok(
+                out.subnet()
+                    .and_then(|s| s.subnet_id())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>();
+    let groups_ = stream::iter(0..groups)
+        .map(|i| async move {
+            let vpc = vpc_id(i).await?;
+            let out = ec2
+                .create_security_group()
+                .vpc_id(vpc)
+                .group_name(format!("floor-sg-{i}"))
+                .description("driftless bench floor")
+                .tag_specifications(tags(ResourceType::SecurityGroup, format!("floor-sg-{i}")))
+                .send()
+                .await?;
+            anyhow::Ok(out.group_id().unwrap_or_default().to_string())
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>();
+    let (buckets, vpcs, subnets, security_groups) =
+        tokio::try_join!(buckets, vpcs, subnets, groups_)?;
+    Ok((
+        start.elapsed(),
+        Made {
+            buckets,
+            vpcs,
+            subnets,
+            security_groups,
+        },
+    ))
+}
+
+/// What the floor made, deleted (untimed) so that both sides meet the same
+/// amount of existing state.
+pub struct Made {
+    buckets: Vec<String>,
+    vpcs: Vec<String>,
+    subnets: Vec<String>,
+    security_groups: Vec<String>,
+}
+
+impl Made {
+    pub async fn delete(
+        self,
+        ec2: &aws_sdk_ec2::Client,
+        s3: &aws_sdk_s3::Client,
+    ) -> anyhow::Result<()> {
+        each(self.buckets, |b| async move {
+            s3.delete_bucket().bucket(b).send().await?;
+            Ok(())
+        })
+        .await?;
+        each(self.security_groups, |id| async move {
+            ec2.delete_security_group().group_id(id).send().await?;
+            Ok(())
+        })
+        .await?;
+        each(self.subnets, |id| async move {
+            ec2.delete_subnet().subnet_id(id).send().await?;
+            Ok(())
+        })
+        .await?;
+        each(self.vpcs, |id| async move {
+            ec2.delete_vpc().vpc_id(id).send().await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Runs `f` on every id, 16 at a time.
+async fn each<F, Fut>(ids: Vec<String>, f: F) -> anyhow::Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    stream::iter(ids.into_iter().map(f))
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}

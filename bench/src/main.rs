@@ -1,0 +1,623 @@
+//! driftless' benchmark suite. One command:
+//!
+//!     cargo run --release -p driftless-bench
+//!
+//! runs every scenario against LocalStack and the local Kubernetes API
+//! server (started here unless AWS_ENDPOINT_URL / KUBECONFIG point at
+//! running ones) and prints each figure as it is measured, then a table and
+//! the summary line that BENCHMARKS.md ends with. See BENCHMARKS.md.
+
+mod controller;
+mod env;
+mod floor;
+mod git;
+mod world;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use controller::Controller;
+use env::Env;
+
+/// driftless' benchmark suite: converge time against a bare SDK floor,
+/// cloud calls per resource per poll, memory with 10,000 objects, Git apply
+/// and self-heal latency, and push-mode plan.
+#[derive(Parser)]
+struct Args {
+    /// Converge sizes: managed objects applied at once (a quarter each of
+    /// Buckets, Vpcs, Subnets, SecurityGroups). The last one also serves the
+    /// steady-state count.
+    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    sizes: Vec<usize>,
+    /// The controller's poll interval while steady state is counted.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    poll: u64,
+    /// Poll intervals the steady-state count spans.
+    #[arg(long, default_value_t = 3)]
+    steady_polls: u32,
+    /// Managed objects in the cluster for the memory figure (paused).
+    #[arg(long, default_value_t = 10_000)]
+    memory_objects: usize,
+    /// ConfigMaps in the large Git commit.
+    #[arg(long, default_value_t = 500)]
+    git_objects: usize,
+    /// Repetitions of the Git and self-heal timings (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// The driftless binary (default: target/release/driftless, built first
+    /// when this suite runs under `cargo run`).
+    #[arg(long)]
+    driftless: Option<PathBuf>,
+}
+
+/// One measured figure: name, value, unit, goal (if any) and a note.
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    goal: Option<(&'static str, f64)>,
+}
+
+#[derive(Default)]
+struct Report {
+    figures: Vec<Figure>,
+}
+
+impl Report {
+    fn add(
+        &mut self,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        goal: Option<(&'static str, f64)>,
+    ) {
+        let f = Figure {
+            name: name.into(),
+            value,
+            unit,
+            goal,
+        };
+        println!("{}", f.line());
+        self.figures.push(f);
+    }
+
+    fn get(&self, name: &str) -> Option<f64> {
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value)
+    }
+}
+
+impl Figure {
+    fn met(&self) -> Option<bool> {
+        self.goal.map(|(op, g)| match op {
+            "<=" => self.value <= g,
+            _ => self.value >= g,
+        })
+    }
+
+    fn line(&self) -> String {
+        let goal = match (self.goal, self.met()) {
+            (Some((op, g)), Some(met)) => {
+                format!(
+                    "  (goal {op} {}: {})",
+                    fmt(g),
+                    if met { "met" } else { "MISSED" }
+                )
+            }
+            _ => String::new(),
+        };
+        format!(
+            "{:<28} {:>10} {}{goal}",
+            self.name,
+            fmt(self.value),
+            self.unit
+        )
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if (v == v.trunc() && v.abs() < 1e9) || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let binary = driftless_binary(args.driftless.clone())?;
+    let env = Env::start()?;
+    let client = env.kube_client().await?;
+    let sdk = env.sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let run_id = format!("bench-{:08x}", rand::random::<u32>());
+    let work = std::env::temp_dir().join(&run_id);
+    std::fs::create_dir_all(&work)?;
+    eprintln!("bench: run {run_id}; logs and files in {}", work.display());
+    world::install(&client, &env.aws_endpoint, &env.region).await?;
+    let mut report = Report::default();
+    machine(&mut report);
+
+    // Idle: a fresh controller with nothing to manage.
+    let poll = Duration::from_secs(args.poll);
+    let ctl = Controller::start(&binary, &env, poll, &work, "controller").await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    report.add(
+        "rss_idle_mib",
+        ctl.memory()?.rss_kib as f64 / 1024.0,
+        "MiB",
+        None,
+    );
+
+    // 1 + 2. Converge, against the floor; steady state on the last size.
+    let mut ratios = Vec::new();
+    for (i, &n) in args.sizes.iter().enumerate() {
+        let last = i + 1 == args.sizes.len();
+        eprintln!("bench: floor, {n} creates");
+        let (floor, made) = floor::run(&ec2, &s3, n, &run_id).await?;
+        made.delete(&ec2, &s3).await?;
+        report.add(format!("floor_{n}_s"), floor.as_secs_f64(), "s", None);
+
+        eprintln!("bench: converge, {n} objects");
+        let ns = format!("{run_id}-converge-{n}");
+        world::create_namespace(&client, &ns).await?;
+        let objects = world::mix(n, &ns, &format!("{run_id}-{n}"), false);
+        let start = Instant::now();
+        world::apply_all(&client, &objects, 32).await?;
+        let applied = start.elapsed();
+        let took = applied
+            + world::wait_ready(&client, &ns, objects.len(), Duration::from_secs(1800)).await?;
+        report.add(format!("converge_{n}_s"), took.as_secs_f64(), "s", None);
+        let ratio = took.as_secs_f64() / floor.as_secs_f64();
+        report.add(format!("converge_ratio_{n}"), ratio, "", Some(("<=", 1.25)));
+        ratios.push(ratio);
+
+        if last {
+            steady(
+                &ctl,
+                &client,
+                &ns,
+                objects.len(),
+                poll,
+                args.steady_polls,
+                &mut report,
+            )
+            .await?;
+        }
+        eprintln!("bench: deleting the {n} objects");
+        let took = world::delete_all(&client, &ns, Duration::from_secs(1800)).await?;
+        report.add(format!("delete_{n}_s"), took.as_secs_f64(), "s", None);
+    }
+    // The worst size is the headline.
+    let worst = ratios.iter().copied().fold(0.0, f64::max);
+    report.add("converge_ratio", worst, "", Some(("<=", 1.25)));
+
+    // 5. Push mode: apply the mix once, then time `plan` over it.
+    if let Some(&n) = args.sizes.last() {
+        push_mode(&binary, &env, &work, &run_id, n, &mut report).await?;
+    }
+
+    // 4. Git: commit to applied, and self-heal.
+    git_loop(&client, &work, &run_id, &args, &mut report).await?;
+    ctl.stop();
+
+    // 3. Memory: a fresh controller, then many objects.
+    memory(&binary, &env, &client, &work, &run_id, &args, &mut report).await?;
+
+    print_summary(&report);
+    if !env.owns_cluster() {
+        eprintln!("bench: the objects stay in namespaces {run_id}-* of your cluster; delete them with kubectl delete ns");
+    }
+    Ok(())
+}
+
+fn machine(report: &mut Report) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    println!(
+        "machine: {cpus} CPUs ({model}), {} GiB memory",
+        mem / 1024 / 1024
+    );
+    let _ = report;
+}
+
+/// Cloud calls per managed resource per poll, with nothing drifting.
+async fn steady(
+    ctl: &Controller,
+    client: &kube::Client,
+    ns: &str,
+    n: usize,
+    poll: Duration,
+    polls: u32,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // Let the creation round settle: each object's first idle poll is due
+    // one interval after it became Ready.
+    eprintln!("bench: steady state, {n} objects, {polls} polls of {poll:?}");
+    tokio::time::sleep(poll + poll / 5).await;
+    let before = ctl.calls_by_service().await?;
+    let window = poll * polls;
+    tokio::time::sleep(window).await;
+    let after = ctl.calls_by_service().await?;
+    let (ready, total) = world::count_ready(client, ns).await?;
+    if ready != total {
+        bail!("steady state: only {ready} of {total} objects Ready");
+    }
+    let delta = |svc: &str| after.get(svc).unwrap_or(&0) - before.get(svc).unwrap_or(&0);
+    let per_kind = n / 4;
+    let ec2_resources = (per_kind * 3) as f64;
+    let polls = f64::from(polls);
+    report.add("steady_ec2_calls", delta("ec2") as f64, "calls", None);
+    report.add(
+        "calls_per_resource_poll",
+        delta("ec2") as f64 / ec2_resources / polls,
+        "(EC2 kinds)",
+        Some(("<=", 0.02)),
+    );
+    report.add("steady_s3_calls", delta("s3") as f64, "calls", None);
+    report.add(
+        "s3_calls_per_bucket_poll",
+        delta("s3") as f64 / per_kind as f64 / polls,
+        "(S3)",
+        None,
+    );
+    Ok(())
+}
+
+async fn push_mode(
+    binary: &Path,
+    env: &Env,
+    work: &Path,
+    run_id: &str,
+    n: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let dir = work.join("push");
+    std::fs::create_dir_all(&dir)?;
+    for (i, o) in world::mix(n, "default", &format!("{run_id}-push"), false)
+        .iter()
+        .enumerate()
+    {
+        // JSON is YAML: one object per file.
+        std::fs::write(
+            dir.join(format!("{i:04}.yaml")),
+            serde_json::to_string_pretty(o)?,
+        )?;
+    }
+    let stack = format!("{run_id}-push");
+    let push = |verb: &str| {
+        let mut c = Command::new(binary);
+        c.args([verb, "--stack", &stack])
+            .arg(&dir)
+            .env("AWS_ENDPOINT_URL", &env.aws_endpoint)
+            .env("AWS_REGION", &env.region)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test");
+        c
+    };
+    eprintln!("bench: push mode, driftless apply of {n} objects");
+    let start = Instant::now();
+    let out = push("apply").output()?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "driftless apply failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    report.add(format!("push_apply_{n}_s"), took.as_secs_f64(), "s", None);
+    eprintln!("bench: push mode, driftless plan over {n} existing resources");
+    let start = Instant::now();
+    let out = push("plan").output()?;
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "driftless plan exited {} (expected 0: nothing to change):\n{text}",
+            out.status
+        );
+    }
+    report.add(format!("plan_{n}_s"), took.as_secs_f64(), "s", None);
+    let calls = cloud_calls_of(&text).context("plan printed no cloud API call count")?;
+    report.add(format!("plan_{n}_calls"), calls as f64, "calls", None);
+    Ok(())
+}
+
+/// The `N cloud API calls` that `driftless plan` and `apply` print last.
+fn cloud_calls_of(output: &str) -> Option<u64> {
+    let line = output
+        .lines()
+        .rev()
+        .find(|l| l.contains("cloud API calls"))?;
+    let before = line.split(" cloud API calls").next()?;
+    before
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+async fn git_loop(
+    client: &kube::Client,
+    work: &Path,
+    run_id: &str,
+    args: &Args,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let ns = format!("{run_id}-git");
+    world::create_namespace(client, &ns).await?;
+    let repo = git::Repo::init(&work.join("repo"))?;
+    repo.commit(
+        &[("apps/one.yaml".into(), git::config_map(&ns, "one", "v0"))],
+        "one object",
+    )?;
+    git::create_gitsync(client, &ns, &repo.url()).await?;
+    git::wait_values(
+        client,
+        &ns,
+        "v0",
+        1,
+        Instant::now(),
+        Duration::from_secs(60),
+    )
+    .await?;
+
+    eprintln!("bench: git, commit of 1 object, {} times", args.repeat);
+    let mut one = Vec::new();
+    for r in 1..=args.repeat {
+        let value = format!("v{r}");
+        repo.commit(
+            &[("apps/one.yaml".into(), git::config_map(&ns, "one", &value))],
+            "change one",
+        )?;
+        let since = Instant::now();
+        git::trigger(client, &ns).await?;
+        one.push(git::wait_values(client, &ns, &value, 1, since, Duration::from_secs(60)).await?);
+    }
+    report.add("git_apply_ms", ms(median(one)), "ms", Some(("<=", 1000.0)));
+
+    let n = args.git_objects;
+    eprintln!("bench: git, commit of {n} objects");
+    let files: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                format!("apps/many-{i:04}.yaml"),
+                git::config_map(&ns, &format!("many-{i}"), "bulk"),
+            )
+        })
+        .collect();
+    repo.commit(&files, "many objects")?;
+    let since = Instant::now();
+    git::trigger(client, &ns).await?;
+    let took = git::wait_values(client, &ns, "bulk", n, since, Duration::from_secs(600)).await?;
+    report.add(format!("git_apply_{n}_ms"), ms(took), "ms", None);
+
+    eprintln!("bench: self-heal, {} times", args.repeat);
+    let last = format!("v{}", args.repeat);
+    let mut heals = Vec::new();
+    for _ in 0..args.repeat {
+        heals.push(git::self_heal(client, &ns, "one", &last).await?);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    report.add(
+        "self_heal_ms",
+        ms(median(heals)),
+        "ms",
+        Some(("<=", 5000.0)),
+    );
+    Ok(())
+}
+
+async fn memory(
+    binary: &Path,
+    env: &Env,
+    client: &kube::Client,
+    work: &Path,
+    run_id: &str,
+    args: &Args,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let n = args.memory_objects;
+    let ns = format!("{run_id}-memory");
+    world::create_namespace(client, &ns).await?;
+    let poll = Duration::from_secs(60);
+    let ctl = Controller::start(binary, env, poll, work, "controller-memory").await?;
+    eprintln!("bench: memory, {n} paused objects created while the controller runs");
+    let objects = world::mix(n, &ns, &format!("{run_id}-m"), true);
+    world::apply_all(client, &objects, 32).await?;
+    let start = Instant::now();
+    loop {
+        let (paused, _) = world::count(client, &ns, "Synced", Some("ReconcilePaused")).await?;
+        if paused >= objects.len() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(900) {
+            bail!(
+                "only {paused} of {} objects reconciled after 15 min",
+                objects.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let growing = ctl.memory()?;
+    ctl.stop();
+
+    // The harder case: a restart (a rollout) lists all of them at once and
+    // reconciles each.
+    eprintln!("bench: memory, controller restarted with {n} objects in the cluster");
+    let ctl = Controller::start(binary, env, poll, work, "controller-restart").await?;
+    let start = Instant::now();
+    while (ctl.reconciles().await? as usize) < objects.len() {
+        if start.elapsed() > Duration::from_secs(900) {
+            bail!("the restarted controller did not reconcile {n} objects in 15 min");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let startup = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restarted = ctl.memory()?;
+    ctl.stop();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    report.add(
+        format!("rss_peak_growing_{n}_mib"),
+        mib(growing.peak_kib),
+        "MiB",
+        None,
+    );
+    report.add(
+        format!("rss_peak_restart_{n}_mib"),
+        mib(restarted.peak_kib),
+        "MiB",
+        None,
+    );
+    report.add(
+        format!("rss_settled_{n}_mib"),
+        mib(restarted.rss_kib),
+        "MiB",
+        None,
+    );
+    report.add(
+        format!("restart_reconcile_{n}_s"),
+        startup.as_secs_f64(),
+        "s",
+        None,
+    );
+    report.add(
+        "rss_mib_10k",
+        mib(growing.peak_kib.max(restarted.peak_kib)),
+        "MiB (peak)",
+        Some(("<=", 64.0)),
+    );
+    Ok(())
+}
+
+fn print_summary(report: &Report) {
+    println!();
+    println!("| figure | value | goal |");
+    println!("|---|---|---|");
+    for f in &report.figures {
+        let goal = match (f.goal, f.met()) {
+            (Some((op, g)), Some(met)) => {
+                format!("{op} {} ({})", fmt(g), if met { "met" } else { "missed" })
+            }
+            _ => String::new(),
+        };
+        println!("| {} | {} {} | {goal} |", f.name, fmt(f.value), f.unit);
+    }
+    println!();
+    let v = |name: &str| report.get(name).map_or("n/a".to_string(), fmt);
+    println!(
+        "bench: converge_ratio={} calls_per_resource_poll={} rss_mib_10k={} git_apply_ms={} self_heal_ms={}",
+        v("converge_ratio"),
+        v("calls_per_resource_poll"),
+        v("rss_mib_10k"),
+        v("git_apply_ms"),
+        v("self_heal_ms"),
+    );
+}
+
+/// The driftless binary to measure. Under `cargo run`, it is (re)built in
+/// the same profile first, so the suite never measures a stale binary.
+fn driftless_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no directory for the bench binary")?;
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = dir.ends_with("release");
+        eprintln!(
+            "bench: building driftless{}",
+            if release { " (release)" } else { "" }
+        );
+        let mut c = Command::new(cargo);
+        c.args(["build", "-p", "driftless", "--bin", "driftless"]);
+        if release {
+            c.arg("--release");
+        }
+        if !c.status()?.success() {
+            bail!("building driftless failed");
+        }
+    }
+    let path = dir.join("driftless");
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it (cargo build --release) or pass --driftless",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_call_count_that_plan_prints() {
+        let out = "stack s: 2 objects\n  = Bucket a/b: up to date\nplan: 0 to create, 0 to update, 0 to delete, 2 unchanged, 0 errors (7 cloud API calls)\n";
+        assert_eq!(cloud_calls_of(out), Some(7));
+        assert_eq!(cloud_calls_of("plan: nothing"), None);
+    }
+
+    #[test]
+    fn the_mix_is_a_quarter_of_each_kind_with_references() {
+        let objects = world::mix(8, "ns", "run", false);
+        assert_eq!(objects.len(), 8);
+        for kind in world::KINDS {
+            assert_eq!(objects.iter().filter(|o| o["kind"] == kind).count(), 2);
+        }
+        let subnet = objects.iter().find(|o| o["kind"] == "Subnet").unwrap();
+        assert_eq!(subnet["spec"]["forProvider"]["vpcRef"]["name"], "vpc-0");
+        let paused = world::mix(4, "ns", "run", true);
+        assert!(paused
+            .iter()
+            .all(|o| o["metadata"]["annotations"]["driftless.dev/paused"] == "true"));
+    }
+}

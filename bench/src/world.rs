@@ -1,0 +1,233 @@
+//! The managed objects the suite declares, and the few cluster operations it
+//! needs: apply many at once, count Ready, delete and wait.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::{stream, StreamExt, TryStreamExt};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{json, Value};
+
+pub const MANAGER: &str = "driftless-bench";
+
+/// The four kinds of the converge mix, in dependency order.
+pub const KINDS: [&str; 4] = ["Bucket", "Vpc", "Subnet", "SecurityGroup"];
+
+pub fn resource(kind: &str) -> ApiResource {
+    let gvk = GroupVersionKind::gvk("aws.driftless.dev", "v1alpha1", kind);
+    ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", kind.to_ascii_lowercase()))
+}
+
+pub fn api(client: &kube::Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &resource(kind))
+}
+
+/// `n` objects: a quarter each of Buckets, Vpcs, Subnets (each in its own
+/// Vpc, by reference) and SecurityGroups (likewise). Bucket names are global,
+/// so they carry `run`, unique to this run.
+pub fn mix(n: usize, ns: &str, run: &str, paused: bool) -> Vec<Value> {
+    let groups = n / 4;
+    let mut out = Vec::with_capacity(groups * 4);
+    let meta = |name: String| {
+        let mut m = json!({"name": name, "namespace": ns});
+        if paused {
+            m["annotations"] = json!({"driftless.dev/paused": "true"});
+        }
+        m
+    };
+    let object = |kind: &str, name: String, for_provider: Value| {
+        json!({
+            "apiVersion": "aws.driftless.dev/v1alpha1",
+            "kind": kind,
+            "metadata": meta(name),
+            "spec": {"providerConfigRef": {"name": MANAGER}, "forProvider": for_provider},
+        })
+    };
+    for i in 0..groups {
+        let vpc = format!("vpc-{i}");
+        out.push(object("Bucket", format!("{run}-{i}"), json!({})));
+        out.push(object(
+            "Vpc",
+            vpc.clone(),
+            json!({"cidrBlock": "10.0.0.0/16"}),
+        ));
+        out.push(object(
+            "Subnet",
+            format!("subnet-{i}"),
+            json!({"vpcRef": {"name": vpc}, "cidrBlock": "10.0.1.0/24"}),
+        ));
+        out.push(object(
+            "SecurityGroup",
+            format!("sg-{i}"),
+            json!({"vpcRef": {"name": vpc}, "description": "driftless bench"}),
+        ));
+    }
+    out
+}
+
+/// Server-side applies every object, `concurrency` at a time.
+pub async fn apply_all(
+    client: &kube::Client,
+    objects: &[Value],
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    stream::iter(objects)
+        .map(|o| async move {
+            let kind = o["kind"].as_str().unwrap_or_default();
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            api(client, ns, kind)
+                .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(o))
+                .await
+                .with_context(|| format!("applying {kind} {ns}/{name}"))
+        })
+        .buffer_unordered(concurrency)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+}
+
+fn condition_true(obj: &DynamicObject, type_: &str, reason: Option<&str>) -> bool {
+    obj.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c["type"] == type_
+                    && match reason {
+                        None => c["status"] == "True",
+                        Some(r) => c["reason"] == r,
+                    }
+            })
+        })
+}
+
+/// Objects of the mix in `ns`: (Ready, total).
+pub async fn count_ready(client: &kube::Client, ns: &str) -> anyhow::Result<(usize, usize)> {
+    count(client, ns, "Ready", None).await
+}
+
+/// Objects of the mix in `ns` whose condition `type_` is True (or has `reason`).
+pub async fn count(
+    client: &kube::Client,
+    ns: &str,
+    type_: &str,
+    reason: Option<&str>,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut matching, mut total) = (0, 0);
+    for kind in KINDS {
+        let list = api(client, ns, kind).list(&ListParams::default()).await?;
+        total += list.items.len();
+        matching += list
+            .items
+            .iter()
+            .filter(|o| condition_true(o, type_, reason))
+            .count();
+    }
+    Ok((matching, total))
+}
+
+/// Waits until all `expected` objects in `ns` are Ready; prints progress.
+pub async fn wait_ready(
+    client: &kube::Client,
+    ns: &str,
+    expected: usize,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let (ready, _) = count_ready(client, ns).await?;
+        if ready >= expected {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("{ready} of {expected} objects in {ns} Ready after {timeout:?}");
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "bench:   {ready}/{expected} Ready ({:.0?})",
+                start.elapsed()
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes every object of the mix in `ns` and waits until they are gone
+/// (the controller deletes their cloud resources first).
+pub async fn delete_all(
+    client: &kube::Client,
+    ns: &str,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for kind in KINDS {
+        api(client, ns, kind)
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+    }
+    loop {
+        let (_, left) = count_ready(client, ns).await?;
+        if left == 0 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("{left} objects in {ns} still there after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn create_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {ns}")),
+    }
+}
+
+/// Installs the CRDs and the ProviderConfig the suite's objects name.
+pub async fn install(client: &kube::Client, endpoint: &str, region: &str) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in driftless::crds::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
+        kube::runtime::wait::await_condition(
+            crds.clone(),
+            &name,
+            kube::runtime::conditions::is_crd_established(),
+        )
+        .await?;
+    }
+    let gvk = GroupVersionKind::gvk("driftless.dev", "v1alpha1", "ProviderConfig");
+    let pcs: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+    let pc = json!({
+        "apiVersion": "driftless.dev/v1alpha1",
+        "kind": "ProviderConfig",
+        "metadata": {"name": MANAGER},
+        "spec": {"region": region, "endpoint": endpoint, "credentials": {"source": "Environment"}},
+    });
+    pcs.patch(
+        MANAGER,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&pc),
+    )
+    .await
+    .context("applying the ProviderConfig")?;
+    Ok(())
+}
