@@ -378,7 +378,11 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         Some(resolved),
     )
     .await?;
-    if is_ready {
+    let was_ready = obj
+        .managed_status()
+        .and_then(|s| s.condition(conditions::READY))
+        .is_some_and(|c| c.status == "True");
+    if is_ready && !was_ready {
         ctx.shared
             .waiters
             .ready(&K::kind(&()), &identity.namespace, &identity.name);

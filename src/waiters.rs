@@ -2,8 +2,7 @@
 //! it does, instead of on their next retry. A Subnet applied together with
 //! its Vpc is created as soon as the Vpc is Ready.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// What an object waits for: a kind in a namespace, and the target's name,
@@ -17,53 +16,94 @@ pub struct Awaited {
 
 type Wake = Box<dyn Fn() + Send + Sync>;
 
+/// How many recent Ready events are remembered to close the race between a
+/// waiter's look at its target and its registration.
+const RECENT: usize = 1024;
+
 #[derive(Default)]
 pub struct Waiters {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
     /// Per target, the waiting objects (by `kind/namespace/name`, so that a
     /// retry replaces rather than adds) and how to wake each.
-    waiting: Mutex<HashMap<Awaited, HashMap<String, Wake>>>,
-    /// Counts Ready events, so that a target that turned Ready while its
-    /// waiter was still looking at it is not missed.
-    epoch: AtomicU64,
+    waiting: HashMap<Awaited, HashMap<String, Wake>>,
+    /// Ready events so far.
+    epoch: u64,
+    /// The last [`RECENT`] Ready events: (epoch, kind, namespace, name).
+    recent: VecDeque<(u64, String, String, String)>,
+}
+
+impl State {
+    /// Did `target` turn Ready after `since`? When that is no longer known
+    /// (too many events since), assume it did: a spare look is harmless.
+    fn ready_since(&self, target: &Awaited, since: u64) -> bool {
+        if self.epoch == since {
+            return false;
+        }
+        match self.recent.front() {
+            Some((first, ..)) if *first <= since + 1 => {}
+            _ => return true,
+        }
+        self.recent.iter().any(|(epoch, kind, ns, name)| {
+            *epoch > since
+                && *kind == target.kind
+                && *ns == target.namespace
+                && target.name.as_ref().is_none_or(|n| n == name)
+        })
+    }
 }
 
 impl Waiters {
     /// Read before resolving references; hand it to [`Self::wait`].
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+        self.state.lock().expect("waiters poisoned").epoch
     }
 
     /// Registers `waiter` (a unique key for the waiting object) to be woken
-    /// by `wake` when `target` becomes Ready. If anything turned Ready since
-    /// `since` (an [`Self::epoch`] read before the target was looked at), it
-    /// may have been this target: `wake` is called at once instead.
+    /// by `wake` when `target` becomes Ready. If the target turned Ready
+    /// since `since` (an [`Self::epoch`] read before it was looked at),
+    /// `wake` is called at once instead.
     pub fn wait(&self, target: Awaited, waiter: String, since: u64, wake: Wake) {
-        let mut waiting = self.waiting.lock().expect("waiters poisoned");
-        if self.epoch.load(Ordering::SeqCst) != since {
-            drop(waiting);
+        let mut state = self.state.lock().expect("waiters poisoned");
+        if state.ready_since(&target, since) {
+            drop(state);
             wake();
             return;
         }
-        waiting.entry(target).or_default().insert(waiter, wake);
+        state
+            .waiting
+            .entry(target)
+            .or_default()
+            .insert(waiter, wake);
     }
 
-    /// `kind` `namespace/name` is Ready: wakes whoever waits for it (or for
-    /// any object of its kind there). Returns how many were woken.
+    /// `kind` `namespace/name` turned Ready: wakes whoever waits for it (or
+    /// for any object of its kind there). Returns how many were woken.
     pub fn ready(&self, kind: &str, namespace: &str, name: &str) -> usize {
         let mut woken = Vec::new();
         {
-            let mut waiting = self.waiting.lock().expect("waiters poisoned");
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-            if waiting.is_empty() {
-                return 0;
+            let mut state = self.state.lock().expect("waiters poisoned");
+            state.epoch += 1;
+            let epoch = state.epoch;
+            if state.recent.len() == RECENT {
+                state.recent.pop_front();
             }
+            state.recent.push_back((
+                epoch,
+                kind.to_string(),
+                namespace.to_string(),
+                name.to_string(),
+            ));
             for name in [Some(name.to_string()), None] {
                 let key = Awaited {
                     kind: kind.to_string(),
                     namespace: namespace.to_string(),
                     name,
                 };
-                if let Some(w) = waiting.remove(&key) {
+                if let Some(w) = state.waiting.remove(&key) {
                     woken.extend(w.into_values());
                 }
             }
@@ -154,5 +194,45 @@ mod tests {
             }),
         );
         assert_eq!(woken.load(Ordering::SeqCst), 1, "not left waiting");
+    }
+
+    #[test]
+    fn another_target_turning_ready_does_not_wake() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = Waiters::default();
+        let since = w.epoch();
+        w.ready("Vpc", "ns", "other");
+        let n = woken.clone();
+        w.wait(
+            target(Some("main")),
+            "Subnet/ns/a".into(),
+            since,
+            Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "still waiting for main");
+        w.ready("Vpc", "ns", "main");
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn too_many_events_since_the_look_wake_conservatively() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = Waiters::default();
+        let since = w.epoch();
+        for i in 0..(RECENT + 1) {
+            w.ready("Vpc", "ns", &format!("v{i}"));
+        }
+        let n = woken.clone();
+        w.wait(
+            target(Some("main")),
+            "Subnet/ns/a".into(),
+            since,
+            Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
     }
 }

@@ -48,10 +48,26 @@ struct Args {
     /// Repetitions of the Git and self-heal timings (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Run only these scenarios (converge includes steady state).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "converge,push,git,memory"
+    )]
+    only: Vec<Scenario>,
     /// The driftless binary (default: target/release/driftless, built first
     /// when this suite runs under `cargo run`).
     #[arg(long)]
     driftless: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Converge,
+    Push,
+    Git,
+    Memory,
 }
 
 /// One measured figure: name, value, unit, goal (if any) and a note.
@@ -143,7 +159,13 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Err(e) = run(args).await {
+    // On Ctrl-C the run is dropped, and with it what it started: the
+    // controller and (if this run started them) LocalStack and the API server.
+    let outcome = tokio::select! {
+        r = run(args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = outcome {
         eprintln!("bench: {e:#}");
         std::process::exit(1);
     }
@@ -181,7 +203,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // 1 + 2. Converge, against the floor; steady state on the last size.
     let mut ratios = Vec::new();
-    for (i, &n) in args.sizes.iter().enumerate() {
+    let wants = |s: Scenario| args.only.contains(&s);
+    let sizes: &[usize] = if wants(Scenario::Converge) {
+        &args.sizes
+    } else {
+        &[]
+    };
+    for (i, &n) in sizes.iter().enumerate() {
         let last = i + 1 == args.sizes.len();
         eprintln!("bench: floor, {n} creates");
         let (floor, made) = floor::run(&ec2, &s3, n, &run_id).await?;
@@ -218,21 +246,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let took = world::delete_all(&client, &ns, Duration::from_secs(1800)).await?;
         report.add(format!("delete_{n}_s"), took.as_secs_f64(), "s", None);
     }
-    // The worst size is the headline.
-    let worst = ratios.iter().copied().fold(0.0, f64::max);
-    report.add("converge_ratio", worst, "", Some(("<=", 1.25)));
+    if !ratios.is_empty() {
+        // The worst size is the headline.
+        let worst = ratios.iter().copied().fold(0.0, f64::max);
+        report.add("converge_ratio", worst, "", Some(("<=", 1.25)));
+    }
 
     // 5. Push mode: apply the mix once, then time `plan` over it.
-    if let Some(&n) = args.sizes.last() {
+    if let (true, Some(&n)) = (wants(Scenario::Push), args.sizes.last()) {
         push_mode(&binary, &env, &work, &run_id, n, &mut report).await?;
     }
 
     // 4. Git: commit to applied, and self-heal.
-    git_loop(&client, &work, &run_id, &args, &mut report).await?;
+    if wants(Scenario::Git) {
+        git_loop(&client, &work, &run_id, &args, &mut report).await?;
+    }
     ctl.stop();
 
     // 3. Memory: a fresh controller, then many objects.
-    memory(&binary, &env, &client, &work, &run_id, &args, &mut report).await?;
+    if wants(Scenario::Memory) {
+        memory(&binary, &env, &client, &work, &run_id, &args, &mut report).await?;
+    }
 
     print_summary(&report);
     if !env.owns_cluster() {

@@ -240,10 +240,7 @@ impl External<Instance> for Ec2 {
         &self,
         t: &Target<'_, Instance>,
     ) -> Result<Observation<InstanceObservation>, CloudError> {
-        let Some(i) = self
-            .find::<sdk::Instance>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
             return Ok(Observation::absent());
         };
         let id = i.id().to_string();
@@ -367,7 +364,7 @@ impl External<Instance> for Ec2 {
                 token = client_token(&[&token, &id]);
                 continue;
             }
-            let _written = self.writing::<sdk::Instance>(&id);
+            let _written = self.created::<sdk::Instance>(t.identity, &id);
             return Ok(Created { external_name: id });
         }
         Err(CloudError::retryable(
@@ -381,10 +378,7 @@ impl External<Instance> for Ec2 {
         t: &Target<'_, Instance>,
         observed: &Observation<InstanceObservation>,
     ) -> Result<(), CloudError> {
-        let Some(i) = self
-            .find::<sdk::Instance>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
             return Ok(());
         };
         let id = i.id();
@@ -421,10 +415,7 @@ impl External<Instance> for Ec2 {
     }
 
     async fn delete(&self, t: &Target<'_, Instance>) -> Result<Deletion, CloudError> {
-        let Some(i) = self
-            .find::<sdk::Instance>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
             return Ok(Deletion::Done);
         };
         let id = i.id();

@@ -193,10 +193,7 @@ impl External<InternetGateway> for Ec2 {
         &self,
         t: &Target<'_, InternetGateway>,
     ) -> Result<Observation<InternetGatewayObservation>, CloudError> {
-        let Some(igw) = self
-            .find::<sdk::InternetGateway>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
             return Ok(Observation::absent());
         };
         let id = igw.id().to_string();
@@ -252,7 +249,7 @@ impl External<InternetGateway> for Ec2 {
                 )
             })?
             .to_string();
-        let _written = self.writing::<sdk::InternetGateway>(&id);
+        let _written = self.created::<sdk::InternetGateway>(t.identity, &id);
         self.attach(&id, None, resolved(t, "vpcId")).await?;
         Ok(Created { external_name: id })
     }
@@ -262,10 +259,7 @@ impl External<InternetGateway> for Ec2 {
         t: &Target<'_, InternetGateway>,
         observed: &Observation<InternetGatewayObservation>,
     ) -> Result<(), CloudError> {
-        let Some(igw) = self
-            .find::<sdk::InternetGateway>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
             return Ok(());
         };
         let id = igw.id();
@@ -291,10 +285,7 @@ impl External<InternetGateway> for Ec2 {
     }
 
     async fn delete(&self, t: &Target<'_, InternetGateway>) -> Result<Deletion, CloudError> {
-        let Some(igw) = self
-            .find::<sdk::InternetGateway>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
             return Ok(Deletion::Done);
         };
         let id = igw.id();

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use driftless_provider::{
-    CloudError, FieldDiff, Identity, Owned, Target, TAG_KIND, TAG_MANAGED_BY, TAG_OWNER,
+    CloudError, FieldDiff, Identity, ManagedKind, Owned, Target, TAG_KIND, TAG_MANAGED_BY,
+    TAG_OWNER,
 };
 
 use crate::errors::{cloud_error, code_of};
@@ -59,30 +60,66 @@ impl Ec2 {
         }
     }
 
-    /// The resource of `identity`: by external name (from the snapshot), else
-    /// (never created, or the recorded one is gone) by its owner tags, read fresh.
-    pub(crate) async fn find<R: Described>(
+    /// The resource of `t`: by external name (from the snapshot), else by
+    /// its owner tags. An object that never asked for a create (no
+    /// create-pending mark, no external name) is looked up in the batched
+    /// listing: whatever carries its owner tags (left by an earlier object of
+    /// that name, or found after a cluster rebuild) predates the listing or
+    /// was created by this process, which remembers its creates. Otherwise a
+    /// create may have happened that nothing recorded: read fresh.
+    pub(crate) async fn find<R: Described, K: ManagedKind>(
         &self,
-        identity: &Identity,
-        external_name: Option<&str>,
+        t: &Target<'_, K>,
     ) -> Result<Option<R>, CloudError> {
-        if let Some(id) = external_name {
+        let identity = t.identity;
+        if let Some(id) = t.external_name {
             if let Some(r) = self.by_id::<R>(id).await? {
                 check_owner(identity, R::WHAT, id, &tag_map(r.tags()))?;
                 return Ok(Some(r));
             }
         }
-        let mut owned: Vec<R> = R::list(&self.client, owner_filters(identity))
-            .await?
-            .into_iter()
-            .filter(|r| !r.gone() && identity.owns(&tag_map(r.tags())))
-            .collect();
+        let mut owned: Vec<R> = if t.external_name.is_none() && !t.create_pending {
+            self.owned_in_snapshot::<R>(identity).await?
+        } else {
+            R::list(&self.client, owner_filters(identity)).await?
+        };
+        owned.retain(|r| !r.gone() && identity.owns(&tag_map(r.tags())));
         owned.sort_by(|a, b| a.id().cmp(b.id()));
         if owned.len() > 1 {
             let ids: Vec<&str> = owned.iter().map(Described::id).collect();
             tracing::warn!(owner = %identity, ?ids, "several {}s carry this owner tag; adopting the first", R::WHAT);
         }
         Ok(owned.into_iter().next())
+    }
+
+    /// Resources carrying `identity`'s owner tags, per the batched listing
+    /// and the creates made since it was taken.
+    async fn owned_in_snapshot<R: Described>(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<R>, CloudError> {
+        let snapshot = R::snapshot(&self.snapshots);
+        self.refresh::<R>().await?;
+        let (listed, created) = snapshot.owned_by(identity);
+        let mut owned = listed;
+        for id in created {
+            if let Some(r) = self.by_id::<R>(&id).await? {
+                owned.retain(|o| o.id() != r.id());
+                owned.push(r);
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn refresh<R: Described>(&self) -> Result<(), CloudError> {
+        R::snapshot(&self.snapshots)
+            .refresh_if_older(self.snapshots.max_age, || {
+                R::list(
+                    &self.client,
+                    vec![filter(&format!("tag:{TAG_MANAGED_BY}"), ["driftless"])],
+                )
+            })
+            .await
     }
 
     /// Every resource of kind `R` carrying driftless tags (push mode's `get`
@@ -111,14 +148,7 @@ impl Ec2 {
     /// A resource by id, from the snapshot when it holds a current entry.
     async fn by_id<R: Described>(&self, id: &str) -> Result<Option<R>, CloudError> {
         let snapshot = R::snapshot(&self.snapshots);
-        snapshot
-            .refresh_if_older(self.snapshots.max_age, || {
-                R::list(
-                    &self.client,
-                    vec![filter(&format!("tag:{TAG_MANAGED_BY}"), ["driftless"])],
-                )
-            })
-            .await?;
+        self.refresh::<R>().await?;
         if let Some(r) = snapshot.current(id) {
             return Ok(Some(r));
         }
@@ -132,6 +162,13 @@ impl Ec2 {
     /// Marks `id` as written now and again when the guard drops (after the
     /// writes, whatever their outcome): a listing that began while they were
     /// in flight cannot hide them, and the next observation re-reads `id`.
+    /// Like [`Self::writing`], for the id a create just returned: the
+    /// owner lookup of [`Self::find`] finds it before the next listing does.
+    pub(crate) fn created<R: Described>(&self, identity: &Identity, id: &str) -> Writing<'_, R> {
+        R::snapshot(&self.snapshots).created(identity, id);
+        self.writing::<R>(id)
+    }
+
     pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<'_, R> {
         R::snapshot(&self.snapshots).written(id);
         Writing {
@@ -329,6 +366,8 @@ struct SnapshotState<T> {
     items: HashMap<String, T>,
     /// Ids written after `taken`, with when.
     written: HashMap<String, Instant>,
+    /// Ids created after `taken`, by owner, with when.
+    created: HashMap<String, (String, Instant)>,
 }
 
 impl<T> Default for Snapshot<T> {
@@ -339,6 +378,7 @@ impl<T> Default for Snapshot<T> {
                 taken: None,
                 items: HashMap::new(),
                 written: HashMap::new(),
+                created: HashMap::new(),
             }),
         }
     }
@@ -368,7 +408,33 @@ impl<T: Described> Snapshot<T> {
         state.items = items.into_iter().map(|r| (r.id().to_string(), r)).collect();
         state.taken = Some(started);
         state.written.retain(|_, at| *at >= started);
+        state.created.retain(|_, (_, at)| *at >= started);
         Ok(())
+    }
+
+    /// The listed resources that carry `identity`'s owner tags, and the ids
+    /// created for it since the listing.
+    fn owned_by(&self, identity: &Identity) -> (Vec<T>, Vec<String>) {
+        let state = self.state.lock().expect("snapshot poisoned");
+        let listed = state
+            .items
+            .values()
+            .filter(|r| identity.owns(&tag_map(r.tags())))
+            .cloned()
+            .collect();
+        let created = state
+            .created
+            .get(&identity.owner())
+            .map(|(id, _)| vec![id.clone()])
+            .unwrap_or_default();
+        (listed, created)
+    }
+
+    fn created(&self, identity: &Identity, id: &str) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state
+            .created
+            .insert(identity.owner(), (id.to_string(), Instant::now()));
     }
 
     /// The entry for `id`, unless absent or written since the listing (then

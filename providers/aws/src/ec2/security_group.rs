@@ -445,10 +445,7 @@ impl External<SecurityGroup> for Ec2 {
         &self,
         t: &Target<'_, SecurityGroup>,
     ) -> Result<Observation<SecurityGroupObservation>, CloudError> {
-        let Some(sg) = self
-            .find::<sdk::SecurityGroup>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
             return Ok(Observation::absent());
         };
         let id = sg.id().to_string();
@@ -531,7 +528,7 @@ impl External<SecurityGroup> for Ec2 {
                 )
             })?
             .to_string();
-        let _written = self.writing::<sdk::SecurityGroup>(&id);
+        let _written = self.created::<sdk::SecurityGroup>(t.identity, &id);
         self.sync_rules(
             &id,
             Direction::Ingress,
@@ -560,10 +557,7 @@ impl External<SecurityGroup> for Ec2 {
         t: &Target<'_, SecurityGroup>,
         observed_diff: &Observation<SecurityGroupObservation>,
     ) -> Result<(), CloudError> {
-        let Some(sg) = self
-            .find::<sdk::SecurityGroup>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
             return Ok(());
         };
         let id = sg.id();
@@ -596,10 +590,7 @@ impl External<SecurityGroup> for Ec2 {
     }
 
     async fn delete(&self, t: &Target<'_, SecurityGroup>) -> Result<Deletion, CloudError> {
-        let Some(sg) = self
-            .find::<sdk::SecurityGroup>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
             return Ok(Deletion::Done);
         };
         let id = sg.id();

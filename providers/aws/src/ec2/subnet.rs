@@ -171,10 +171,7 @@ impl External<Subnet> for Ec2 {
         &self,
         t: &Target<'_, Subnet>,
     ) -> Result<Observation<SubnetObservation>, CloudError> {
-        let Some(subnet) = self
-            .find::<sdk::Subnet>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(subnet) = self.find::<sdk::Subnet, _>(t).await? else {
             return Ok(Observation::absent());
         };
         let id = subnet.id().to_string();
@@ -254,7 +251,7 @@ impl External<Subnet> for Ec2 {
                 CloudError::retryable("InvalidResponse", "CreateSubnet returned no subnet id")
             })?
             .to_string();
-        let _written = self.writing::<sdk::Subnet>(&id);
+        let _written = self.created::<sdk::Subnet>(t.identity, &id);
         if let Some(v) = t.spec.map_public_ip_on_launch {
             set_map_public_ip(self, &id, v).await?;
         }
@@ -266,10 +263,7 @@ impl External<Subnet> for Ec2 {
         t: &Target<'_, Subnet>,
         observed: &Observation<SubnetObservation>,
     ) -> Result<(), CloudError> {
-        let Some(subnet) = self
-            .find::<sdk::Subnet>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(subnet) = self.find::<sdk::Subnet, _>(t).await? else {
             return Ok(());
         };
         let id = subnet.id();
@@ -296,10 +290,7 @@ impl External<Subnet> for Ec2 {
     }
 
     async fn delete(&self, t: &Target<'_, Subnet>) -> Result<Deletion, CloudError> {
-        let Some(subnet) = self
-            .find::<sdk::Subnet>(t.identity, t.external_name)
-            .await?
-        else {
+        let Some(subnet) = self.find::<sdk::Subnet, _>(t).await? else {
             return Ok(Deletion::Done);
         };
         let id = subnet.id();

@@ -232,7 +232,7 @@ impl External<Vpc> for Ec2 {
         &self,
         t: &Target<'_, Vpc>,
     ) -> Result<Observation<VpcObservation>, CloudError> {
-        let Some(vpc) = self.find::<sdk::Vpc>(t.identity, t.external_name).await? else {
+        let Some(vpc) = self.find::<sdk::Vpc, _>(t).await? else {
             return Ok(Observation::absent());
         };
         let id = vpc.id().to_string();
@@ -302,7 +302,7 @@ impl External<Vpc> for Ec2 {
                 CloudError::retryable("InvalidResponse", "CreateVpc returned no VPC id")
             })?
             .to_string();
-        let _written = self.writing::<sdk::Vpc>(&id);
+        let _written = self.created::<sdk::Vpc>(t.identity, &id);
         set_dns(self, &id, t.spec, &[]).await?;
         Ok(Created { external_name: id })
     }
@@ -312,7 +312,7 @@ impl External<Vpc> for Ec2 {
         t: &Target<'_, Vpc>,
         observed: &Observation<VpcObservation>,
     ) -> Result<(), CloudError> {
-        let Some(vpc) = self.find::<sdk::Vpc>(t.identity, t.external_name).await? else {
+        let Some(vpc) = self.find::<sdk::Vpc, _>(t).await? else {
             return Ok(()); // gone since observe: the next observe creates it
         };
         let id = vpc.id();
@@ -338,7 +338,7 @@ impl External<Vpc> for Ec2 {
     }
 
     async fn delete(&self, t: &Target<'_, Vpc>) -> Result<Deletion, CloudError> {
-        let Some(vpc) = self.find::<sdk::Vpc>(t.identity, t.external_name).await? else {
+        let Some(vpc) = self.find::<sdk::Vpc, _>(t).await? else {
             return Ok(Deletion::Done);
         };
         let id = vpc.id();
