@@ -1,6 +1,6 @@
 //! driftless' benchmark suite. One command:
 //!
-//!     cargo run --release -p driftless-bench
+//!     bench/run
 //!
 //! runs every scenario against LocalStack and the local Kubernetes API
 //! server (started here unless AWS_ENDPOINT_URL / KUBECONFIG point at
@@ -56,8 +56,8 @@ struct Args {
         default_value = "converge,push,git,memory"
     )]
     only: Vec<Scenario>,
-    /// The driftless binary (default: target/release/driftless, built first
-    /// when this suite runs under `cargo run`).
+    /// The driftless binary (default: `driftless` next to this binary, as
+    /// `bench/run` builds it).
     #[arg(long)]
     driftless: Option<PathBuf>,
 }
@@ -596,33 +596,21 @@ fn print_summary(report: &Report) {
     );
 }
 
-/// The driftless binary to measure. Under `cargo run`, it is (re)built in
-/// the same profile first, so the suite never measures a stale binary.
+/// The driftless binary to measure: `--driftless`, else the one next to
+/// this suite's own binary (what `bench/run` builds, in one cargo
+/// invocation with the suite).
 fn driftless_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path);
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("no directory for the bench binary")?;
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let release = dir.ends_with("release");
-        eprintln!(
-            "bench: building driftless{}",
-            if release { " (release)" } else { "" }
-        );
-        let mut c = Command::new(cargo);
-        c.args(["build", "-p", "driftless", "--bin", "driftless"]);
-        if release {
-            c.arg("--release");
-        }
-        if !c.status()?.success() {
-            bail!("building driftless failed");
-        }
-    }
-    let path = dir.join("driftless");
+    let path = exe
+        .parent()
+        .context("no directory for the bench binary")?
+        .join("driftless");
     if !path.exists() {
         bail!(
-            "{} is missing: build it (cargo build --release) or pass --driftless",
+            "{} is missing: run the suite with bench/run (it builds both), or pass --driftless",
             path.display()
         );
     }
