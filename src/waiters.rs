@@ -121,6 +121,18 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    /// A wake that counts its calls into the returned counter.
+    fn counting() -> (Arc<AtomicUsize>, Wake) {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let n = woken.clone();
+        (
+            woken,
+            Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+    }
+
     fn target(name: Option<&str>) -> Awaited {
         Awaited {
             kind: "Vpc".into(),
@@ -162,55 +174,31 @@ mod tests {
 
     #[test]
     fn a_selector_with_no_match_waits_for_any_object_of_the_kind() {
-        let woken = Arc::new(AtomicUsize::new(0));
         let w = Waiters::default();
-        let n = woken.clone();
-        w.wait(
-            target(None),
-            "SecurityGroup/ns/web".into(),
-            w.epoch(),
-            Box::new(move || {
-                n.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
+        let (woken, wake) = counting();
+        w.wait(target(None), "SecurityGroup/ns/web".into(), w.epoch(), wake);
         assert_eq!(w.ready("Vpc", "ns", "anything"), 1);
         assert_eq!(woken.load(Ordering::SeqCst), 1);
     }
 
     #[test]
     fn a_target_ready_while_its_waiter_looked_wakes_at_once() {
-        let woken = Arc::new(AtomicUsize::new(0));
         let w = Waiters::default();
         let since = w.epoch();
         // The Vpc turns Ready between the Subnet's look and its wait.
         assert_eq!(w.ready("Vpc", "ns", "main"), 0);
-        let n = woken.clone();
-        w.wait(
-            target(Some("main")),
-            "Subnet/ns/a".into(),
-            since,
-            Box::new(move || {
-                n.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
+        let (woken, wake) = counting();
+        w.wait(target(Some("main")), "Subnet/ns/a".into(), since, wake);
         assert_eq!(woken.load(Ordering::SeqCst), 1, "not left waiting");
     }
 
     #[test]
     fn another_target_turning_ready_does_not_wake() {
-        let woken = Arc::new(AtomicUsize::new(0));
         let w = Waiters::default();
         let since = w.epoch();
         w.ready("Vpc", "ns", "other");
-        let n = woken.clone();
-        w.wait(
-            target(Some("main")),
-            "Subnet/ns/a".into(),
-            since,
-            Box::new(move || {
-                n.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
+        let (woken, wake) = counting();
+        w.wait(target(Some("main")), "Subnet/ns/a".into(), since, wake);
         assert_eq!(woken.load(Ordering::SeqCst), 0, "still waiting for main");
         w.ready("Vpc", "ns", "main");
         assert_eq!(woken.load(Ordering::SeqCst), 1);
@@ -218,21 +206,13 @@ mod tests {
 
     #[test]
     fn too_many_events_since_the_look_wake_conservatively() {
-        let woken = Arc::new(AtomicUsize::new(0));
         let w = Waiters::default();
         let since = w.epoch();
         for i in 0..(RECENT + 1) {
             w.ready("Vpc", "ns", &format!("v{i}"));
         }
-        let n = woken.clone();
-        w.wait(
-            target(Some("main")),
-            "Subnet/ns/a".into(),
-            since,
-            Box::new(move || {
-                n.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
+        let (woken, wake) = counting();
+        w.wait(target(Some("main")), "Subnet/ns/a".into(), since, wake);
         assert_eq!(woken.load(Ordering::SeqCst), 1);
     }
 }

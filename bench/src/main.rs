@@ -70,7 +70,7 @@ enum Scenario {
     Memory,
 }
 
-/// One measured figure: name, value, unit, goal (if any) and a note.
+/// One measured figure: name, value, unit and goal (if any).
 struct Figure {
     name: String,
     value: f64,
@@ -188,7 +188,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("bench: run {run_id}; logs and files in {}", work.display());
     world::install(&client, &env.aws_endpoint, &env.region).await?;
     let mut report = Report::default();
-    machine(&mut report);
+    print_machine();
 
     // Idle: a fresh controller with nothing to manage.
     let poll = Duration::from_secs(args.poll);
@@ -275,7 +275,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn machine(report: &mut Report) {
+fn print_machine() {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -297,7 +297,6 @@ fn machine(report: &mut Report) {
         "machine: {cpus} CPUs ({model}), {} GiB memory",
         mem / 1024 / 1024
     );
-    let _ = report;
 }
 
 /// Cloud calls per managed resource per poll, with nothing drifting.
