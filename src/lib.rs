@@ -1,26 +1,28 @@
-//! The driftless runtime: the CLI's commands, the controller manager and the
-//! generic managed-resource reconciler. No kind-specific code lives here:
-//! kinds come from the provider crates through [`driftless_provider::KindVisitor`].
+//! The driftless runtime. Each folder is one engine; none imports another in
+//! a loop (arrows point down this list):
+//!
+//! - [`cli`]: the commands, and the `controller` process that composes the engines;
+//! - [`push`]: `plan` / `apply` / `get` straight against the cloud, no cluster;
+//! - [`gitsync`]: the GitSync kind and its pipeline (source, render, apply, prune, health);
+//! - [`managed`]: the generic managed-resource controller and reconciler;
+//! - [`manifests`]: one `Manifest` type, one directory walker, offline validation;
+//! - [`registry`]: the one list of provider kinds every caller visits;
+//! - [`ops`]: settings, metrics, notifications, leader election, HTTP, shutdown;
+//! - [`conditions`]: condition bookkeeping shared by every kind.
+//!
+//! No kind-specific code lives here: kinds come from the provider crates
+//! through [`registry`].
 
-pub mod commands;
+pub mod cli;
 pub mod conditions;
-pub mod controller;
-pub mod crds;
 pub mod gitsync;
-pub mod http;
-pub mod leader;
-pub mod manager;
+pub mod managed;
 pub mod manifests;
-pub mod metrics;
-pub mod notify;
+pub mod ops;
 pub mod push;
-pub mod reconciler;
-pub mod resolve;
-pub mod settings;
-pub mod validate;
-pub mod waiters;
+pub mod registry;
 
-pub use settings::Settings;
+pub use ops::settings::Settings;
 
 /// The field manager of every write driftless makes.
 pub const FIELD_MANAGER: &str = "driftless";

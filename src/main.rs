@@ -3,12 +3,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use driftless::controller::Shared;
-use driftless::leader::LeaseConfig;
-use driftless::manager::ManagerConfig;
-use driftless::notify::Notifier;
+use driftless::cli::controller::ManagerConfig;
+use driftless::cli::{commands, crds};
+use driftless::ops::leader::LeaseConfig;
+use driftless::ops::notify::Notifier;
+use driftless::ops::settings::parse_duration;
+use driftless::ops::Shared;
 use driftless::push::Options;
-use driftless::{commands, crds, settings::parse_duration, Settings};
+use driftless::Settings;
 use driftless_provider::CallCounter;
 
 /// driftless: GitOps for infrastructure and apps in one loop.
@@ -206,7 +208,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 concurrency,
                 terminal_backoff,
                 namespace,
-                git_cache: git_cache.unwrap_or_else(driftless::settings::default_git_cache),
+                git_cache: git_cache.unwrap_or_else(driftless::ops::settings::default_git_cache),
                 health_check_workloads,
                 ..Settings::default()
             };
@@ -235,7 +237,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 http_addr: ops.http_addr,
                 lease,
             };
-            Ok(driftless::manager::run(client, settings, shared, config).await)
+            Ok(driftless::cli::controller::run(client, settings, shared, config).await)
         }
         Command::Validate { paths } => Ok(commands::validate(&paths)),
         Command::Plan { push, prune } => {

@@ -198,7 +198,7 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) -> anyhow::Result
 pub async fn install(client: &kube::Client, endpoint: &str, region: &str) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in driftless::crds::all() {
+    for crd in driftless::cli::crds::all() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         crds.patch(
             &name,

@@ -1,21 +1,21 @@
 //! Applying a revision: map each manifest to its API resource (discovery),
 //! server-side dry-run, server-side apply in stages, and prune.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::Scope;
 use kube::runtime::{conditions, wait::await_condition};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
-use super::load::{Manifest, ManifestError, Origin};
-use super::{InventoryEntry, LABEL_NAME, LABEL_NAMESPACE, PRUNE};
+use super::render::{Manifest, ManifestError, Origin};
+use super::{InventoryEntry, LABEL_NAME, LABEL_NAMESPACE};
 use crate::FIELD_MANAGER;
 
 /// API calls in flight at once while applying one revision.
@@ -39,7 +39,7 @@ pub fn stage_of(api_version: &str, kind: &str) -> Stage {
         ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             Stage::Foundation
         }
-        (_, "ProviderConfig") => Stage::ProviderConfigs,
+        _ if crate::registry::is_provider_config(api_version, kind) => Stage::ProviderConfigs,
         _ => Stage::Rest,
     }
 }
@@ -52,7 +52,7 @@ pub struct Owner {
 }
 
 impl Owner {
-    fn owns(&self, obj: &DynamicObject) -> bool {
+    pub(super) fn owns(&self, obj: &DynamicObject) -> bool {
         let labels = obj.labels();
         labels.get(LABEL_NAME) == Some(&self.name)
             && labels.get(LABEL_NAMESPACE) == Some(&self.namespace)
@@ -130,7 +130,7 @@ impl Planned {
     }
 }
 
-fn api_for(
+pub(super) fn api_for(
     client: &kube::Client,
     resource: &ApiResource,
     namespaced: bool,
@@ -150,6 +150,10 @@ pub enum ApplyError {
     /// worth retrying before the revision or the cluster changes.
     #[error("{0}")]
     Manifest(#[from] ManifestError),
+    /// The API server refused an object (schema, CEL rule, admission): the
+    /// revision is at fault too, and the message names the object.
+    #[error("{0}")]
+    Refused(ManifestError),
     /// The API server could not be reached or failed: retry.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -256,14 +260,15 @@ fn prepare(
 
 fn rejected(p: &Planned, e: kube::Error, verb: &str) -> ApplyError {
     match e {
-        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429 => ManifestError::new(
-            &p.origin,
-            format!(
-                "{} was refused by the API server ({verb}): {}",
-                p.entry, s.message
-            ),
-        )
-        .into(),
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429 => {
+            ApplyError::Refused(ManifestError::new(
+                &p.origin,
+                format!(
+                    "{} was refused by the API server ({verb}): {}",
+                    p.entry, s.message
+                ),
+            ))
+        }
         e => ApplyError::Kube(e),
     }
 }
@@ -279,17 +284,17 @@ pub async fn dry_run(client: &kube::Client, planned: &[Planned]) -> Result<(), A
     for r in results {
         match r {
             Ok(_) => {}
-            Err(ApplyError::Manifest(m)) => refused.push(m),
+            Err(ApplyError::Refused(m) | ApplyError::Manifest(m)) => refused.push(m),
             Err(e) => return Err(e),
         }
     }
     match refused.len() {
         0 => Ok(()),
-        1 => Err(refused.remove(0).into()),
+        1 => Err(ApplyError::Refused(refused.remove(0))),
         n => {
             let first = refused.remove(0);
             let others: Vec<String> = refused.iter().map(ToString::to_string).collect();
-            Err(ManifestError::new(
+            Err(ApplyError::Refused(ManifestError::new(
                 &first.origin,
                 format!(
                     "{}; and {} more: {}",
@@ -297,8 +302,7 @@ pub async fn dry_run(client: &kube::Client, planned: &[Planned]) -> Result<(), A
                     n - 1,
                     others.join("; ")
                 ),
-            )
-            .into())
+            )))
         }
     }
 }
@@ -431,80 +435,6 @@ pub async fn wait_established(
     Ok(())
 }
 
-/// What pruning did with the stale entries.
-#[derive(Debug, Default)]
-pub struct Pruned {
-    /// Deleted now (or already gone).
-    pub deleted: Vec<InventoryEntry>,
-    /// Still there: being finalized, or waiting for an earlier stage.
-    pub pending: Vec<InventoryEntry>,
-    /// Kept: opted out with `driftless.dev/prune: disabled`, or no longer
-    /// labelled as this GitSync's.
-    pub kept: Vec<(InventoryEntry, &'static str)>,
-}
-
-/// Deletes `stale` entries in reverse stage order. A later stage (e.g. the
-/// ProviderConfig a Bucket's deletion needs) waits until every object of the
-/// earlier one is gone.
-pub async fn prune(
-    client: &kube::Client,
-    kinds: &Kinds,
-    stale: &[InventoryEntry],
-    owner: &Owner,
-) -> Result<Pruned, kube::Error> {
-    let mut by_stage: BTreeMap<std::cmp::Reverse<Stage>, Vec<&InventoryEntry>> = BTreeMap::new();
-    for e in stale {
-        by_stage
-            .entry(std::cmp::Reverse(stage_of(&e.api_version, &e.kind)))
-            .or_default()
-            .push(e);
-    }
-    let mut out = Pruned::default();
-    for entries in by_stage.values() {
-        if !out.pending.is_empty() {
-            out.pending.extend(entries.iter().map(|e| (*e).clone()));
-            continue;
-        }
-        for e in entries {
-            let Some((resource, namespaced)) =
-                kinds.resolve(client, &e.api_version, &e.kind).await?
-            else {
-                // The kind is gone, and its objects with it.
-                out.deleted.push((*e).clone());
-                continue;
-            };
-            let api = api_for(client, &resource, namespaced, &e.namespace);
-            let Some(live) = api.get_opt(&e.name).await? else {
-                out.deleted.push((*e).clone());
-                continue;
-            };
-            if !owner.owns(&live) {
-                out.kept
-                    .push(((*e).clone(), "it is no longer labelled as this GitSync's"));
-                continue;
-            }
-            if live.annotations().get(PRUNE).map(String::as_str) == Some("disabled") {
-                out.kept.push((
-                    (*e).clone(),
-                    "it is annotated driftless.dev/prune: disabled",
-                ));
-                continue;
-            }
-            if live.metadata.deletion_timestamp.is_some() {
-                out.pending.push((*e).clone());
-                continue;
-            }
-            match api.delete(&e.name, &DeleteParams::background()).await {
-                Ok(either) if either.is_left() => out.pending.push((*e).clone()),
-                Ok(_) => out.deleted.push((*e).clone()),
-                Err(kube::Error::Api(s)) if s.code == 404 => out.deleted.push((*e).clone()),
-                Err(err) => return Err(err),
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +481,11 @@ mod tests {
         assert_eq!(
             stage_of("driftless.dev/v1alpha1", "ProviderConfig"),
             Stage::ProviderConfigs
+        );
+        assert_eq!(
+            stage_of("example.com/v1", "ProviderConfig"),
+            Stage::Rest,
+            "another group's ProviderConfig is not ours"
         );
         assert_eq!(stage_of("apps/v1", "Deployment"), Stage::Rest);
         assert!(Stage::Foundation < Stage::ProviderConfigs && Stage::ProviderConfigs < Stage::Rest);

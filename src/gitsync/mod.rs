@@ -1,18 +1,25 @@
 //! GitSync (driftless.dev/v1alpha1, namespaced): applies a path of a Git
 //! repository to the cluster, apps and infrastructure alike, and keeps it so.
 //!
-//! - `fetch`: git2 into a bare cache; a cheap ref listing before any fetch.
-//! - `load`: every YAML file of a revision, with file:line for each object.
+//! The pipeline, one module a step (see [`controller`] for the order):
+//! - `source`: git2 into a bare cache; a cheap ref listing before any fetch;
+//! - `render`: a revision's path to objects, behind the [`render::Renderer`]
+//!   seam (plain YAML today), each object with its file:line;
 //! - `apply`: discovery, server-side dry-run of everything, then server-side
-//!   apply in order (Namespaces and CRDs, ProviderConfigs, the rest), prune.
-//! - `health`: when is an applied object ready.
-//! - `controller`: the reconcile loop, status, events, self-heal watches.
+//!   apply in stages (Namespaces and CRDs, ProviderConfigs, the rest);
+//! - `prune`: what the inventory has and the revision no longer does;
+//! - `health`: when an applied object is ready;
+//! - `controller`: the named steps, the one status write, events, self-heal watches;
+//! - `webhook`: a signed push asks for a sync now.
 
 pub mod apply;
 pub mod controller;
-pub mod fetch;
 pub mod health;
-pub mod load;
+mod pass;
+pub mod prune;
+pub mod render;
+pub mod source;
+pub mod webhook;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;

@@ -4,23 +4,23 @@
 fn crds_directory_is_up_to_date() {
     let dir = crate::support::repo_root().join("crds");
     let mut expected = std::collections::BTreeSet::new();
-    for crd in driftless::crds::all() {
-        let name = driftless::crds::file_name(&crd);
+    for crd in driftless::cli::crds::all() {
+        let name = driftless::cli::crds::file_name(&crd);
         let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
         assert!(
-            on_disk == driftless::crds::to_yaml(&crd),
+            on_disk == driftless::cli::crds::to_yaml(&crd),
             "crds/{name} is stale or missing: run `cargo run -- crds --out crds`"
         );
         expected.insert(name);
     }
-    let all = driftless::crds::all();
+    let all = driftless::cli::crds::all();
     let on_disk =
-        std::fs::read_to_string(dir.join(driftless::crds::KUSTOMIZATION)).unwrap_or_default();
+        std::fs::read_to_string(dir.join(driftless::cli::crds::KUSTOMIZATION)).unwrap_or_default();
     assert!(
-        on_disk == driftless::crds::kustomization(&all),
+        on_disk == driftless::cli::crds::kustomization(&all),
         "crds/kustomization.yaml is stale or missing: run `cargo run -- crds --out crds`"
     );
-    expected.insert(driftless::crds::KUSTOMIZATION.to_string());
+    expected.insert(driftless::cli::crds::KUSTOMIZATION.to_string());
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         assert!(

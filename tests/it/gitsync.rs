@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use driftless::gitsync::fetch::{self, Revision};
+use driftless::gitsync::source::{self as fetch, Revision};
 use driftless::gitsync::{GitRef, GitSync, REQUESTED_AT};
 use driftless_aws::Bucket;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -1144,12 +1144,16 @@ async fn a_signed_webhook_triggers_a_sync() {
     )
     .await
     .unwrap();
-    let state = std::sync::Arc::new(driftless::http::HttpState {
+    let state = std::sync::Arc::new(driftless::ops::http::HttpState {
         client: scope.client.clone(),
-        metrics: std::sync::Arc::new(driftless::metrics::Metrics::new(scope.calls.clone())),
+        metrics: std::sync::Arc::new(driftless::ops::metrics::Metrics::new(scope.calls.clone())),
         ready: true.into(),
     });
-    let addr = driftless::http::serve("127.0.0.1:0".parse().unwrap(), state)
+    let addr = driftless::ops::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        state,
+        driftless::gitsync::webhook::routes(),
+    )
         .await
         .unwrap();
     scope.start_controller(POLL);

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use driftless::controller::Shared;
-use driftless::http::HttpState;
-use driftless::notify::Notifier;
+use driftless::ops::Shared;
+use driftless::ops::http::HttpState;
+use driftless::ops::notify::Notifier;
 use driftless_provider::CallCounter;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
@@ -256,9 +256,9 @@ spec:
     );
     assert!(ok, "{out}{err}");
     // Leader election, as the controller process does it.
-    let elector = driftless::leader::Elector::new(
+    let elector = driftless::ops::leader::Elector::new(
         client.clone(),
-        driftless::leader::LeaseConfig {
+        driftless::ops::leader::LeaseConfig {
             namespace: ns.clone(),
             name: "driftless-controller".into(),
             identity: "rbac-test".into(),
@@ -392,7 +392,11 @@ async fn metrics_health_and_notifications() {
         metrics: shared.metrics.clone(),
         ready: true.into(),
     });
-    let addr = driftless::http::serve("127.0.0.1:0".parse().unwrap(), state)
+    let addr = driftless::ops::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        state,
+        driftless::gitsync::webhook::routes(),
+    )
         .await
         .unwrap();
     scope.start_controller(Duration::from_secs(2));
@@ -509,7 +513,7 @@ spec:
         );
     }
     // Webhook bodies are bounded (signatures: tests/it/gitsync.rs).
-    let big = vec![b'x'; driftless::http::MAX_BODY + 1];
+    let big = vec![b'x'; driftless::ops::http::MAX_BODY + 1];
     let (status, _) = http_request(addr, "POST", &format!("/hooks/{ns}/nope"), &[], &big);
     assert_eq!(status, 413, "bodies are bounded");
 

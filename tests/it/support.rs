@@ -188,7 +188,7 @@ where
 /// Installs every driftless CRD and waits until each is established.
 pub async fn install_crds(client: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in driftless::crds::all() {
+    for crd in driftless::cli::crds::all() {
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(
             &name,
@@ -215,7 +215,7 @@ pub struct Scope {
     pub provider_config: String,
     pub calls: Arc<CallCounter>,
     /// Metrics and notifier of the controller (default: metrics, no notifications).
-    pub shared: Option<driftless::controller::Shared>,
+    pub shared: Option<driftless::ops::Shared>,
     controller: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -306,8 +306,8 @@ impl Scope {
         let shared = self
             .shared
             .clone()
-            .unwrap_or_else(|| driftless::controller::Shared::new(self.calls.clone()));
-        self.controller = Some(tokio::spawn(driftless::controller::run(
+            .unwrap_or_else(|| driftless::ops::Shared::new(self.calls.clone()));
+        self.controller = Some(tokio::spawn(driftless::cli::controller::run_engines(
             client, settings, shared,
         )));
     }

@@ -1,12 +1,11 @@
-//! `driftless controller`: one kube-runtime controller per managed kind, all
-//! driven by the generic reconciler.
+//! One kube-runtime controller per managed kind, all driven by the generic
+//! reconciler.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use driftless_aws::Aws;
-use driftless_provider::{CallCounter, Connector, KindVisitor, ManagedKind, CREATE_PENDING};
+use driftless_provider::{Connector, KindVisitor, ManagedKind, CREATE_PENDING};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::Config as ControllerConfig;
@@ -15,11 +14,11 @@ use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::reconciler::{error_policy, reconcile, Context};
+use super::waiters::Waiters;
 use crate::conditions;
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
-use crate::reconciler::{error_policy, reconcile, Context};
-use crate::waiters::Waiters;
+use crate::ops::{shutdown_signal, Shared};
+use crate::registry::Providers;
 use crate::Settings;
 
 /// What triggers a reconcile: a spec change (generation), an annotation
@@ -39,32 +38,12 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
-/// What every controller shares: the cloud-call counter, the metrics, the
-/// notifier, and the objects waiting for a reference to become Ready.
-#[derive(Clone)]
-pub struct Shared {
-    pub calls: Arc<CallCounter>,
-    pub metrics: Arc<Metrics>,
-    pub notifier: Arc<Notifier>,
-    pub waiters: Arc<Waiters>,
-}
-
-impl Shared {
-    /// Counting into `calls`, with metrics and no notifications.
-    pub fn new(calls: Arc<CallCounter>) -> Self {
-        Self {
-            metrics: Arc::new(Metrics::new(calls.clone())),
-            notifier: Arc::new(Notifier::disabled()),
-            waiters: Arc::default(),
-            calls,
-        }
-    }
-}
-
 struct StartControllers {
     client: kube::Client,
     settings: Settings,
     shared: Shared,
+    /// Objects waiting for a reference target to turn Ready, every kind's.
+    waiters: Arc<Waiters>,
     reporter: Reporter,
     running: Vec<BoxFuture<'static, ()>>,
 }
@@ -84,6 +63,7 @@ impl KindVisitor for StartControllers {
             recorder,
             self.settings.clone(),
             self.shared.clone(),
+            self.waiters.clone(),
             wake,
         ));
         let (reader, writer) = reflector::store::<K>();
@@ -132,51 +112,24 @@ impl KindVisitor for StartControllers {
     }
 }
 
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("can listen for SIGTERM");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    info!("shutting down: finishing reconciles in flight");
-}
-
-/// Runs every kind's controller until SIGTERM / Ctrl-C.
+/// Runs every managed kind's controller until SIGTERM / Ctrl-C.
 pub async fn run(client: kube::Client, settings: Settings, shared: Shared) {
     // Batched observations live one poll: reconciles are spread over the
     // poll (jitter), so a shorter life would refresh several times per poll.
     // About one describe call per kind per poll, however many resources.
-    let aws =
-        Arc::new(Aws::new(shared.calls.clone()).with_observation_max_age(settings.poll_interval));
+    let providers = Providers::polling(shared.calls.clone(), settings.poll_interval);
     let mut start = StartControllers {
         client,
         settings,
         shared,
+        waiters: Arc::default(),
         reporter: Reporter {
             controller: "driftless".into(),
             instance: std::env::var("POD_NAME").ok(),
         },
         running: Vec::new(),
     };
-    driftless_aws::visit_kinds(&aws, &mut start);
-    let gitsync = crate::gitsync::run(
-        start.client.clone(),
-        start.settings.clone(),
-        start.shared.clone(),
-    );
-    start.running.push(gitsync.boxed());
+    providers.visit(&mut start);
     futures::future::join_all(start.running).await;
-    warn!("all controllers stopped");
-}
-
-/// The name of an object for logs: `namespace/name`.
-pub fn display_name<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    warn!("managed-resource controllers stopped");
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::manifests::{self, Manifest};
+use super::crds;
+use crate::manifests::{self, validate, Manifest};
 use crate::push::{Options, Progress, Stack, Step};
-use crate::{crds, validate};
 
 /// Loads and validates the manifests under `paths`, printing every problem.
 /// `None` when there was any.

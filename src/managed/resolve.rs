@@ -8,7 +8,7 @@ use driftless_provider::{RefSource, Reference, EXTERNAL_NAME};
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, ResourceExt};
 
-use crate::waiters::Awaited;
+use super::waiters::Awaited;
 
 /// The outcome of resolving every reference of an object.
 #[derive(Debug, PartialEq, Eq)]

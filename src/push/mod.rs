@@ -17,6 +17,7 @@ use futures::StreamExt;
 use kube::ResourceExt;
 
 use crate::manifests::{namespace_or_default, reference_targets, Manifest};
+use crate::registry::Providers;
 
 /// How push mode runs.
 #[derive(Clone, Debug)]
@@ -394,10 +395,7 @@ impl Stack {
             errors: Vec::new(),
         };
         let calls = Arc::new(CallCounter::default());
-        driftless_aws::visit_kinds(
-            &Arc::new(driftless_aws::Aws::new(calls.clone())),
-            &mut collect,
-        );
+        Providers::new(calls.clone()).visit(&mut collect);
         let Collect {
             units,
             listers,

@@ -12,7 +12,7 @@ use kube::core::cel::{compile_schema, CompiledSchema, Validator};
 use regex::Regex;
 use serde_json::Value;
 
-use crate::manifests::{namespace_or_default, reference_targets, Manifest, ManifestError};
+use super::{namespace_or_default, reference_targets, Manifest, ManifestError};
 
 /// The schema of one kind, by `apiVersion` and `kind`.
 struct KindSchema {
@@ -82,7 +82,7 @@ pub fn validate(manifests: &[Manifest], crds: &[CustomResourceDefinition]) -> Ve
         manifests,
         errors: Vec::new(),
     };
-    driftless_aws::visit_kinds(&Arc::new(driftless_aws::Aws::default()), &mut refs);
+    crate::registry::Providers::offline().visit(&mut refs);
     errors.extend(refs.errors);
     errors.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     errors

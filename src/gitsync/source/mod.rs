@@ -31,6 +31,21 @@ pub struct Revision {
     pub sha: String,
 }
 
+impl Revision {
+    /// The revision a status field records (the inverse of `Display`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (name, sha) = match s.rsplit_once("@sha1:") {
+            Some((name, sha)) => (name, sha),
+            None => ("", s.strip_prefix("sha1:")?),
+        };
+        let hex = sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        hex.then(|| Self {
+            name: name.to_string(),
+            sha: sha.to_string(),
+        })
+    }
+}
+
 impl fmt::Display for Revision {
     /// `main@sha1:<sha>`, `v1.2.0@sha1:<sha>`, or `sha1:<sha>` for a commit.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -524,6 +539,20 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_reads_back_what_it_wrote() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        for name in ["main", "release/v1", ""] {
+            let r = Revision {
+                name: name.into(),
+                sha: sha.into(),
+            };
+            assert_eq!(Revision::parse(&r.to_string()), Some(r));
+        }
+        assert_eq!(Revision::parse("main@sha1:xyz"), None);
+        assert_eq!(Revision::parse("garbage"), None);
+    }
 
     #[test]
     fn paths_are_cleaned_and_kept_inside() {

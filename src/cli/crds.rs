@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use driftless_aws::{Aws, ProviderConfig};
 use driftless_provider::{Connector, KindVisitor, ManagedKind};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 use crate::gitsync::GitSync;
+use crate::registry::{self, Providers};
 
 struct CollectCrds(Vec<CustomResourceDefinition>);
 
@@ -19,8 +19,10 @@ impl KindVisitor for CollectCrds {
 
 /// Every CRD driftless serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    let mut collect = CollectCrds(vec![ProviderConfig::crd(), GitSync::crd()]);
-    driftless_aws::visit_kinds(&Arc::new(Aws::default()), &mut collect);
+    let mut crds = registry::config_crds();
+    crds.push(GitSync::crd());
+    let mut collect = CollectCrds(crds);
+    Providers::offline().visit(&mut collect);
     collect.0
 }
 

@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use tracing::{error, info};
 
-use crate::controller::{self, Shared};
-use crate::http::{self, HttpState};
-use crate::leader::{Elector, LeaseConfig};
-use crate::Settings;
+use futures::FutureExt;
+
+use crate::ops::http::{self, HttpState};
+use crate::ops::leader::{Elector, LeaseConfig};
+use crate::ops::{shutdown_signal, Shared};
+use crate::{gitsync, managed, Settings};
 
 /// How the process runs, besides the controllers' own settings.
 pub struct ManagerConfig {
@@ -32,7 +34,7 @@ pub async fn run(
         metrics: shared.metrics.clone(),
         ready: false.into(),
     });
-    if let Err(e) = http::serve(config.http_addr, state.clone()).await {
+    if let Err(e) = http::serve(config.http_addr, state.clone(), gitsync::webhook::routes()).await {
         error!(addr = %config.http_addr, error = %e, "cannot serve HTTP (change --http-addr)");
         return ExitCode::FAILURE;
     }
@@ -40,7 +42,7 @@ pub async fn run(
     // over the moment the leader goes.
     state.ready.store(true, Ordering::Relaxed);
     let Some(lease) = config.lease else {
-        controller::run(client, settings, shared).await;
+        run_engines(client, settings, shared).await;
         return ExitCode::SUCCESS;
     };
     let elector = Elector::new(client.clone(), lease);
@@ -51,10 +53,10 @@ pub async fn run(
                 return ExitCode::FAILURE;
             }
         }
-        _ = controller::shutdown_signal() => return ExitCode::SUCCESS,
+        _ = shutdown_signal() => return ExitCode::SUCCESS,
     }
     let outcome = tokio::select! {
-        _ = controller::run(client, settings, shared) => {
+        _ = run_engines(client, settings, shared) => {
             elector.release().await;
             ExitCode::SUCCESS
         }
@@ -67,4 +69,13 @@ pub async fn run(
     };
     info!("stopped");
     outcome
+}
+
+/// Every controller: the managed kinds' and GitSync's, until SIGTERM / Ctrl-C.
+pub async fn run_engines(client: kube::Client, settings: Settings, shared: Shared) {
+    let engines = [
+        managed::controller::run(client.clone(), settings.clone(), shared.clone()).boxed(),
+        gitsync::run(client, settings, shared).boxed(),
+    ];
+    futures::future::join_all(engines).await;
 }

@@ -26,10 +26,11 @@ use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::resolve::{resolve, Resolution};
+use super::waiters::Waiters;
 use crate::conditions::{self, Cond};
-use crate::controller::Shared;
-use crate::notify::{Event as NotifyEvent, Notification};
-use crate::resolve::{resolve, Resolution};
+use crate::ops::notify::{Event as NotifyEvent, Notification};
+use crate::ops::Shared;
 use crate::{Settings, FIELD_MANAGER, FINALIZER};
 
 /// Everything a reconcile of kind `K` needs.
@@ -40,9 +41,10 @@ pub struct Context<K: ManagedKind> {
     pub recorder: Recorder,
     pub settings: Settings,
     pub shared: Shared,
+    pub waiters: Arc<Waiters>,
     /// Consecutive-failure backoff per object; dropped on success.
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
-    /// Queues a reconcile of an object of this kind (see [`crate::waiters`]).
+    /// Queues a reconcile of an object of this kind (see [`super::waiters`]).
     wake: UnboundedSender<ObjectRef<K>>,
 }
 
@@ -53,10 +55,12 @@ impl<K: ManagedKind> Context<K> {
         recorder: Recorder,
         settings: Settings,
         shared: Shared,
+        waiters: Arc<Waiters>,
         wake: UnboundedSender<ObjectRef<K>>,
     ) -> Self {
         Self {
             shared,
+            waiters,
             source: ConfigSource::Cluster(client.clone()),
             client,
             connector,
@@ -220,14 +224,14 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
     let identity = identity_of(obj);
     // References first: until every target is Ready, no cloud call.
     let references = obj.for_provider().references();
-    let epoch = ctx.shared.waiters.epoch();
+    let epoch = ctx.waiters.epoch();
     let resolved = match resolve(&ctx.client, &identity.namespace, &references).await? {
         Resolution::Resolved(ids) => ids,
         Resolution::NotReady(why, awaited) => {
             // Woken the moment the target is Ready; the requeue is a fallback.
             let wake = ctx.wake.clone();
             let me = ObjectRef::from_obj(obj);
-            ctx.shared.waiters.wait(
+            ctx.waiters.wait(
                 awaited,
                 format!("{}/{}", K::kind(&()), key_of(obj)),
                 epoch,
@@ -383,8 +387,7 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         .and_then(|s| s.condition(conditions::READY))
         .is_some_and(|c| c.status == "True");
     if is_ready && !was_ready {
-        ctx.shared
-            .waiters
+        ctx.waiters
             .ready(&K::kind(&()), &identity.namespace, &identity.name);
     }
     Ok(Action::requeue(requeue))

@@ -1,4 +1,4 @@
-//! Loading the manifests of one revision: every `.yaml`/`.yml` file,
+//! The plain-YAML renderer: every `.yaml`/`.yml` file,
 //! multi-document files and `kind: List`, each object with the file and line
 //! it starts at. Any problem fails the whole revision, with `file:line: reason`.
 //!
@@ -88,6 +88,19 @@ impl Manifest {
             "" => format!("{} {}", self.kind(), self.name()),
             ns => format!("{} {ns}/{}", self.kind(), self.name()),
         }
+    }
+}
+
+/// Plain YAML: the files as they are.
+pub struct Plain;
+
+impl super::Renderer for Plain {
+    fn name(&self) -> &'static str {
+        "plain YAML"
+    }
+
+    fn render(&self, root: &Path, path: &str) -> Result<Vec<Manifest>, ManifestError> {
+        load_dir(root, path)
     }
 }
 

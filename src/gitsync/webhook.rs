@@ -1,16 +1,14 @@
-//! The controller's HTTP endpoints: `/healthz`, `/readyz`, `/metrics` and the
-//! Git webhook receiver `POST /hooks/<namespace>/<gitsync>`.
+//! The Git webhook receiver `POST /hooks/<namespace>/<gitsync>`: a push
+//! signed with the GitSync's `webhookSecretRef` key asks for a sync now, by
+//! setting the `driftless.dev/requested-at` annotation.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -18,58 +16,12 @@ use kube::Api;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::gitsync::REQUESTED_AT;
-use crate::metrics::Metrics;
+use super::REQUESTED_AT;
+use crate::ops::http::HttpState;
 
-/// Webhook bodies larger than this are refused (GitHub's own limit is 25 MB;
-/// we only need the signature to match, so keep memory bounded).
-pub const MAX_BODY: usize = 1024 * 1024;
-
-pub struct HttpState {
-    pub client: kube::Client,
-    pub metrics: Arc<Metrics>,
-    pub ready: AtomicBool,
-}
-
-pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/hooks/{namespace}/{name}", post(hook))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
-}
-
-/// Serves until the process ends. Returns the bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, state: Arc<HttpState>) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    info!(%bound, "serving /healthz, /readyz, /metrics and /hooks");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state)).await {
-            warn!(error = %e, "HTTP server stopped");
-        }
-    });
-    Ok(bound)
-}
-
-async fn readyz(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
-    }
-}
-
-async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
+/// The webhook route, merged into the controller's HTTP server.
+pub fn routes() -> Router<Arc<HttpState>> {
+    Router::new().route("/hooks/{namespace}/{name}", post(hook))
 }
 
 fn gitsync_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {

@@ -1,0 +1,6 @@
+//! The command line: push-mode commands, CRD generation, and the
+//! `driftless controller` process, which composes the engines.
+
+pub mod commands;
+pub mod controller;
+pub mod crds;

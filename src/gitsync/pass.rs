@@ -1,0 +1,641 @@
+//! One GitSync reconcile pass, as a straight list of named steps:
+//!
+//! ```text
+//! source -> suspended? -> known failure? -> render -> apply -> report -> prune -> health
+//! ```
+//!
+//! Each step either hands its result to the next or ends the pass with an
+//! [`End`]. Whatever the end, the status is written once, at the end of the
+//! pass, compared with what the cluster holds (Flux's deferred patch).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::apply::{self, ApplyError, Owner, Planned, Stage};
+use super::controller::{publish, Context, Error};
+use super::render::{self, Manifest, ManifestError};
+use super::source::{self, Revision};
+use super::{duration, health, prune, GitSync, GitSyncStatus, InventoryEntry, REQUESTED_AT};
+use crate::conditions::{self, Cond};
+use crate::ops::notify::Event as NotifyEvent;
+use crate::FIELD_MANAGER;
+
+const READY: &str = conditions::READY;
+const RECONCILING: &str = "Reconciling";
+const STALLED: &str = "Stalled";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How soon health is looked at again while objects are not ready (their
+/// watch usually triggers sooner).
+const HEALTH_RECHECK: Duration = Duration::from_secs(5);
+/// How long a kind whose CRD was just established may take to be served.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// The reasons a GitSync's conditions and Warning Events carry.
+pub mod reason {
+    pub const SUCCEEDED: &str = "ReconciliationSucceeded";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const OUT_OF_SYNC: &str = "OutOfSync";
+    pub const FETCH_FAILED: &str = "FetchFailed";
+    pub const INVALID_MANIFESTS: &str = "InvalidManifests";
+    pub const APPLY_REFUSED: &str = "ApplyRefused";
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+}
+
+/// The state a pass ends in, for the three conditions.
+enum State {
+    Ready(String),
+    Progressing(String),
+    /// Cannot go on without a change (to Git, the cluster, or the spec).
+    Stalled(&'static str, String),
+    /// Failed for now; retried.
+    Failed(&'static str, String),
+    HealthCheckFailed(String),
+    /// Suspended and in sync: only Reconciling says so.
+    Suspended,
+    /// Nothing new to say: the conditions stay as they are.
+    Unchanged,
+}
+
+/// How a pass ends: its state, when to look again, and the error (if
+/// any) the controller's error policy acts on.
+struct End {
+    state: State,
+    requeue: Duration,
+    error: Option<Error>,
+}
+
+impl End {
+    fn at(state: State, requeue: Duration) -> Self {
+        Self {
+            state,
+            requeue,
+            error: None,
+        }
+    }
+}
+
+/// One pass over one GitSync: its inputs, and the status it builds.
+struct Pass<'a> {
+    ctx: &'a Context,
+    gs: &'a GitSync,
+    key: &'a str,
+    owner: Owner,
+    /// The status as read at the start of the pass.
+    old: GitSyncStatus,
+    /// The status this pass writes, once, at its end.
+    status: GitSyncStatus,
+    interval: Duration,
+    timeout: Duration,
+    /// The GitSync's bare clone.
+    dir: PathBuf,
+    /// Asked for by `driftless.dev/requested-at` (a webhook, a user).
+    forced: bool,
+}
+
+/// Runs one pass and writes its status.
+pub(super) async fn reconcile_once(
+    gs: &GitSync,
+    ctx: &Context,
+    key: &str,
+) -> Result<Action, Error> {
+    let mut pass = Pass::new(gs, ctx, key);
+    let end = match pass.steps().await {
+        Ok(end) | Err(end) => end,
+    };
+    pass.finish(&end.state).await?;
+    match end.error {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(end.requeue)),
+    }
+}
+
+impl<'a> Pass<'a> {
+    fn new(gs: &'a GitSync, ctx: &'a Context, key: &'a str) -> Self {
+        let owner = Owner {
+            namespace: gs.namespace().unwrap_or_default(),
+            name: gs.name_any(),
+        };
+        let old = gs.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        status.observed_generation = gs.meta().generation;
+        let requested = gs.annotations().get(REQUESTED_AT).cloned();
+        let forced = requested.is_some() && requested != old.last_handled_requested_at;
+        if requested.is_some() {
+            status.last_handled_requested_at = requested;
+        }
+        let dir = source::cache_dir(
+            &ctx.settings.git_cache,
+            &owner.namespace,
+            &owner.name,
+            &gs.spec.url,
+        );
+        Self {
+            interval: duration(&gs.spec.interval)
+                .unwrap_or(Duration::from_secs(60))
+                .max(Duration::from_secs(1)),
+            timeout: gs
+                .spec
+                .timeout
+                .as_deref()
+                .and_then(duration)
+                .unwrap_or(DEFAULT_TIMEOUT),
+            ctx,
+            gs,
+            key,
+            owner,
+            old,
+            status,
+            dir,
+            forced,
+        }
+    }
+
+    /// The pipeline. `Err` ends the pass early; it is not a failure as such.
+    async fn steps(&mut self) -> Result<End, End> {
+        let (revision, checked_now) = self.source().await?;
+        self.suspended(&revision)?;
+        self.known_failure(&revision, checked_now).await?;
+        let is_new = self.applied_revision().as_ref() != Some(&revision);
+        if is_new {
+            self.status.last_attempted_revision = Some(revision.to_string());
+        }
+        let manifests = self.render(&revision, is_new).await?;
+        let applied = self.apply(&revision, &manifests, is_new).await?;
+        self.report(&revision, &applied, is_new).await;
+        let pending = self.prune(&applied).await?;
+        Ok(self.health(&revision, &applied, &pending))
+    }
+
+    /// The revision last applied, as the status records it.
+    fn applied_revision(&self) -> Option<Revision> {
+        self.old
+            .last_applied_revision
+            .as_deref()
+            .and_then(Revision::parse)
+    }
+
+    /// Step 1, source: the latest revision, asked of the remote when due
+    /// (or forced), else as last seen. Also says whether it was asked now.
+    async fn source(&self) -> Result<(Revision, bool), End> {
+        let generation = self.gs.meta().generation;
+        if !self.forced {
+            if let Some(r) = self
+                .ctx
+                .known_revision(self.key, generation, self.interval)
+            {
+                return Ok((r, false));
+            }
+        }
+        match self.ctx.fetch_latest(self.gs, &self.dir, self.timeout).await {
+            Ok(r) => {
+                self.ctx.with(self.key, |t| {
+                    t.checked = Some((Instant::now(), generation, r.clone()))
+                });
+                Ok((r, true))
+            }
+            Err(msg) => Err(End::at(
+                State::Failed(reason::FETCH_FAILED, msg),
+                self.interval.min(Duration::from_secs(30)),
+            )),
+        }
+    }
+
+    /// Step 2: suspended, say what is out of sync and apply nothing.
+    fn suspended(&self, latest: &Revision) -> Result<(), End> {
+        if !self.gs.spec.suspend {
+            return Ok(());
+        }
+        let state = match self.applied_revision() {
+            Some(applied) if &applied == latest => State::Suspended,
+            applied => State::Failed(
+                reason::OUT_OF_SYNC,
+                format!(
+                    "suspended: applied revision {}, latest {latest}; nothing is applied while spec.suspend is true",
+                    applied.map_or("none".to_string(), |r| r.to_string())
+                ),
+            ),
+        };
+        Err(End::at(state, self.interval))
+    }
+
+    /// Step 3: a new revision that already failed, with nothing changed
+    /// since (no new remote check): keep the last good revision's objects
+    /// as applied, and the status (with its file:line reason) as it is.
+    async fn known_failure(&self, latest: &Revision, checked_now: bool) -> Result<(), End> {
+        let is_new = self.applied_revision().as_ref() != Some(latest);
+        let failed_before = self
+            .ctx
+            .with(self.key, |t| t.failed.as_ref() == Some(latest));
+        if is_new && failed_before && !checked_now {
+            self.heal_last_applied().await;
+            return Err(End::at(State::Unchanged, self.interval));
+        }
+        Ok(())
+    }
+
+    /// Step 4, render: the revision's objects (parsed once per commit).
+    async fn render(&mut self, revision: &Revision, is_new: bool) -> Result<Arc<Vec<Manifest>>, End> {
+        match self
+            .ctx
+            .manifests(self.key, &self.dir, &revision.sha, &self.gs.spec.path)
+            .await
+        {
+            Ok(m) => Ok(m),
+            Err(e) => Err(self.refused(revision, reason::INVALID_MANIFESTS, &e, is_new).await),
+        }
+    }
+
+    /// Step 5, apply: atomically when the revision is new (dry-run first),
+    /// as a plain re-apply (self-heal) when it is the applied one.
+    async fn apply(
+        &mut self,
+        revision: &Revision,
+        manifests: &[Manifest],
+        is_new: bool,
+    ) -> Result<Vec<Applied>, End> {
+        match apply_all(self.ctx, manifests, &self.owner, is_new, self.timeout).await {
+            Ok(applied) => {
+                for a in &applied {
+                    self.ctx.watches.ensure(&a.planned.resource);
+                }
+                Ok(applied)
+            }
+            Err(ApplyError::Manifest(e)) => {
+                Err(self.refused(revision, reason::INVALID_MANIFESTS, &e, is_new).await)
+            }
+            Err(ApplyError::Refused(e)) => {
+                Err(self.refused(revision, reason::APPLY_REFUSED, &e, is_new).await)
+            }
+            Err(ApplyError::Kube(e)) => Err(End {
+                state: State::Failed(reason::APPLY_FAILED, format!("revision {revision}: {e}")),
+                requeue: self.interval,
+                error: Some(e.into()),
+            }),
+        }
+    }
+
+    /// A revision the pipeline refused: Stalled with the reason (file:line),
+    /// for as long as it is the latest; nothing applied or pruned. The last
+    /// applied revision stays the desired state.
+    async fn refused(
+        &mut self,
+        revision: &Revision,
+        why: &'static str,
+        e: &ManifestError,
+        is_new: bool,
+    ) -> End {
+        let first = self
+            .ctx
+            .with(self.key, |t| t.failed.replace(revision.clone()).as_ref() != Some(revision));
+        let message = format!("revision {revision}: {e}; nothing was applied or pruned");
+        warn!(gitsync = %self.key, %message, "revision refused");
+        if first {
+            self.ctx
+                .notify(self.gs, NotifyEvent::SyncFailed, &revision.to_string(), &message);
+        }
+        // The applied revision itself may no longer apply (e.g. a CRD was
+        // removed): still stalled, and said so.
+        self.status.last_attempted_revision = Some(revision.to_string());
+        if is_new {
+            self.heal_last_applied().await;
+        }
+        End::at(State::Stalled(why, message), self.interval)
+    }
+
+    /// Step 6, report: Events and notifications for a new revision, or for
+    /// drift put back by a re-apply.
+    async fn report(&mut self, revision: &Revision, applied: &[Applied], is_new: bool) {
+        let latest = revision.to_string();
+        self.ctx.with(self.key, |t| {
+            t.failed = None;
+            if is_new || t.applied_at.as_ref().map(|(r, _)| r) != Some(revision) {
+                t.applied_at = Some((revision.clone(), Instant::now()));
+            }
+        });
+        if is_new {
+            self.status.last_applied_revision = Some(latest.clone());
+            info!(gitsync = %self.key, revision = %latest, objects = applied.len(), "applied");
+            let message = format!("applied revision {latest}: {} objects", applied.len());
+            self.ctx
+                .notify(self.gs, NotifyEvent::SyncApplied, &latest, &message);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.ctx
+                .shared
+                .metrics
+                .git_applied(&self.owner.namespace, &self.owner.name, now);
+            publish(self.ctx, self.gs, EventType::Normal, "Applied", message).await;
+            return;
+        }
+        // A re-apply of the applied revision that had to write put drift back.
+        let corrected: Vec<String> = applied
+            .iter()
+            .filter(|a| a.changed)
+            .map(|a| a.planned.entry.to_string())
+            .collect();
+        if !corrected.is_empty() {
+            info!(gitsync = %self.key, objects = ?corrected, "drift corrected");
+            let note = format!(
+                "put back what changed outside Git: {}",
+                corrected.join(", ")
+            );
+            publish(self.ctx, self.gs, EventType::Normal, "DriftCorrected", note).await;
+        }
+    }
+
+    /// Step 7, prune: what the previous inventory has and this revision
+    /// does not. Returns what is still being deleted; records the inventory.
+    async fn prune(&mut self, applied: &[Applied]) -> Result<Vec<InventoryEntry>, End> {
+        let entries: BTreeSet<InventoryEntry> =
+            applied.iter().map(|a| a.planned.entry.clone()).collect();
+        let stale: Vec<InventoryEntry> = self
+            .old
+            .inventory
+            .iter()
+            .filter(|e| !entries.contains(*e))
+            .cloned()
+            .collect();
+        let mut pending = Vec::new();
+        if self.gs.spec.prune && !stale.is_empty() {
+            let pruned = prune::prune(&self.ctx.client, &self.ctx.kinds, &stale, &self.owner)
+                .await
+                .map_err(|e| End {
+                    state: State::Failed(reason::APPLY_FAILED, format!("pruning: {e}")),
+                    requeue: self.interval,
+                    error: Some(e.into()),
+                })?;
+            let newly: Vec<String> = pruned
+                .deleted
+                .iter()
+                .chain(pruned.pending.iter())
+                .filter(|e| !was_deleting(&self.old, e))
+                .map(ToString::to_string)
+                .collect();
+            if !newly.is_empty() {
+                info!(gitsync = %self.key, objects = ?newly, "pruned");
+                let note = format!("deleted (gone from Git): {}", newly.join(", "));
+                publish(self.ctx, self.gs, EventType::Normal, "Pruned", note).await;
+            }
+            for (e, why) in &pruned.kept {
+                info!(gitsync = %self.key, object = %e, why, "not pruned");
+            }
+            pending = pruned.pending;
+        }
+        let mut inventory: Vec<InventoryEntry> =
+            entries.into_iter().chain(pending.iter().cloned()).collect();
+        inventory.sort();
+        inventory.dedup();
+        self.status.inventory = inventory;
+        Ok(pending)
+    }
+
+    /// Step 8, health: of everything applied, and of what is being pruned.
+    fn health(&self, revision: &Revision, applied: &[Applied], pending: &[InventoryEntry]) -> End {
+        let mut waiting: Vec<String> = applied
+            .iter()
+            .filter_map(|a| {
+                health::not_ready(&a.live, self.ctx.settings.health_check_workloads)
+                    .map(|why| format!("{} ({why})", a.planned.entry))
+            })
+            .collect();
+        waiting.extend(pending.iter().map(|e| format!("{e} (being deleted)")));
+        if waiting.is_empty() {
+            return End::at(
+                State::Ready(format!("applied revision {revision}")),
+                self.interval,
+            );
+        }
+        let list = waiting.join(", ");
+        let since = self
+            .ctx
+            .with(self.key, |t| t.applied_at.as_ref().map(|(_, at)| at.elapsed()));
+        let state = if since.is_some_and(|s| s > self.timeout) {
+            State::HealthCheckFailed(format!(
+                "revision {revision}: not ready after {}: {list}",
+                humantime::format_duration(self.timeout)
+            ))
+        } else {
+            State::Progressing(format!("revision {revision}: waiting for {list}"))
+        };
+        End::at(state, HEALTH_RECHECK.min(self.interval))
+    }
+
+    /// While the latest revision is refused, the last applied one stays the
+    /// desired state: re-apply it (self-heal), without dry-run or prune.
+    async fn heal_last_applied(&self) {
+        let Some(applied) = self.applied_revision() else {
+            return;
+        };
+        let manifests = match self
+            .ctx
+            .manifests(self.key, &self.dir, &applied.sha, &self.gs.spec.path)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(gitsync = %self.key, error = %e, "cannot re-read the last applied revision");
+                return;
+            }
+        };
+        match apply_all(self.ctx, &manifests, &self.owner, false, DEFAULT_TIMEOUT).await {
+            Ok(applied) => {
+                for a in &applied {
+                    self.ctx.watches.ensure(&a.planned.resource);
+                }
+            }
+            Err(e) => {
+                warn!(gitsync = %self.key, error = %e, "re-applying the last applied revision failed")
+            }
+        }
+    }
+
+    /// The one status write of the pass: the conditions for `state`, and a
+    /// Warning Event when a failure is new (not on every retry).
+    async fn finish(&mut self, state: &State) -> Result<(), kube::Error> {
+        set_state(&mut self.status, self.gs.meta().generation, state);
+        let warning = match state {
+            State::Stalled(reason, m) | State::Failed(reason, m) => Some((*reason, m)),
+            State::HealthCheckFailed(m) => Some((reason::HEALTH_CHECK_FAILED, m)),
+            _ => None,
+        };
+        if let Some((reason, message)) = warning {
+            if ready_of(&self.old) != Some((reason, message.as_str())) {
+                publish(self.ctx, self.gs, EventType::Warning, reason, message.clone()).await;
+            }
+        }
+        if self.gs.status.as_ref() == Some(&self.status) {
+            return Ok(());
+        }
+        // Apply, not merge: fields we no longer set (an emptied inventory) go.
+        let patch = json!({
+            "apiVersion": "driftless.dev/v1alpha1",
+            "kind": "GitSync",
+            "status": self.status,
+        });
+        let api: Api<GitSync> = Api::namespaced(self.ctx.client.clone(), &self.owner.namespace);
+        api.patch_status(
+            &self.owner.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn set_state(status: &mut GitSyncStatus, generation: Option<i64>, state: &State) {
+    let conds = &mut status.conditions;
+    let (ready, reason, message, reconciling, stalled) = match state {
+        State::Unchanged => return,
+        State::Suspended => {
+            let suspended = Cond::new(RECONCILING, false, reason::SUSPENDED, "");
+            conditions::set(conds, &suspended, generation);
+            return;
+        }
+        State::Ready(m) => (true, reason::SUCCEEDED, m, false, false),
+        State::Progressing(m) => (false, reason::PROGRESSING, m, true, false),
+        State::Stalled(r, m) => (false, *r, m, false, true),
+        State::Failed(r, m) => (false, *r, m, false, false),
+        State::HealthCheckFailed(m) => (false, reason::HEALTH_CHECK_FAILED, m, false, false),
+    };
+    let msg = |on: bool| if on { message.clone() } else { String::new() };
+    for cond in [
+        Cond::new(READY, ready, reason, message.clone()),
+        Cond::new(RECONCILING, reconciling, reason, msg(reconciling)),
+        Cond::new(STALLED, stalled, reason, msg(stalled)),
+    ] {
+        conditions::set(conds, &cond, generation);
+    }
+}
+
+/// The Ready condition's reason and message.
+fn ready_of(status: &GitSyncStatus) -> Option<(&str, &str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| (c.reason.as_str(), c.message.as_str()))
+}
+
+/// Whether `e` was already being deleted at the last pass (so that the
+/// Pruned event is sent once).
+fn was_deleting(old: &GitSyncStatus, e: &InventoryEntry) -> bool {
+    old.conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.message.contains(&format!("{e} (being deleted)")))
+}
+
+/// One applied object: its plan, the object the server returned, and
+/// whether the apply changed it.
+struct Applied {
+    planned: Planned,
+    live: Value,
+    changed: bool,
+}
+
+/// Plans and applies `manifests` stage by stage. With `atomic`, every object
+/// is dry-run first and nothing is applied unless all pass; objects that
+/// can only be dry-run once this revision's new Namespaces and CRDs exist
+/// are dry-run right after those are applied, before anything else is.
+async fn apply_all(
+    ctx: &Context,
+    manifests: &[Manifest],
+    owner: &Owner,
+    atomic: bool,
+    timeout: Duration,
+) -> Result<Vec<Applied>, ApplyError> {
+    let client = &ctx.client;
+    let (planned, later) = apply::plan(client, &ctx.kinds, manifests, manifests, owner).await?;
+    // Objects in a Namespace this revision creates: the server refuses any
+    // request for them, dry-run included, until that Namespace exists.
+    let new_namespaces = apply::missing_namespaces(client, &planned).await?;
+    let (mut planned, mut deferred): (Vec<Planned>, Vec<Planned>) = planned
+        .into_iter()
+        .partition(|p| !(p.namespaced && new_namespaces.contains(&p.entry.namespace)));
+    if atomic {
+        apply::dry_run(client, &planned).await?;
+    }
+    let mut applied = Vec::new();
+    for stage in [Stage::Foundation, Stage::ProviderConfigs, Stage::Rest] {
+        if stage == Stage::ProviderConfigs && !later.is_empty() {
+            deferred.extend(served_later(ctx, &later, manifests, owner, timeout).await?);
+        }
+        if stage == Stage::ProviderConfigs && !deferred.is_empty() {
+            if atomic {
+                apply::dry_run(client, &deferred).await?;
+            }
+            planned.append(&mut deferred);
+        }
+        let these: Vec<&Planned> = planned.iter().filter(|p| p.stage == stage).collect();
+        // A re-apply (not atomic: the applied revision) tells what it changed.
+        let objects = apply::apply(client, &these, !atomic).await?;
+        if stage == Stage::Foundation {
+            apply::wait_established(client, &these, timeout).await?;
+        }
+        applied.extend(these.into_iter().zip(objects).map(|(p, (live, changed))| Applied {
+            planned: p.clone(),
+            live,
+            changed,
+        }));
+    }
+    Ok(applied)
+}
+
+/// Plans the objects of kinds whose CRDs this revision brings: established
+/// now, and served once the API server's discovery has caught up (it lags
+/// the Established condition by a moment).
+async fn served_later(
+    ctx: &Context,
+    later: &[Manifest],
+    manifests: &[Manifest],
+    owner: &Owner,
+    timeout: Duration,
+) -> Result<Vec<Planned>, ApplyError> {
+    let since = Instant::now();
+    let (more, unserved) = loop {
+        ctx.kinds.forget();
+        let (more, unserved) = apply::plan(&ctx.client, &ctx.kinds, later, manifests, owner).await?;
+        if unserved.is_empty() || since.elapsed() >= timeout.min(DISCOVERY_WAIT) {
+            break (more, unserved);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if let Some(m) = unserved.first() {
+        return Err(ManifestError::new(
+            &m.origin,
+            format!(
+                "its CRD is established, but the cluster serves no kind {} in {}",
+                m.kind(),
+                m.api_version()
+            ),
+        )
+        .into());
+    }
+    Ok(more)
+}
+
+/// Where a GitSync's revision is checked out to be rendered.
+pub(super) fn render_dir(dir: &Path, sha: &str, path: &str) -> Result<Vec<Manifest>, ManifestError> {
+    let checkout = source::checkout(dir, sha, path).map_err(|reason| {
+        ManifestError::new(
+            &render::Origin {
+                file: if path.is_empty() { ".".into() } else { path.to_string() },
+                line: 0,
+            },
+            reason,
+        )
+    })?;
+    render::for_path(checkout.root(), path).render(checkout.root(), path)
+}

@@ -1,0 +1,54 @@
+//! Operations: what every engine uses and none owns. Settings, metrics,
+//! notifications, leader election, the HTTP server and shutdown. Imports
+//! no other engine.
+
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod notify;
+pub mod settings;
+
+use std::sync::Arc;
+
+use driftless_provider::CallCounter;
+use tracing::info;
+
+use metrics::Metrics;
+use notify::Notifier;
+
+/// What every controller shares: the cloud-call counter, the metrics and
+/// the notifier.
+#[derive(Clone)]
+pub struct Shared {
+    pub calls: Arc<CallCounter>,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Arc<Notifier>,
+}
+
+impl Shared {
+    /// Counting into `calls`, with metrics and no notifications.
+    pub fn new(calls: Arc<CallCounter>) -> Self {
+        Self {
+            metrics: Arc::new(Metrics::new(calls.clone())),
+            notifier: Arc::new(Notifier::disabled()),
+            calls,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down: finishing reconciles in flight");
+}
