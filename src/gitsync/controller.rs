@@ -242,7 +242,13 @@ pub async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, Er
     result
 }
 
-pub(super) async fn publish(ctx: &Context, gs: &GitSync, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(
+    ctx: &Context,
+    gs: &GitSync,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

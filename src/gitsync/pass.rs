@@ -72,7 +72,7 @@ enum State {
 struct End {
     state: State,
     requeue: Duration,
-    error: Option<Error>,
+    error: Option<Box<Error>>,
 }
 
 impl End {
@@ -115,7 +115,7 @@ pub(super) async fn reconcile_once(
     };
     pass.finish(&end.state).await?;
     match end.error {
-        Some(e) => Err(e),
+        Some(e) => Err(*e),
         None => Ok(Action::requeue(end.requeue)),
     }
 }
@@ -190,14 +190,15 @@ impl<'a> Pass<'a> {
     async fn source(&self) -> Result<(Revision, bool), End> {
         let generation = self.gs.meta().generation;
         if !self.forced {
-            if let Some(r) = self
-                .ctx
-                .known_revision(self.key, generation, self.interval)
-            {
+            if let Some(r) = self.ctx.known_revision(self.key, generation, self.interval) {
                 return Ok((r, false));
             }
         }
-        match self.ctx.fetch_latest(self.gs, &self.dir, self.timeout).await {
+        match self
+            .ctx
+            .fetch_latest(self.gs, &self.dir, self.timeout)
+            .await
+        {
             Ok(r) => {
                 self.ctx.with(self.key, |t| {
                     t.checked = Some((Instant::now(), generation, r.clone()))
@@ -245,14 +246,20 @@ impl<'a> Pass<'a> {
     }
 
     /// Step 4, render: the revision's objects (parsed once per commit).
-    async fn render(&mut self, revision: &Revision, is_new: bool) -> Result<Arc<Vec<Manifest>>, End> {
+    async fn render(
+        &mut self,
+        revision: &Revision,
+        is_new: bool,
+    ) -> Result<Arc<Vec<Manifest>>, End> {
         match self
             .ctx
             .manifests(self.key, &self.dir, &revision.sha, &self.gs.spec.path)
             .await
         {
             Ok(m) => Ok(m),
-            Err(e) => Err(self.refused(revision, reason::INVALID_MANIFESTS, &e, is_new).await),
+            Err(e) => Err(self
+                .refused(revision, reason::INVALID_MANIFESTS, &e, is_new)
+                .await),
         }
     }
 
@@ -271,16 +278,16 @@ impl<'a> Pass<'a> {
                 }
                 Ok(applied)
             }
-            Err(ApplyError::Manifest(e)) => {
-                Err(self.refused(revision, reason::INVALID_MANIFESTS, &e, is_new).await)
-            }
-            Err(ApplyError::Refused(e)) => {
-                Err(self.refused(revision, reason::APPLY_REFUSED, &e, is_new).await)
-            }
+            Err(ApplyError::Manifest(e)) => Err(self
+                .refused(revision, reason::INVALID_MANIFESTS, &e, is_new)
+                .await),
+            Err(ApplyError::Refused(e)) => Err(self
+                .refused(revision, reason::APPLY_REFUSED, &e, is_new)
+                .await),
             Err(ApplyError::Kube(e)) => Err(End {
                 state: State::Failed(reason::APPLY_FAILED, format!("revision {revision}: {e}")),
                 requeue: self.interval,
-                error: Some(e.into()),
+                error: Some(Box::new(e.into())),
             }),
         }
     }
@@ -295,14 +302,18 @@ impl<'a> Pass<'a> {
         e: &ManifestError,
         is_new: bool,
     ) -> End {
-        let first = self
-            .ctx
-            .with(self.key, |t| t.failed.replace(revision.clone()).as_ref() != Some(revision));
+        let first = self.ctx.with(self.key, |t| {
+            t.failed.replace(revision.clone()).as_ref() != Some(revision)
+        });
         let message = format!("revision {revision}: {e}; nothing was applied or pruned");
         warn!(gitsync = %self.key, %message, "revision refused");
         if first {
-            self.ctx
-                .notify(self.gs, NotifyEvent::SyncFailed, &revision.to_string(), &message);
+            self.ctx.notify(
+                self.gs,
+                NotifyEvent::SyncFailed,
+                &revision.to_string(),
+                &message,
+            );
         }
         // The applied revision itself may no longer apply (e.g. a CRD was
         // removed): still stalled, and said so.
@@ -374,7 +385,7 @@ impl<'a> Pass<'a> {
                 .map_err(|e| End {
                     state: State::Failed(reason::APPLY_FAILED, format!("pruning: {e}")),
                     requeue: self.interval,
-                    error: Some(e.into()),
+                    error: Some(Box::new(e.into())),
                 })?;
             let newly: Vec<String> = pruned
                 .deleted
@@ -418,9 +429,9 @@ impl<'a> Pass<'a> {
             );
         }
         let list = waiting.join(", ");
-        let since = self
-            .ctx
-            .with(self.key, |t| t.applied_at.as_ref().map(|(_, at)| at.elapsed()));
+        let since = self.ctx.with(self.key, |t| {
+            t.applied_at.as_ref().map(|(_, at)| at.elapsed())
+        });
         let state = if since.is_some_and(|s| s > self.timeout) {
             State::HealthCheckFailed(format!(
                 "revision {revision}: not ready after {}: {list}",
@@ -472,7 +483,14 @@ impl<'a> Pass<'a> {
         };
         if let Some((reason, message)) = warning {
             if ready_of(&self.old) != Some((reason, message.as_str())) {
-                publish(self.ctx, self.gs, EventType::Warning, reason, message.clone()).await;
+                publish(
+                    self.ctx,
+                    self.gs,
+                    EventType::Warning,
+                    reason,
+                    message.clone(),
+                )
+                .await;
             }
         }
         if self.gs.status.as_ref() == Some(&self.status) {
@@ -584,11 +602,16 @@ async fn apply_all(
         if stage == Stage::Foundation {
             apply::wait_established(client, &these, timeout).await?;
         }
-        applied.extend(these.into_iter().zip(objects).map(|(p, (live, changed))| Applied {
-            planned: p.clone(),
-            live,
-            changed,
-        }));
+        applied.extend(
+            these
+                .into_iter()
+                .zip(objects)
+                .map(|(p, (live, changed))| Applied {
+                    planned: p.clone(),
+                    live,
+                    changed,
+                }),
+        );
     }
     Ok(applied)
 }
@@ -606,7 +629,8 @@ async fn served_later(
     let since = Instant::now();
     let (more, unserved) = loop {
         ctx.kinds.forget();
-        let (more, unserved) = apply::plan(&ctx.client, &ctx.kinds, later, manifests, owner).await?;
+        let (more, unserved) =
+            apply::plan(&ctx.client, &ctx.kinds, later, manifests, owner).await?;
         if unserved.is_empty() || since.elapsed() >= timeout.min(DISCOVERY_WAIT) {
             break (more, unserved);
         }
@@ -627,11 +651,19 @@ async fn served_later(
 }
 
 /// Where a GitSync's revision is checked out to be rendered.
-pub(super) fn render_dir(dir: &Path, sha: &str, path: &str) -> Result<Vec<Manifest>, ManifestError> {
+pub(super) fn render_dir(
+    dir: &Path,
+    sha: &str,
+    path: &str,
+) -> Result<Vec<Manifest>, ManifestError> {
     let checkout = source::checkout(dir, sha, path).map_err(|reason| {
         ManifestError::new(
             &render::Origin {
-                file: if path.is_empty() { ".".into() } else { path.to_string() },
+                file: if path.is_empty() {
+                    ".".into()
+                } else {
+                    path.to_string()
+                },
                 line: 0,
             },
             reason,

@@ -26,12 +26,26 @@ use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::decide::{decide, Decision};
 use super::resolve::{resolve, Resolution};
 use super::waiters::Waiters;
 use crate::conditions::{self, Cond};
 use crate::ops::notify::{Event as NotifyEvent, Notification};
 use crate::ops::Shared;
 use crate::{Settings, FIELD_MANAGER, FINALIZER};
+
+/// The reasons of the Events a managed resource gets.
+pub mod reason {
+    pub const CREATED: &str = "CreatedExternalResource";
+    pub const ADOPTED: &str = "AdoptedExternalResource";
+    pub const UPDATED: &str = "UpdatedExternalResource";
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+    pub const DELETED: &str = "DeletedExternalResource";
+    pub const DELETION_WAITING: &str = "DeletionWaiting";
+    pub const ORPHANED: &str = "Orphaned";
+    pub const TERMINAL_ERROR: &str = "TerminalError";
+    pub const RECONCILE_ERROR: &str = "ReconcileError";
+}
 
 /// Everything a reconcile of kind `K` needs.
 pub struct Context<K: ManagedKind> {
@@ -170,8 +184,8 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
             // Best effort: the error itself is what the policy acts on.
             let _ = write_status(&api, obj.as_ref(), None, &[synced], None).await;
             let reason = match &err {
-                Error::Cloud(e) if e.class == ErrorClass::Terminal => "TerminalError",
-                _ => "ReconcileError",
+                Error::Cloud(e) if e.class == ErrorClass::Terminal => reason::TERMINAL_ERROR,
+                _ => reason::RECONCILE_ERROR,
             };
             publish(
                 &ctx,
@@ -201,34 +215,143 @@ fn api_for<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Api<K> {
     Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
 }
 
+/// What a pass leaves in the status, written once at its end.
+struct Outcome<K: ManagedKind> {
+    conds: Vec<Cond>,
+    at_provider: Option<K::AtProvider>,
+    resolved: Option<BTreeMap<String, String>>,
+    action: Action,
+}
+
+impl<K: ManagedKind> Outcome<K> {
+    fn new(conds: Vec<Cond>, action: Action) -> Self {
+        Self {
+            conds,
+            at_provider: None,
+            resolved: None,
+            action,
+        }
+    }
+}
+
+/// One pass, as named steps: paused? -> deleting? -> finalizer ->
+/// references -> observe -> decide -> act -> record -> publish. Then the
+/// one status write.
 async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Action, Error> {
     let api = api_for(ctx, obj);
-    let annotations = obj.annotations();
-    if annotations.get(PAUSED).map(String::as_str) == Some("true") {
+    let outcome = steps(&api, obj, ctx).await?;
+    write_status(
+        &api,
+        obj,
+        outcome.at_provider,
+        &outcome.conds,
+        outcome.resolved,
+    )
+    .await?;
+    Ok(outcome.action)
+}
+
+async fn steps<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context<K>,
+) -> Result<Outcome<K>, Error> {
+    if obj.annotations().get(PAUSED).map(String::as_str) == Some("true") {
         // No cloud call at all, not even on deletion.
-        write_status(&api, obj, None, &[Cond::reconcile_paused()], None).await?;
-        return Ok(Action::await_change());
+        return Ok(Outcome::new(
+            vec![Cond::reconcile_paused()],
+            Action::await_change(),
+        ));
     }
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     if obj.meta().deletion_timestamp.is_some() {
         if !has_finalizer {
-            return Ok(Action::await_change());
+            return Ok(Outcome::new(Vec::new(), Action::await_change()));
         }
-        return finalize(&api, obj, ctx).await;
+        return finalize(api, obj, ctx).await;
     }
     if !has_finalizer {
-        add_finalizer(&api, obj).await?;
+        add_finalizer(api, obj).await?;
     }
-
-    let managed = obj.managed();
+    let resolved = match references(obj, ctx).await? {
+        Ok(ids) => ids,
+        Err(not_ready) => return Ok(not_ready),
+    };
     let identity = identity_of(obj);
-    // References first: until every target is Ready, no cloud call.
+    let target = target_of(obj, &identity, &resolved);
+    let external = connect(ctx, obj).await?;
+    let observed = external.observe(&target).await?;
+    let mut requeue = jittered(ctx.settings.poll_interval);
+    match decide::<K>(&observed, obj.managed(), target.external_name) {
+        Decision::Create => return create(api, obj, ctx, external.as_ref(), &target).await,
+        Decision::Missing(e) => {
+            let msg = e.message;
+            return Ok(Outcome::new(
+                vec![Cond::unavailable(&msg), Cond::reconcile_error(&msg)],
+                Action::requeue(requeue),
+            ));
+        }
+        Decision::Immutable(e) => return Err(e.into()),
+        Decision::Update => {
+            update(obj, ctx, external.as_ref(), &target, &observed).await?;
+            // Re-read soon: a single resource is re-read only after a write.
+            requeue = Duration::from_secs(1);
+        }
+        Decision::Observe => {}
+    }
+    record_adoption(api, obj, ctx, &target, &observed).await?;
+    write_connection_secret(ctx, obj, &observed).await?;
+    let ready = if observed.ready {
+        Cond::available()
+    } else {
+        requeue = requeue.min(Duration::from_secs(2));
+        Cond::creating("the cloud resource is not ready yet")
+    };
+    if observed.ready && !conditions_of(obj).iter().any(is_ready) {
+        ctx.waiters
+            .ready(&K::kind(&()), &identity.namespace, &identity.name);
+    }
+    Ok(Outcome {
+        conds: vec![ready, Cond::reconcile_success()],
+        at_provider: observed.at_provider,
+        resolved: Some(resolved),
+        action: Action::requeue(requeue),
+    })
+}
+
+fn is_ready(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool {
+    c.type_ == conditions::READY && c.status == "True"
+}
+
+/// What a provider operation works on, for this object.
+fn target_of<'a, K: ManagedKind>(
+    obj: &'a K,
+    identity: &'a Identity,
+    resolved: &'a BTreeMap<String, String>,
+) -> Target<'a, K> {
+    let annotations = obj.annotations();
+    Target {
+        identity,
+        external_name: annotations.get(EXTERNAL_NAME).map(String::as_str),
+        create_pending: annotations.contains_key(CREATE_PENDING),
+        spec: obj.for_provider(),
+        resolved,
+    }
+}
+
+/// Step: references. Until every target is Ready, no cloud call: the
+/// object waits (woken the moment a target is Ready; the requeue is a
+/// fallback) and says what it waits for.
+async fn references<K: ManagedKind>(
+    obj: &K,
+    ctx: &Context<K>,
+) -> Result<Result<BTreeMap<String, String>, Outcome<K>>, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
     let references = obj.for_provider().references();
     let epoch = ctx.waiters.epoch();
-    let resolved = match resolve(&ctx.client, &identity.namespace, &references).await? {
-        Resolution::Resolved(ids) => ids,
+    match resolve(&ctx.client, &namespace, &references).await? {
+        Resolution::Resolved(ids) => Ok(Ok(ids)),
         Resolution::NotReady(why, awaited) => {
-            // Woken the moment the target is Ready; the requeue is a fallback.
             let wake = ctx.wake.clone();
             let me = ObjectRef::from_obj(obj);
             ctx.waiters.wait(
@@ -239,158 +362,104 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
                     let _ = wake.unbounded_send(me.clone());
                 }),
             );
-            write_status(&api, obj, None, &[Cond::reference_not_ready(why)], None).await?;
-            return Ok(Action::requeue(ctx.settings.reference_retry));
-        }
-    };
-    let target = Target::<K> {
-        identity: &identity,
-        external_name: annotations.get(EXTERNAL_NAME).map(String::as_str),
-        create_pending: annotations.contains_key(CREATE_PENDING),
-        spec: obj.for_provider(),
-        resolved: &resolved,
-    };
-    let external = connect(ctx, obj).await?;
-    let observed = external.observe(&target).await?;
-
-    if !observed.exists {
-        if !managed.allows(ManagementPolicy::Create) {
-            let what = target
-                .external_name
-                .unwrap_or("(no external-name annotation)");
-            let msg = format!(
-                "external resource {what} does not exist, and the management policies do not allow creating it"
-            );
-            write_status(
-                &api,
-                obj,
-                None,
-                &[Cond::unavailable(&msg), Cond::reconcile_error(&msg)],
-                None,
-            )
-            .await?;
-            return Ok(Action::requeue(jittered(ctx.settings.poll_interval)));
-        }
-        // Mark the create before making it: if its result is lost, the next
-        // observe adopts what it made instead of making another.
-        if !target.create_pending {
-            let now = chrono::Utc::now().to_rfc3339();
-            annotate(&api, obj, json!({ CREATE_PENDING: now })).await?;
-        }
-        let created = external.create(&target).await?;
-        annotate(
-            &api,
-            obj,
-            json!({ EXTERNAL_NAME: created.external_name, CREATE_PENDING: null }),
-        )
-        .await?;
-        info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), external_name = %created.external_name, "created");
-        publish(
-            ctx,
-            obj,
-            EventType::Normal,
-            "CreatedExternalResource",
-            format!("created {}", created.external_name),
-        )
-        .await;
-        write_status(
-            &api,
-            obj,
-            None,
-            &[
-                Cond::creating("waiting for the new resource to be observed"),
-                Cond::reconcile_success(),
-            ],
-            None,
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-
-    // Found by owner tags (e.g. after a crash between create and record):
-    // record what was adopted.
-    if let Some(found) = &observed.external_name {
-        if target.external_name != Some(found.as_str()) || target.create_pending {
-            annotate(
-                &api,
-                obj,
-                json!({ EXTERNAL_NAME: found, CREATE_PENDING: null }),
-            )
-            .await?;
-            publish(
-                ctx,
-                obj,
-                EventType::Normal,
-                "AdoptedExternalResource",
-                format!("adopted {found}"),
-            )
-            .await;
+            Ok(Err(Outcome::new(
+                vec![Cond::reference_not_ready(why)],
+                Action::requeue(ctx.settings.reference_retry),
+            )))
         }
     }
+}
 
-    let mut requeue = jittered(ctx.settings.poll_interval);
-    if !observed.up_to_date() {
-        if let Some(err) = observed.immutable_error() {
-            return Err(err.into());
-        }
-        if managed.allows(ManagementPolicy::Update) {
-            external.update(&target, &observed).await?;
-            let changes: Vec<String> = observed.diff.iter().map(ToString::to_string).collect();
-            let drift = last_synced_generation(obj) == obj.meta().generation;
-            let (reason, verb) = if drift {
-                ("DriftCorrected", "corrected drift")
-            } else {
-                ("UpdatedExternalResource", "updated")
-            };
-            if drift {
-                ctx.shared.metrics.drift_corrected(&K::kind(&()));
-                ctx.shared.notifier.send(Notification::new(
-                    NotifyEvent::DriftCorrected,
-                    &K::kind(&()),
-                    &identity.namespace,
-                    &identity.name,
-                    changes.join("; "),
-                ));
-            }
-            info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), changes = ?changes, "{verb}");
-            publish(
-                ctx,
-                obj,
-                EventType::Normal,
-                reason,
-                format!("{verb}: {}", changes.join("; ")),
-            )
-            .await;
-            // Re-read soon: a single resource is re-read only after a write.
-            requeue = Duration::from_secs(1);
-        }
+/// Step: create. The create is marked before it is made: if its result is
+/// lost, the next observe adopts what it made instead of making another.
+async fn create<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context<K>,
+    external: &dyn External<K>,
+    target: &Target<'_, K>,
+) -> Result<Outcome<K>, Error> {
+    if !target.create_pending {
+        let now = chrono::Utc::now().to_rfc3339();
+        annotate(api, obj, json!({ CREATE_PENDING: now })).await?;
     }
-
-    write_connection_secret(ctx, obj, &observed).await?;
-    let ready = if observed.ready {
-        Cond::available()
-    } else {
-        requeue = requeue.min(Duration::from_secs(2));
-        Cond::creating("the cloud resource is not ready yet")
-    };
-    let is_ready = observed.ready;
-    write_status(
-        &api,
+    let created = external.create(target).await?;
+    annotate(
+        api,
         obj,
-        observed.at_provider.clone(),
-        &[ready, Cond::reconcile_success()],
-        Some(resolved),
+        json!({ EXTERNAL_NAME: created.external_name, CREATE_PENDING: null }),
     )
     .await?;
-    let was_ready = obj
-        .managed_status()
-        .and_then(|s| s.condition(conditions::READY))
-        .is_some_and(|c| c.status == "True");
-    if is_ready && !was_ready {
-        ctx.waiters
-            .ready(&K::kind(&()), &identity.namespace, &identity.name);
+    info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), external_name = %created.external_name, "created");
+    let note = format!("created {}", created.external_name);
+    publish(ctx, obj, EventType::Normal, reason::CREATED, note).await;
+    Ok(Outcome::new(
+        vec![
+            Cond::creating("waiting for the new resource to be observed"),
+            Cond::reconcile_success(),
+        ],
+        Action::requeue(Duration::from_secs(1)),
+    ))
+}
+
+/// Step: update, told as a drift correction when the spec did not change
+/// since the last successful pass.
+async fn update<K: ManagedKind>(
+    obj: &K,
+    ctx: &Context<K>,
+    external: &dyn External<K>,
+    target: &Target<'_, K>,
+    observed: &Observation<K::AtProvider>,
+) -> Result<(), Error> {
+    external.update(target, observed).await?;
+    let changes: Vec<String> = observed.diff.iter().map(ToString::to_string).collect();
+    let drift = last_synced_generation(obj) == obj.meta().generation;
+    let (reason, verb) = if drift {
+        (reason::DRIFT_CORRECTED, "corrected drift")
+    } else {
+        (reason::UPDATED, "updated")
+    };
+    if drift {
+        let identity = target.identity;
+        ctx.shared.metrics.drift_corrected(&K::kind(&()));
+        ctx.shared.notifier.send(Notification::new(
+            NotifyEvent::DriftCorrected,
+            &K::kind(&()),
+            &identity.namespace,
+            &identity.name,
+            changes.join("; "),
+        ));
     }
-    Ok(Action::requeue(requeue))
+    info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), changes = ?changes, "{verb}");
+    let note = format!("{verb}: {}", changes.join("; "));
+    publish(ctx, obj, EventType::Normal, reason, note).await;
+    Ok(())
+}
+
+/// Step: record what was found by owner tags (e.g. after a crash between
+/// create and record) as the external name.
+async fn record_adoption<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context<K>,
+    target: &Target<'_, K>,
+    observed: &Observation<K::AtProvider>,
+) -> Result<(), Error> {
+    let Some(found) = &observed.external_name else {
+        return Ok(());
+    };
+    if target.external_name == Some(found.as_str()) && !target.create_pending {
+        return Ok(());
+    }
+    annotate(
+        api,
+        obj,
+        json!({ EXTERNAL_NAME: found, CREATE_PENDING: null }),
+    )
+    .await?;
+    let note = format!("adopted {found}");
+    publish(ctx, obj, EventType::Normal, reason::ADOPTED, note).await;
+    Ok(())
 }
 
 /// Deletion: honour the policies, delete in the cloud, drop the finalizer
@@ -399,35 +468,22 @@ async fn finalize<K: ManagedKind>(
     api: &Api<K>,
     obj: &K,
     ctx: &Context<K>,
-) -> Result<Action, Error> {
+) -> Result<Outcome<K>, Error> {
     let managed = obj.managed();
     if managed.deletion_policy == DeletionPolicy::Orphan
         || !managed.allows(ManagementPolicy::Delete)
     {
-        publish(
-            ctx,
-            obj,
-            EventType::Normal,
-            "Orphaned",
-            "the cloud resource is kept (deletionPolicy or managementPolicies)".into(),
-        )
-        .await;
+        let note = "the cloud resource is kept (deletionPolicy or managementPolicies)".into();
+        publish(ctx, obj, EventType::Normal, reason::ORPHANED, note).await;
         remove_finalizer(api, obj).await?;
-        return Ok(Action::await_change());
+        return Ok(Outcome::new(Vec::new(), Action::await_change()));
     }
     let identity = identity_of(obj);
     let resolved = obj
         .managed_status()
         .map(|s| s.resolved_references.clone())
         .unwrap_or_default();
-    let annotations = obj.annotations();
-    let target = Target::<K> {
-        identity: &identity,
-        external_name: annotations.get(EXTERNAL_NAME).map(String::as_str),
-        create_pending: annotations.contains_key(CREATE_PENDING),
-        spec: obj.for_provider(),
-        resolved: &resolved,
-    };
+    let target = target_of(obj, &identity, &resolved);
     let external = connect(ctx, obj).await?;
     let observed = external.observe(&target).await?;
     if !observed.exists {
@@ -435,50 +491,37 @@ async fn finalize<K: ManagedKind>(
             .iter()
             .any(|c| c.type_ == conditions::READY && c.reason == "Deleting")
         {
+            let note = "the cloud resource is gone".into();
+            publish(ctx, obj, EventType::Normal, reason::DELETED, note).await;
+        }
+        remove_finalizer(api, obj).await?;
+        return Ok(Outcome::new(Vec::new(), Action::await_change()));
+    }
+    let (why, action) = match external.delete(&target).await? {
+        Deletion::Done => (
+            "deleting the cloud resource".to_string(),
+            Action::requeue(Duration::from_secs(1)),
+        ),
+        Deletion::Waiting(why) => {
             publish(
                 ctx,
                 obj,
                 EventType::Normal,
-                "DeletedExternalResource",
-                "the cloud resource is gone".into(),
+                reason::DELETION_WAITING,
+                why.clone(),
             )
             .await;
-        }
-        remove_finalizer(api, obj).await?;
-        return Ok(Action::await_change());
-    }
-    match external.delete(&target).await? {
-        Deletion::Done => {
-            write_status(
-                api,
-                obj,
-                None,
-                &[
-                    Cond::deleting("deleting the cloud resource"),
-                    Cond::reconcile_success(),
-                ],
-                None,
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
-        }
-        Deletion::Waiting(why) => {
-            write_status(
-                api,
-                obj,
-                None,
-                &[Cond::deleting(&why), Cond::reconcile_success()],
-                None,
-            )
-            .await?;
-            publish(ctx, obj, EventType::Normal, "DeletionWaiting", why).await;
             // Waiting is not an error, but nothing changes fast: back off.
-            Ok(Action::requeue(
-                ctx.next_backoff(&key_of(obj), ErrorClass::Retryable)
-                    .max(Duration::from_secs(5)),
-            ))
+            let delay = ctx
+                .next_backoff(&key_of(obj), ErrorClass::Retryable)
+                .max(Duration::from_secs(5));
+            (why, Action::requeue(delay))
         }
-    }
+    };
+    Ok(Outcome::new(
+        vec![Cond::deleting(why), Cond::reconcile_success()],
+        action,
+    ))
 }
 
 async fn connect<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Result<Arc<dyn External<K>>, Error> {

@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub mod validate;
+pub mod walk;
 
 use driftless_provider::{RefSource, Reference};
 use serde_json::{Map, Number, Value};
@@ -167,39 +168,21 @@ pub fn yaml_type_name(v: &Value) -> &'static str {
 }
 
 /// Every `.yaml` / `.yml` file under `paths` (files or directories,
-/// recursively), in a stable order.
+/// recursively, by [`walk::yaml_files`]), in a stable order. A file named
+/// on the command line is read whatever its name.
 pub fn find_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         if meta.is_dir() {
-            walk(p, &mut files).map_err(|e| format!("{}: {e}", p.display()))?;
+            let found = walk::yaml_files(p, "")
+                .map_err(|e| format!("{}: {}: {}", p.display(), e.dir, e.reason))?;
+            files.extend(found.into_iter().map(|f| p.join(f)));
         } else {
             files.push(p.clone());
         }
     }
     Ok(files)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue; // .git and friends
-        }
-        if e.file_type()?.is_dir() {
-            walk(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|x| x.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// Loads every manifest under `paths`. Returns the objects of the files that

@@ -70,4 +70,3 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
         s.metrics.render(),
     )
 }
-

@@ -16,6 +16,7 @@ use driftless_provider::{
 use futures::StreamExt;
 use kube::ResourceExt;
 
+use crate::managed::decide::{decide, Decision};
 use crate::manifests::{namespace_or_default, reference_targets, Manifest};
 use crate::registry::Providers;
 
@@ -183,31 +184,17 @@ impl<K: ManagedKind> Unit for ManagedUnit<K> {
         }
         let external = self.external().await?;
         let obs = external.observe(&self.target(given, resolved)).await?;
-        let managed = self.obj.managed();
-        if !obs.exists {
-            if !managed.allows(ManagementPolicy::Create) {
-                return Err(not_found(given));
+        let id = obs.exists.then(|| id_of(&obs, given, &self.identity));
+        let step = match decide::<K>(&obs, self.obj.managed(), given) {
+            Decision::Create => Step::Create { after: Vec::new() },
+            Decision::Missing(e) | Decision::Immutable(e) => return Err(e),
+            Decision::Update => Step::Update(obs.diff),
+            Decision::Observe if !self.obj.managed().allows(ManagementPolicy::Update) => {
+                Step::Skipped("observed only (managementPolicies)".into())
             }
-            return Ok((Step::Create { after: Vec::new() }, None));
-        }
-        let id = Some(id_of(&obs, given, &self.identity));
-        if !managed.allows(ManagementPolicy::Update) {
-            return Ok((
-                Step::Skipped("observed only (managementPolicies)".into()),
-                id,
-            ));
-        }
-        if let Some(err) = obs.immutable_error() {
-            return Err(err);
-        }
-        Ok((
-            if obs.up_to_date() {
-                Step::Unchanged
-            } else {
-                Step::Update(obs.diff)
-            },
-            id,
-        ))
+            Decision::Observe => Step::Unchanged,
+        };
+        Ok((step, id))
     }
 
     async fn apply(
@@ -221,46 +208,29 @@ impl<K: ManagedKind> Unit for ManagedUnit<K> {
             return Ok((given.unwrap_or(&self.identity.name).to_string(), "paused"));
         }
         let external = self.external().await?;
-        let managed = self.obj.managed();
         let obs = external.observe(&self.target(given, resolved)).await?;
-        if !obs.exists {
-            if !managed.allows(ManagementPolicy::Create) {
-                return Err(not_found(given));
+        let (id, done) = match decide::<K>(&obs, self.obj.managed(), given) {
+            Decision::Create => {
+                let created = external.create(&self.target(given, resolved)).await?;
+                (created.external_name, "created")
             }
-            let created = external.create(&self.target(given, resolved)).await?;
-            self.wait_ready(external.as_ref(), &created.external_name, resolved, timeout)
-                .await?;
-            return Ok((created.external_name, "created"));
-        }
-        let id = id_of(&obs, given, &self.identity);
-        if !managed.allows(ManagementPolicy::Update) {
-            return Ok((id, "observed"));
-        }
-        if let Some(err) = obs.immutable_error() {
-            return Err(err);
-        }
-        let done = if obs.up_to_date() {
-            "unchanged"
-        } else {
-            external
-                .update(&self.target(Some(&id), resolved), &obs)
-                .await?;
-            "updated"
+            Decision::Missing(e) | Decision::Immutable(e) => return Err(e),
+            Decision::Update => {
+                let id = id_of(&obs, given, &self.identity);
+                external
+                    .update(&self.target(Some(&id), resolved), &obs)
+                    .await?;
+                (id, "updated")
+            }
+            Decision::Observe if !self.obj.managed().allows(ManagementPolicy::Update) => {
+                return Ok((id_of(&obs, given, &self.identity), "observed"));
+            }
+            Decision::Observe => (id_of(&obs, given, &self.identity), "unchanged"),
         };
         self.wait_ready(external.as_ref(), &id, resolved, timeout)
             .await?;
         Ok((id, done))
     }
-}
-
-fn not_found(external_name: Option<&str>) -> CloudError {
-    CloudError::terminal(
-        "NotFound",
-        format!(
-            "external resource {} does not exist, and the management policies do not allow creating it",
-            external_name.unwrap_or("(no external-name annotation)")
-        ),
-    )
 }
 
 struct Lister<K: ManagedKind> {

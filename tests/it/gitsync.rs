@@ -1154,8 +1154,8 @@ async fn a_signed_webhook_triggers_a_sync() {
         state,
         driftless::gitsync::webhook::routes(),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     scope.start_controller(POLL);
     let cms: Api<ConfigMap> = scope.api();
     let value = |cms: Api<ConfigMap>| async move {
@@ -1244,4 +1244,82 @@ async fn a_signed_webhook_triggers_a_sync() {
     .await;
     eprintln!("webhook to applied: {:?}", sent.elapsed());
     assert!(requested().await.is_some());
+}
+
+/// How many passes the controller made over GitSync `ns/name`, from its
+/// own metrics (the count of the sync-duration histogram).
+fn passes_of(shared: &driftless::ops::Shared, ns: &str, name: &str) -> u64 {
+    let (name, ns) = (format!("name=\"{name}\""), format!("namespace=\"{ns}\""));
+    shared
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("driftless_gitsync_duration_seconds_count{"))
+        .find(|l| l.contains(&name) && l.contains(&ns))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A refused revision keeps saying why (Stalled, file:line) for as long as
+/// it is the latest: sampled across several intervals, each of which makes
+/// a pass that checks the remote again. (It once flipped to
+/// "Progressing: applying revision" at the next interval and stayed there.)
+#[tokio::test]
+async fn a_refused_revision_stays_stalled_across_intervals() {
+    let mut scope = Scope::new("gitsync-stalled").await;
+    let shared = driftless::ops::Shared::new(scope.calls.clone());
+    scope.shared = Some(shared.clone());
+    scope.start_controller(POLL);
+    let gitsyncs: Api<GitSync> = scope.api();
+    let name = "stalled";
+    let repo = Repo::new();
+    repo.write(
+        "clusters/test/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\ndata: {a: b}\n",
+    );
+    repo.write(
+        "clusters/test/broken.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  key: [unclosed\n  other: value\n",
+    );
+    let sha = repo.commit("a broken file");
+    let interval = Duration::from_secs(2);
+    gitsyncs
+        .create(
+            &PostParams::default(),
+            &new_gitsync(name, &repo.url(), json!({"interval": "2s"})),
+        )
+        .await
+        .unwrap();
+    wait_gitsync(&gitsyncs, name, "Stalled", WAIT, |g| is_true(g, "Stalled")).await;
+    let first = passes_of(&shared, &scope.ns, name);
+    let started = Instant::now();
+    let mut samples = 0;
+    // At least three more intervals, each with its own pass.
+    while passes_of(&shared, &scope.ns, name) < first + 3 {
+        assert!(
+            started.elapsed() < interval * 30,
+            "the controller made no passes: {} after {:?}",
+            passes_of(&shared, &scope.ns, name) - first,
+            started.elapsed()
+        );
+        let gs = gitsyncs.get(name).await.unwrap();
+        let stalled = condition(&gs, "Stalled").map(|c| (c.status.clone(), c.message.clone()));
+        let ready = condition(&gs, "Ready").map(|c| (c.reason.clone(), c.message.clone()));
+        assert!(
+            matches!(&stalled, Some((s, m)) if s == "True" && m.contains("clusters/test/broken.yaml:7") && m.contains(&rev(&sha))),
+            "sample {samples}: Stalled must name file:line of the latest revision, got {stalled:?} (Ready {ready:?})"
+        );
+        assert!(
+            matches!(&ready, Some((r, _)) if r == "InvalidManifests"),
+            "sample {samples}: Ready must say InvalidManifests, got {ready:?}"
+        );
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "{samples} samples over {:?} and {} passes: Stalled throughout",
+        started.elapsed(),
+        passes_of(&shared, &scope.ns, name) - first
+    );
 }

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use driftless::ops::Shared;
 use driftless::ops::http::HttpState;
 use driftless::ops::notify::Notifier;
+use driftless::ops::Shared;
 use driftless_provider::CallCounter;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
@@ -397,8 +397,8 @@ async fn metrics_health_and_notifications() {
         state,
         driftless::gitsync::webhook::routes(),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     scope.start_controller(Duration::from_secs(2));
 
     let good = crate::support::unique("ops-good");

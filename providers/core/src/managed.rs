@@ -39,7 +39,10 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
-/// What driftless may do to the cloud resource.
+/// What driftless may do to the cloud resource (Crossplane's meaning).
+/// Every set includes Observe: nothing is managed unseen. Crossplane's
+/// LateInitialize (copy unset fields back from the cloud) is not offered:
+/// driftless never writes the spec, which belongs to Git.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ManagementPolicy {
     /// Everything below.
@@ -49,7 +52,6 @@ pub enum ManagementPolicy {
     Create,
     Update,
     Delete,
-    LateInitialize,
 }
 
 /// Which ProviderConfig supplies region, endpoint and credentials.
@@ -86,10 +88,14 @@ pub struct ManagedFields {
     /// Delete (default) or Orphan the cloud resource when this object is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// What driftless may do: `["*"]` (default) or a subset of Observe, Create,
-    /// Update, Delete, LateInitialize. `["Observe"]` imports a resource named by
+    /// What driftless may do: `["*"]` (default) or Observe plus any of
+    /// Create, Update, Delete. `["Observe"]` imports a resource named by
     /// the external-name annotation and never changes or deletes it.
     #[serde(default = "default_management_policies")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.exists(p, p == '*' || p == 'Observe')",
+        "message": "managementPolicies must include Observe (or *): driftless does not manage what it does not observe"
+    }]))]
     pub management_policies: Vec<ManagementPolicy>,
     /// Write ids, arn and endpoint of the cloud resource into this Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

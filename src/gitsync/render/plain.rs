@@ -134,33 +134,15 @@ pub fn load_dir(root: &Path, path: &str) -> Result<Vec<Manifest>, ManifestError>
         Ok(m) if m.is_dir() => {}
         _ => return Err(at(shown, "not a directory in this revision".into())),
     }
+    // The one walker (validate and push mode read a tree the same way).
+    let names =
+        crate::manifests::walk::yaml_files(root, &base).map_err(|e| at(&e.dir, e.reason))?;
     let mut files = Vec::new();
-    let mut dirs = vec![base];
-    while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(root.join(&dir))
-            .map_err(|e| at(&dir, format!("cannot read the directory: {e}")))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| at(&dir, format!("cannot read the directory: {e}")))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if dir.is_empty() {
-                name.clone()
-            } else {
-                format!("{dir}/{name}")
-            };
-            // file_type() does not follow symbolic links: they are skipped.
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                dirs.push(rel);
-            } else if kind.is_file() && (name.ends_with(".yaml") || name.ends_with(".yml")) {
-                let bytes = std::fs::read(entry.path())
-                    .map_err(|e| at(&rel, format!("cannot read the file: {e}")))?;
-                files.push((rel, bytes));
-            }
-        }
+    for rel in names {
+        let bytes = std::fs::read(root.join(&rel))
+            .map_err(|e| at(&rel, format!("cannot read the file: {e}")))?;
+        files.push((rel, bytes));
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
     load(&files)
 }
 
