@@ -60,7 +60,7 @@ fn stack(paths: &[PathBuf], options: Options) -> Option<Stack> {
                 let managed = stack.kinds();
                 let mut kinds: Vec<&str> = manifests
                     .iter()
-                    .filter_map(Manifest::kind)
+                    .map(Manifest::kind)
                     .filter(|k| !managed.contains(*k))
                     .collect();
                 kinds.sort();

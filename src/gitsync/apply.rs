@@ -164,8 +164,8 @@ fn defined_by_crd(manifests: &[Manifest], group: &str, kind: &str) -> bool {
     manifests.iter().any(|m| {
         m.kind() == "CustomResourceDefinition"
             && m.group() == "apiextensions.k8s.io"
-            && m.object["spec"]["group"].as_str() == Some(group)
-            && m.object["spec"]["names"]["kind"].as_str() == Some(kind)
+            && m.value["spec"]["group"].as_str() == Some(group)
+            && m.value["spec"]["names"]["kind"].as_str() == Some(kind)
     })
 }
 
@@ -210,7 +210,7 @@ fn prepare(
     namespaced: bool,
     owner: &Owner,
 ) -> Result<Planned, ManifestError> {
-    let mut value = m.object.clone();
+    let mut value = m.value.clone();
     let meta = value["metadata"]
         .as_object_mut()
         .expect("load checked metadata is a mapping");
@@ -298,7 +298,7 @@ pub async fn dry_run(client: &kube::Client, planned: &[Planned]) -> Result<(), A
                 &first.origin,
                 format!(
                     "{}; and {} more: {}",
-                    first.reason,
+                    first.message,
                     n - 1,
                     others.join("; ")
                 ),
@@ -441,13 +441,7 @@ mod tests {
     use serde_json::json;
 
     fn manifest(v: Value) -> Manifest {
-        Manifest {
-            origin: Origin {
-                file: "f.yaml".into(),
-                line: 1,
-            },
-            object: v,
-        }
+        Manifest::new(Origin::at("f.yaml", 1, 1), v, Default::default())
     }
 
     #[test]

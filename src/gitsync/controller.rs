@@ -310,10 +310,7 @@ impl Context {
             .await
             .unwrap_or_else(|e| {
                 Err(ManifestError::new(
-                    &Origin {
-                        file: path.to_string(),
-                        line: 0,
-                    },
+                    &Origin::file(path),
                     format!("reading the revision failed: {e}"),
                 ))
             });

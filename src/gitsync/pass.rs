@@ -658,14 +658,7 @@ pub(super) fn render_dir(
 ) -> Result<Vec<Manifest>, ManifestError> {
     let checkout = source::checkout(dir, sha, path).map_err(|reason| {
         ManifestError::new(
-            &render::Origin {
-                file: if path.is_empty() {
-                    ".".into()
-                } else {
-                    path.to_string()
-                },
-                line: 0,
-            },
+            &render::Origin::file(if path.is_empty() { "." } else { path }),
             reason,
         )
     })?;

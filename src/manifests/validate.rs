@@ -57,9 +57,10 @@ pub fn validate(manifests: &[Manifest], crds: &[CustomResourceDefinition]) -> Ve
         if !seen.insert(id) {
             errors.push(m.error("metadata.name", "defined more than once"));
         }
-        let Some(ks) = schemas.iter().find(|s| {
-            Some(s.api_version.as_str()) == m.api_version() && Some(s.kind.as_str()) == m.kind()
-        }) else {
+        let Some(ks) = schemas
+            .iter()
+            .find(|s| s.api_version == m.api_version() && s.kind == m.kind())
+        else {
             continue; // not ours: the API server will judge it
         };
         check_object(&ks.schema, &m.value, "", m, &mut errors, true);
@@ -84,7 +85,7 @@ pub fn validate(manifests: &[Manifest], crds: &[CustomResourceDefinition]) -> Ve
     };
     crate::registry::Providers::offline().visit(&mut refs);
     errors.extend(refs.errors);
-    errors.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    errors.sort_by(|a, b| a.origin.cmp(&b.origin));
     errors
 }
 
@@ -274,9 +275,11 @@ impl KindVisitor for CheckReferences<'_> {
     fn visit<K: ManagedKind>(&mut self, _connector: Arc<dyn Connector<K>>) {
         let api_version = K::api_version(&()).to_string();
         let kind = K::kind(&()).to_string();
-        for m in self.manifests.iter().filter(|m| {
-            m.api_version() == Some(api_version.as_str()) && m.kind() == Some(kind.as_str())
-        }) {
+        for m in self
+            .manifests
+            .iter()
+            .filter(|m| m.api_version() == api_version && m.kind() == kind)
+        {
             let Ok(obj) = serde_json::from_value::<K>(m.value.clone()) else {
                 continue; // already reported by the schema check
             };

@@ -303,18 +303,13 @@ impl KindVisitor for Collect<'_> {
         for m in self
             .manifests
             .iter()
-            .filter(|m| m.api_version() == Some(&api_version) && m.kind() == Some(&kind))
+            .filter(|m| m.api_version() == api_version && m.kind() == kind)
         {
             let obj: K = match serde_json::from_value(m.value.clone()) {
                 Ok(obj) => obj,
                 Err(e) => {
-                    self.errors.push(format!(
-                        "{}:{}:{}: {}: {e}",
-                        m.file.display(),
-                        m.line,
-                        m.col,
-                        m.describe()
-                    ));
+                    self.errors
+                        .push(format!("{}: {}: {e}", m.origin, m.describe()));
                     continue;
                 }
             };
@@ -389,9 +384,9 @@ impl Stack {
                             .filter_map(|t| {
                                 index
                                     .get(&Key {
-                                        kind: t.kind()?.to_string(),
+                                        kind: t.kind().to_string(),
                                         namespace: namespace_or_default(t).to_string(),
-                                        name: t.name()?.to_string(),
+                                        name: t.name().to_string(),
                                     })
                                     .copied()
                             })

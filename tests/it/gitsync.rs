@@ -552,7 +552,7 @@ async fn gitsync_applies_apps_and_infra_and_keeps_them() {
     let stalled = wait_gitsync(&gitsyncs, name, "Stalled", WAIT, |g| is_true(g, "Stalled")).await;
     let message = condition(&stalled, "Stalled").unwrap().message.clone();
     assert!(
-        message.contains("clusters/test/app/broken.yaml:7: invalid YAML"),
+        message.contains("clusters/test/app/broken.yaml:7:8: invalid YAML"),
         "{message}"
     );
     assert!(message.contains(&rev(&c4)), "{message}");

@@ -82,7 +82,7 @@ fn rbac_rules() -> Vec<Value> {
     let objects = driftless::manifests::parse(&path, &text).expect("deploy/rbac.yaml parses");
     objects
         .iter()
-        .filter(|m| matches!(m.kind(), Some("ClusterRole" | "Role")))
+        .filter(|m| matches!(m.kind(), "ClusterRole" | "Role"))
         .flat_map(|m| m.value["rules"].as_array().cloned().unwrap_or_default())
         .collect()
 }

@@ -6,7 +6,7 @@ pub mod plain;
 
 use std::path::Path;
 
-pub use plain::{Manifest, ManifestError, Origin};
+pub use crate::manifests::{Manifest, ManifestError, Origin};
 
 /// Turns a directory of a checkout into objects, each with its origin.
 pub trait Renderer: Send + Sync {
