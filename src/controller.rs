@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::conditions;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::passes::Passes;
 use crate::reconciler::{error_policy, reconcile, Context};
 use crate::waiters::Waiters;
 use crate::Settings;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     pub waiters: Arc<Waiters>,
+    /// Finished reconcile passes per object (see [`crate::passes`]).
+    pub passes: Arc<Passes>,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
             metrics: Arc::new(Metrics::new(calls.clone())),
             notifier: Arc::new(Notifier::disabled()),
             waiters: Arc::default(),
+            passes: Arc::default(),
             calls,
         }
     }

@@ -13,6 +13,7 @@ pub mod manager;
 pub mod manifests;
 pub mod metrics;
 pub mod notify;
+pub mod passes;
 pub mod push;
 pub mod reconciler;
 pub mod resolve;
