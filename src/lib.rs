@@ -6,6 +6,7 @@ pub mod commands;
 pub mod conditions;
 pub mod controller;
 pub mod crds;
+pub mod election;
 pub mod gitsync;
 pub mod http;
 pub mod leader;
