@@ -118,9 +118,10 @@ struct OpsArgs {
     #[arg(long, env = "DRIFTLESS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: std::net::SocketAddr,
     /// Elect a leader through a Lease so that only one replica acts
-    /// (`--leader-elect=false` for a single replica outside a cluster).
-    #[arg(long, env = "DRIFTLESS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    leader_elect: bool,
+    /// (default: on in a pod or when --leader-election-namespace is given,
+    /// off outside a cluster).
+    #[arg(long, env = "DRIFTLESS_LEADER_ELECT", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: Option<bool>,
     /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE, else driftless-system).
     #[arg(long, env = "DRIFTLESS_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
@@ -219,7 +220,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 })?;
                 shared.notifier = Arc::new(Notifier::from_secret(client.clone(), ns, name));
             }
-            let lease = ops.leader_elect.then(|| LeaseConfig {
+            let (elect, why) = driftless::ops::election::decide(
+                ops.leader_elect,
+                ops.leader_election_namespace.is_some(),
+                driftless::ops::election::in_pod(),
+            );
+            let lease = elect.then(|| LeaseConfig {
                 namespace: ops
                     .leader_election_namespace
                     .clone()
@@ -233,6 +239,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 duration: ops.lease_duration,
             });
+            match &lease {
+                Some(l) => {
+                    tracing::info!(lease = %format!("{}/{}", l.namespace, l.name), "leader election on: {why}")
+                }
+                None => tracing::info!("leader election off: {why}"),
+            }
             let config = ManagerConfig {
                 http_addr: ops.http_addr,
                 lease,

@@ -217,6 +217,7 @@ fn error_policy(_gs: Arc<GitSync>, _err: &Error, _ctx: Arc<Context>) -> Action {
 pub async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = gs.namespace().unwrap_or_default();
     let key = format!("{ns}/{}", gs.name_any());
+    let _pass = ctx.shared.passes.pass("GitSync", &ns, &gs.name_any());
     // Read it fresh: the watch cache may not have the status the previous
     // reconcile wrote yet (a watch-triggered reconcile often follows at
     // once), and a stale lastAppliedRevision or inventory would apply a

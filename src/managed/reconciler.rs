@@ -150,6 +150,11 @@ fn jittered(d: Duration) -> Duration {
 /// The reconcile entry point: runs one pass and records its errors in the
 /// Synced condition (the error policy then decides when to retry).
 pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, Error> {
+    let _pass = ctx.shared.passes.pass(
+        &K::kind(&()),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+    );
     let started = std::time::Instant::now();
     let result = reconcile_once(obj.as_ref(), ctx.as_ref()).await;
     ctx.shared

@@ -2,10 +2,12 @@
 //! notifications, leader election, the HTTP server and shutdown. Imports
 //! no other engine.
 
+pub mod election;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
+pub mod passes;
 pub mod settings;
 
 use std::sync::Arc;
@@ -15,14 +17,17 @@ use tracing::info;
 
 use metrics::Metrics;
 use notify::Notifier;
+use passes::Passes;
 
-/// What every controller shares: the cloud-call counter, the metrics and
-/// the notifier.
+/// What every controller shares: the cloud-call counter, the metrics, the
+/// notifier and the per-object pass counter.
 #[derive(Clone)]
 pub struct Shared {
     pub calls: Arc<CallCounter>,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
+    /// Finished reconcile passes per object (see [`passes`]).
+    pub passes: Arc<Passes>,
 }
 
 impl Shared {
@@ -31,6 +36,7 @@ impl Shared {
         Self {
             metrics: Arc::new(Metrics::new(calls.clone())),
             notifier: Arc::new(Notifier::disabled()),
+            passes: Arc::default(),
             calls,
         }
     }

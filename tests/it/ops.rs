@@ -11,10 +11,13 @@ use driftless::ops::http::HttpState;
 use driftless::ops::notify::Notifier;
 use driftless::ops::Shared;
 use driftless_provider::CallCounter;
+use driftless_provider::{ManagedKind, EXTERNAL_NAME, TAG_OWNER};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::PostParams;
-use kube::Api;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::support::{env, kube_client, kubectl, repo_root, wait_for, Scope};
@@ -67,10 +70,24 @@ fn recording_client(
 ) -> kube::Client {
     let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let inner = inner.clone();
-        if let Some(a) = access_of(req.method(), req.uri()) {
-            seen.lock().unwrap().insert(a);
+        let seen = seen.clone();
+        let access = access_of(req.method(), req.uri());
+        if let Some(a) = &access {
+            seen.lock().unwrap().insert(a.clone());
         }
-        async move { inner.send(req).await }
+        async move {
+            let res = inner.send(req).await;
+            // A server-side apply that creates the object (201) is
+            // authorized as "create" as well as "patch".
+            if let (Some((verb, group, resource)), Ok(r)) = (access, &res) {
+                if verb == "patch" && r.status() == http::StatusCode::CREATED {
+                    seen.lock()
+                        .unwrap()
+                        .insert(("create".into(), group, resource));
+                }
+            }
+            res
+        }
     });
     kube::Client::new(service, ns.to_string())
 }
@@ -86,6 +103,38 @@ fn rbac_rules() -> Vec<Value> {
         .flat_map(|m| m.value["rules"].as_array().cloned().unwrap_or_default())
         .collect()
 }
+
+/// Every (verb, group, resource) the rules grant.
+fn granted(rules: &[Value]) -> BTreeSet<Access> {
+    let strings = |rule: &Value, key: &str| -> Vec<String> {
+        rule[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        for group in strings(rule, "apiGroups") {
+            for resource in strings(rule, "resources") {
+                for verb in strings(rule, "verbs") {
+                    out.insert((verb, group.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Grants deploy/rbac.yaml needs that the RBAC test cannot exercise: (verb,
+/// group, resource, why). Everything else granted must have been used.
+const UNUSED_GRANTS: &[(&str, &str, &str, &str)] = &[(
+    "patch",
+    "events.k8s.io",
+    "events",
+    "kube's event Recorder patches an Event (its series count) instead of creating another only when the same event recurs within its cache window; whether one recurs here depends on timing",
+)];
 
 fn allowed(rules: &[Value], (verb, group, resource): &Access) -> bool {
     let has = |rule: &Value, key: &str, want: &str| {
@@ -162,11 +211,14 @@ async fn deploy_applies_with_server_side_dry_run() {
     }
 }
 
-/// Runs a lifecycle of every kind through a controller whose every request
-/// is recorded, then checks deploy/rbac.yaml grants each.
+/// Runs a lifecycle of every kind, and a GitSync that applies and prunes the
+/// kinds deploy/rbac.yaml names, through a controller whose every request is
+/// recorded; then checks both directions: deploy/rbac.yaml grants every
+/// request, and every grant was used (but the few in [`UNUSED_GRANTS`]). The
+/// test drives all that traffic itself: it does not depend on other tests.
 // Multi-threaded: kubectl blocks its thread while the controller works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_role_covers_every_request_the_controller_makes() {
+async fn the_cluster_role_grants_exactly_what_the_controller_uses() {
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let mut scope = Scope::new("rbac").await;
     let client = recording_client(scope.client.clone(), &scope.ns, seen.clone());
@@ -174,6 +226,7 @@ async fn the_cluster_role_covers_every_request_the_controller_makes() {
     let bucket = crate::support::unique("rbac");
     let pc = scope.provider_config.clone();
     let ns = scope.ns.clone();
+    // Every managed kind: create, reference, Ready, delete.
     let manifests = format!(
         r#"
 apiVersion: aws.driftless.dev/v1alpha1
@@ -197,18 +250,40 @@ metadata: {{name: net-a, namespace: {ns}}}
 spec:
   providerConfigRef: {{name: {pc}}}
   forProvider: {{vpcRef: {{name: net}}, cidrBlock: 10.77.1.0/24}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: SecurityGroup
+metadata: {{name: sg, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{vpcRef: {{name: net}}, description: rbac}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: InternetGateway
+metadata: {{name: igw, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{vpcRef: {{name: net}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: Instance
+metadata: {{name: vm, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{imageId: ami-03cf127a, instanceType: t3.micro, subnetRef: {{name: net-a}}}}
 "#
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
+    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,instances";
     let (ok, out, err) = kubectl(
         &[
             "wait",
             "-n",
             &ns,
             "--for=condition=Ready",
-            "--timeout=60s",
-            "buckets,vpcs,subnets",
+            "--timeout=90s",
+            all,
             "--all",
         ],
         None,
@@ -219,27 +294,126 @@ spec:
             "delete",
             "-n",
             &ns,
-            "subnets,vpcs,buckets",
+            "instances,internetgateways,securitygroups,subnets,vpcs,buckets",
             "--all",
-            "--timeout=60s",
+            "--timeout=90s",
         ],
         None,
     );
     assert!(ok, "{out}{err}");
-    // GitSync: an app and a ConfigMap from a repository, applied and healthy.
+
+    // GitSync: the kinds deploy/rbac.yaml grants for it, applied (created)
+    // from a repository, then pruned.
+    let app_ns = format!("{ns}-app");
+    let git_pc = format!("pc-{ns}-git");
+    let git_bucket = crate::support::unique("rbac-git");
+    let group = format!("{ns}.rbac.test");
     let repo = crate::gitsync::Repo::new();
     repo.write(
         "clusters/test/app.yaml",
         &format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app, namespace: {ns}}}\ndata: {{a: b}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app, namespace: {ns}}}\ndata: {{a: b}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: app, namespace: {ns}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: app, namespace: {ns}}}\nstringData: {{a: b}}\n"
         ),
     );
-    repo.commit("app");
+    repo.write(
+        "clusters/test/namespace.yaml",
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {app_ns}}}\n"),
+    );
+    repo.write(
+        "clusters/test/deployment.yaml",
+        &crate::gitsync::deployment_yaml(&ns, "v1"),
+    );
+    repo.write(
+        "clusters/test/infra/provider-config.yaml",
+        &crate::gitsync::provider_config_yaml(&git_pc, &ns),
+    );
+    repo.write(
+        "clusters/test/infra/bucket.yaml",
+        &crate::gitsync::bucket_yaml(&git_bucket, &git_pc, "v1"),
+    );
+    repo.write(
+        "clusters/test/infra/network.yaml",
+        &format!(
+            r#"apiVersion: aws.driftless.dev/v1alpha1
+kind: Vpc
+metadata: {{name: git-net}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{cidrBlock: 10.78.0.0/16}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: Subnet
+metadata: {{name: git-net-a}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{vpcRef: {{name: git-net}}, cidrBlock: 10.78.1.0/24}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: SecurityGroup
+metadata: {{name: git-sg}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{vpcRef: {{name: git-net}}, description: rbac}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: InternetGateway
+metadata: {{name: git-igw}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{vpcRef: {{name: git-net}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: Instance
+metadata: {{name: git-vm}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{imageId: ami-03cf127a, instanceType: t3.micro, subnetRef: {{name: git-net-a}}}}
+"#
+        ),
+    );
+    repo.write(
+        "clusters/test/crd.yaml",
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: widgets.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+        ),
+    );
+    repo.commit("every kind");
+    // The prune is triggered through the webhook, as the controller process
+    // serves it (it annotates the GitSync).
+    let (ok, out, err) = kubectl(
+        &[
+            "create",
+            "secret",
+            "generic",
+            "-n",
+            &ns,
+            "hook-key",
+            "--from-literal=token=s3cret",
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let state = Arc::new(HttpState {
+        client: client.clone(),
+        metrics: Arc::new(driftless::ops::metrics::Metrics::new(scope.calls.clone())),
+        ready: true.into(),
+    });
+    let addr = driftless::ops::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        state,
+        driftless::gitsync::webhook::routes(),
+    )
+    .await
+    .unwrap();
     let gitsyncs: Api<driftless::gitsync::GitSync> = Api::namespaced(scope.client.clone(), &ns);
     gitsyncs
         .create(
             &PostParams::default(),
-            &crate::gitsync::new_gitsync("rbac", &repo.url(), json!({})),
+            &crate::gitsync::new_gitsync(
+                "rbac",
+                &repo.url(),
+                json!({"webhookSecretRef": {"name": "hook-key"}}),
+            ),
         )
         .await
         .unwrap();
@@ -249,12 +423,59 @@ spec:
             "-n",
             &ns,
             "--for=condition=Ready",
-            "--timeout=60s",
+            "--timeout=90s",
             "gitsync/rbac",
+            &format!("bucket/{git_bucket}"),
+            "vpc/git-net",
+            "subnet/git-net-a",
+            "securitygroup/git-sg",
+            "internetgateway/git-igw",
+            "instance/git-vm",
         ],
         None,
     );
     assert!(ok, "{out}{err}");
+    // Prune all but the CRD (CRDs are never pruned: that would delete every
+    // object of the kind).
+    for f in [
+        "clusters/test/app.yaml",
+        "clusters/test/namespace.yaml",
+        "clusters/test/deployment.yaml",
+        "clusters/test/infra/provider-config.yaml",
+        "clusters/test/infra/bucket.yaml",
+        "clusters/test/infra/network.yaml",
+    ] {
+        repo.remove(f);
+    }
+    let pruned = repo.commit("only the CRD");
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let signature = {
+        use aws_lc_rs::hmac;
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, b"s3cret"), body);
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256={hex}")
+    };
+    let (status, _) = http_request(
+        addr,
+        "POST",
+        &format!("/hooks/{ns}/rbac"),
+        &[("x-hub-signature-256", &signature)],
+        body,
+    );
+    assert_eq!(status, 202, "the webhook was refused");
+    let buckets: Api<driftless_aws::Bucket> = scope.api();
+    let instances: Api<driftless_aws::Instance> = scope.api();
+    let vpcs: Api<driftless_aws::Vpc> = scope.api();
+    wait_for("the prune", Duration::from_secs(120), || async {
+        let g = gitsyncs.get("rbac").await.ok()?;
+        let applied = g.status?.last_applied_revision?;
+        let gone = buckets.get_opt(&git_bucket).await.ok()?.is_none()
+            && instances.get_opt("git-vm").await.ok()?.is_none()
+            && vpcs.get_opt("git-net").await.ok()?.is_none();
+        (applied.contains(&pruned) && gone).then_some(())
+    })
+    .await;
+
     // Leader election, as the controller process does it.
     let elector = driftless::ops::leader::Elector::new(
         client.clone(),
@@ -284,6 +505,32 @@ spec:
     ] {
         let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
         assert!(seen.contains(&want), "expected {want:?} among {seen:?}");
+    }
+    // And the reverse: nothing granted that was never used.
+    let excused = |a: &Access| {
+        UNUSED_GRANTS
+            .iter()
+            .any(|(v, g, r, _)| (*v, *g, *r) == (a.0.as_str(), a.1.as_str(), a.2.as_str()))
+    };
+    let granted = granted(&rules);
+    let unused: Vec<&Access> = granted
+        .iter()
+        .filter(|a| !seen.contains(*a) && !excused(a))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "deploy/rbac.yaml grants {unused:?}, which the controller never used (remove them, or add them to UNUSED_GRANTS with the reason the test cannot use them); it made {seen:?}"
+    );
+    for (v, g, r, why) in UNUSED_GRANTS {
+        let a = (v.to_string(), g.to_string(), r.to_string());
+        assert!(
+            granted.contains(&a),
+            "UNUSED_GRANTS names {a:?} ({why}), which deploy/rbac.yaml does not grant"
+        );
+        eprintln!(
+            "granted without being required to be used: {a:?}: {why} (used this run: {})",
+            seen.contains(&a)
+        );
     }
 }
 
@@ -484,8 +731,15 @@ spec:
         .unwrap();
     assert_eq!(failed["name"], format!("{good}-bad"));
     assert!(failed["time"].is_string());
-    // Once per failure, not once per retry.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once per failure, not once per retry: the failed bucket is retried
+    // (or, failing terminally, waits out the terminal backoff); two more
+    // polls of the good one (every 2 s) later, still one notification.
+    let polled = scope.passes("Bucket", &good);
+    scope.wait_passes("Bucket", &good, polled + 2).await;
+    eprintln!(
+        "passes of the failing bucket: {}",
+        scope.passes("Bucket", &format!("{good}-bad"))
+    );
     let failures = got
         .lock()
         .unwrap()
@@ -535,10 +789,52 @@ impl Drop for Owned {
     }
 }
 
-/// Two controller processes: one leads; killed, the other takes over within
-/// the lease duration, and nothing is created twice.
+/// The VPCs of this namespace in the cloud, by owner tag (`ns/name`), however
+/// many there are of each.
+async fn owned_vpcs(ec2: &aws_sdk_ec2::Client, ns: &str) -> Vec<(String, String)> {
+    let prefix = format!("{ns}/");
+    let mut found = Vec::new();
+    let mut token = None;
+    loop {
+        let out = ec2
+            .describe_vpcs()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag-key")
+                    .values(TAG_OWNER)
+                    .build(),
+            )
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        for v in out.vpcs() {
+            let owner = v
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(TAG_OWNER))
+                .and_then(|t| t.value());
+            if let Some(owner) = owner.filter(|o| o.starts_with(&prefix)) {
+                found.push((
+                    owner.to_string(),
+                    v.vpc_id().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            return found;
+        }
+    }
+}
+
+/// Two controller processes: one leads and is killed (by its PID) in the
+/// middle of a converge; the standby takes over within a few lease
+/// durations and finishes it: every VPC Ready, each exactly once in the
+/// cloud, none left over.
 #[tokio::test]
 async fn a_standby_takes_over_when_the_leader_dies() {
+    const N: usize = 20;
     let scope = Scope::new("leader").await;
     let ns = scope.ns.clone();
     let lease_secs = 3;
@@ -556,6 +852,10 @@ async fn a_standby_takes_over_when_the_leader_dies() {
                 "127.0.0.1:0",
                 "--poll-interval",
                 "2s",
+                // One reconcile at a time: the converge takes a while, so
+                // the kill lands in its middle.
+                "--concurrency",
+                "1",
             ])
             .env("KUBECONFIG", &env().kubeconfig)
             .env("POD_NAME", name)
@@ -580,60 +880,173 @@ async fn a_standby_takes_over_when_the_leader_dies() {
                 .and_then(|l| l.spec?.holder_identity)
         }
     };
-    let first = wait_for("a leader", Duration::from_secs(20), || async {
+    let first = wait_for("a leader", Duration::from_secs(60), || async {
         holder().await
     })
     .await;
-    let pc = scope.provider_config.clone();
-    let vpcs: String = (0..4)
-        .map(|i| {
-            format!(
-                "---\napiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: v{i}, namespace: {ns}}}\nspec:\n  providerConfigRef: {{name: {pc}}}\n  forProvider: {{cidrBlock: 10.{}.0.0/16}}\n",
-                80 + i
-            )
-        })
-        .collect();
-    let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&vpcs));
-    assert!(ok, "{out}{err}");
-    let (ok, out, err) = kubectl(
-        &[
-            "wait",
-            "-n",
-            &ns,
-            "--for=condition=Ready",
-            "--timeout=60s",
-            "vpcs",
-            "--all",
-        ],
-        None,
-    );
-    assert!(ok, "{out}{err}");
-
-    // Kill the leader without a chance to release the lease.
     let (leader, standby) = if first == "replica-a" {
         (&mut a, "replica-b")
     } else {
         (&mut b, "replica-a")
     };
+    let leader_pid = leader.0.id();
+
+    // Watch Readiness from before the Vpcs exist, so no transition is missed.
+    let vpc_api: Api<driftless_aws::Vpc> = scope.api();
+    let mut events = watcher(vpc_api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let pc = scope.provider_config.clone();
+    let names: Vec<String> = (0..N).map(|i| format!("v{i:02}")).collect();
+    let vpcs: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            format!(
+                "---\napiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  providerConfigRef: {{name: {pc}}}\n  forProvider: {{cidrBlock: 10.{}.0.0/16}}\n",
+                100 + i
+            )
+        })
+        .collect();
+    let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&vpcs));
+    assert!(ok, "{out}{err}");
+
+    // Kill the leader (no chance to release the lease) at the first Ready.
+    let is_ready = |v: &driftless_aws::Vpc| {
+        v.managed_status()
+            .and_then(|s| s.condition("Ready"))
+            .is_some_and(|c| c.status == "True")
+    };
+    let mut ready = BTreeSet::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while ready.is_empty() {
+            let v = events
+                .next()
+                .await
+                .expect("the Vpc watch ended")
+                .expect("the Vpc watch failed");
+            if is_ready(&v) {
+                ready.insert(v.name_any());
+            }
+        }
+    })
+    .await
+    .expect("no Vpc Ready within 120 s");
     leader.0.kill().unwrap();
     leader.0.wait().unwrap();
     let killed = std::time::Instant::now();
-    let next = wait_for("the standby to lead", Duration::from_secs(20), || async {
+    drop(events);
+    let ready_at_kill = vpc_api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|v| is_ready(v))
+        .count();
+    eprintln!(
+        "killed the leader {first} (PID {leader_pid}) with {ready_at_kill} of {N} Vpcs Ready"
+    );
+    assert!(
+        ready_at_kill < N,
+        "the converge was over before the kill: {ready_at_kill} of {N} Ready"
+    );
+
+    let next = wait_for("the standby to lead", Duration::from_secs(60), || async {
         holder().await.filter(|h| h == standby)
     })
     .await;
     let took = killed.elapsed();
     eprintln!("standby took over {took:?} after the leader was killed (lease {lease_secs} s)");
     assert_eq!(next, standby);
+    // Generous: the figure to watch is printed above (and benchmarked).
     assert!(
-        took <= Duration::from_secs(lease_secs + 2),
+        took <= Duration::from_secs(lease_secs * 10),
         "took over in {took:?}, lease duration {lease_secs} s"
     );
-    // The new leader acts: a new VPC becomes Ready, and no VPC was made twice.
-    let extra = format!(
-        "apiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: v9, namespace: {ns}}}\nspec:\n  providerConfigRef: {{name: {pc}}}\n  forProvider: {{cidrBlock: 10.99.0.0/16}}\n"
+    // The new leader finishes the converge.
+    let (ok, out, err) = kubectl(
+        &[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            "--timeout=120s",
+            "vpcs",
+            "--all",
+        ],
+        None,
     );
-    assert!(kubectl(&["apply", "-f", "-"], Some(&extra)).0);
+    assert!(ok, "{out}{err}");
+    eprintln!(
+        "the standby finished the converge {:?} after the kill",
+        killed.elapsed()
+    );
+    // Exactly one VPC per object in the cloud: nothing made twice, nothing left over.
+    let ec2 = crate::support::ec2().await;
+    let owned = owned_vpcs(&ec2, &ns).await;
+    for name in &names {
+        let owner = format!("{ns}/{name}");
+        let ids: Vec<&String> = owned
+            .iter()
+            .filter(|(o, _)| *o == owner)
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(ids.len(), 1, "VPCs for {owner}: {ids:?}");
+        let recorded = vpc_api.get(name).await.unwrap();
+        assert_eq!(
+            recorded.annotations().get(EXTERNAL_NAME),
+            Some(ids[0]),
+            "{owner} records another VPC"
+        );
+    }
+    assert_eq!(owned.len(), N, "VPCs owned in {ns}: {owned:?}");
+
+    let (ok, out, err) = kubectl(
+        &["delete", "-n", &ns, "vpcs", "--all", "--timeout=120s"],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(owned_vpcs(&ec2, &ns).await.is_empty(), "VPCs left behind");
+    drop((a, b));
+}
+
+/// `driftless controller` on a laptop against a fresh cluster: outside a
+/// pod and with no Lease namespace asked for, it elects no leader (no
+/// namespace to create first), says so, and reconciles at once.
+#[tokio::test]
+async fn a_controller_outside_a_pod_runs_without_leader_election() {
+    let scope = Scope::new("laptop").await;
+    let ns = scope.ns.clone();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _controller = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "controller",
+            "--namespace",
+            &ns,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "2s",
+        ])
+        .env("KUBECONFIG", &env().kubeconfig)
+        .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("DRIFTLESS_LEADER_ELECT")
+        .env_remove("DRIFTLESS_LEADER_ELECTION_NAMESPACE")
+        .env_remove("DRIFTLESS_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .map(Owned)
+        .unwrap();
+    let pc = scope.provider_config.clone();
+    let vpc = format!(
+        "apiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: net, namespace: {ns}}}\nspec:\n  providerConfigRef: {{name: {pc}}}\n  forProvider: {{cidrBlock: 10.61.0.0/16}}\n"
+    );
+    let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&vpc));
+    assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
         &[
             "wait",
@@ -641,31 +1054,43 @@ async fn a_standby_takes_over_when_the_leader_dies() {
             &ns,
             "--for=condition=Ready",
             "--timeout=60s",
-            "vpc/v9",
+            "vpc/net",
         ],
         None,
     );
-    assert!(ok, "{out}{err}");
-    let ec2 = crate::support::ec2().await;
-    for name in ["v0", "v1", "v2", "v3", "v9"] {
-        let owner = format!("{ns}/{name}");
-        let found = ec2
-            .describe_vpcs()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("tag:driftless.dev/owner")
-                    .values(&owner)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(found.vpcs().len(), 1, "exactly one VPC for {owner}");
-    }
-    let (ok, out, err) = kubectl(
-        &["delete", "-n", &ns, "vpcs", "--all", "--timeout=60s"],
-        None,
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(ok, "{out}{err}\ncontroller log:\n{logged}");
+    assert!(
+        logged.contains("leader election off: not running in a pod"),
+        "no line saying leader election is off:\n{logged}"
     );
+    assert!(!logged.contains("ERROR"), "errors logged:\n{logged}");
+    let (ok, out, err) = kubectl(&["delete", "-n", &ns, "vpc/net", "--timeout=60s"], None);
     assert!(ok, "{out}{err}");
-    drop((a, b));
+}
+
+/// Asked for explicitly, leader election in a namespace that does not exist
+/// fails at once and says what to do (instead of reconciling nothing).
+#[tokio::test]
+async fn leader_election_in_a_missing_namespace_fails_clearly() {
+    let missing = crate::support::unique("no-such-ns");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "controller",
+            "--leader-elect",
+            "--leader-election-namespace",
+            &missing,
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", &env().kubeconfig)
+        .env_remove("DRIFTLESS_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&missing) && stderr.contains("--leader-elect=false"),
+        "{stderr}"
+    );
 }

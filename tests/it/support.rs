@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region};
+use driftless::ops::passes::Passes;
 use driftless::Settings;
 use driftless_provider::CallCounter;
 use k8s_openapi::api::core::v1::Namespace;
@@ -207,6 +208,9 @@ pub async fn install_crds(client: &kube::Client) {
     }
 }
 
+/// The Subnet of [`Scope::start_ticker`].
+pub const TICKER: &str = "ticker";
+
 /// One test's world: a namespace, a ProviderConfig pointing at the test AWS
 /// endpoint, and (optionally) a controller watching only that namespace.
 pub struct Scope {
@@ -216,6 +220,8 @@ pub struct Scope {
     pub calls: Arc<CallCounter>,
     /// Metrics and notifier of the controller (default: metrics, no notifications).
     pub shared: Option<driftless::ops::Shared>,
+    /// Finished reconcile passes per object, kept across controller restarts.
+    pub passes: Arc<Passes>,
     controller: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -266,6 +272,7 @@ impl Scope {
             provider_config,
             calls: Arc::new(CallCounter::default()),
             shared: None,
+            passes: Arc::default(),
             controller: None,
         }
     }
@@ -303,13 +310,64 @@ impl Scope {
             ..Settings::default()
         };
         change(&mut settings);
-        let shared = self
+        let mut shared = self
             .shared
             .clone()
             .unwrap_or_else(|| driftless::ops::Shared::new(self.calls.clone()));
+        shared.passes = self.passes.clone();
         self.controller = Some(tokio::spawn(driftless::cli::controller::run_engines(
             client, settings, shared,
         )));
+    }
+
+    /// Finished reconcile passes of `kind` `name` in this namespace.
+    pub fn passes(&self, kind: &str, name: &str) -> u64 {
+        self.passes.count(kind, &self.ns, name)
+    }
+
+    /// Waits until `kind` `name` has finished at least `at_least` reconcile
+    /// passes (woken by each pass, no polling); returns the count. "Nothing
+    /// happened in N polls" is shown by waiting here, not by sleeping.
+    pub async fn wait_passes(&self, kind: &str, name: &str, at_least: u64) -> u64 {
+        let timeout = Duration::from_secs(120);
+        self.passes
+            .wait_until(kind, &self.ns, name, at_least, timeout)
+            .await
+            .unwrap_or_else(|n| {
+                panic!(
+                    "{kind} {name}: {n} reconcile passes after {timeout:?}, waited for {at_least}"
+                )
+            })
+    }
+
+    /// Starts a clock made of reconcile passes, for tests whose own objects
+    /// are not requeued (paused, or failed terminally): Subnet [`TICKER`]
+    /// references a Vpc that never exists, so it waits without any cloud
+    /// call and is requeued every `reference_retry`. Start the controller
+    /// with `reference_retry` set to the poll interval: then each of its
+    /// passes is one poll of the controller's timers.
+    pub async fn start_ticker(&self) {
+        let subnet: driftless_aws::Subnet = serde_json::from_value(json!({
+            "apiVersion": "aws.driftless.dev/v1alpha1",
+            "kind": "Subnet",
+            "metadata": {"name": TICKER, "namespace": self.ns},
+            "spec": {
+                "providerConfigRef": {"name": self.provider_config},
+                "forProvider": {"vpcRef": {"name": "never-created"}, "cidrBlock": "10.255.1.0/24"},
+            },
+        }))
+        .unwrap();
+        self.api::<driftless_aws::Subnet>()
+            .create(&PostParams::default(), &subnet)
+            .await
+            .expect("create the ticker Subnet");
+        self.wait_passes("Subnet", TICKER, 1).await;
+    }
+
+    /// Waits for `n` more passes of the ticker (see [`Self::start_ticker`]).
+    pub async fn wait_ticks(&self, n: u64) {
+        let now = self.passes("Subnet", TICKER);
+        self.wait_passes("Subnet", TICKER, now + n).await;
     }
 
     pub fn stop_controller(&mut self) {
@@ -372,4 +430,46 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The value of a cloud read, `None` when `not_found` says the error means
+/// "there is no such thing"; any other error fails the test with the error
+/// (a throttled or broken read must not pass for "deleted").
+pub fn unless_not_found<T, E>(
+    what: &str,
+    result: Result<T, E>,
+    not_found: impl FnOnce(&E) -> bool,
+) -> Option<T>
+where
+    E: std::error::Error + 'static,
+{
+    match result {
+        Ok(v) => Some(v),
+        Err(e) if not_found(&e) => None,
+        Err(e) => panic!("{what}: {}", aws_sdk_ec2::error::DisplayErrorContext(&e)),
+    }
+}
+
+/// A `not_found` for [`unless_not_found`]: the AWS error code is one of `codes`.
+pub fn code_in<E: aws_sdk_ec2::error::ProvideErrorMetadata>(
+    codes: &'static [&'static str],
+) -> impl FnOnce(&E) -> bool {
+    move |e| e.code().is_some_and(|c| codes.contains(&c))
+}
+
+/// A bucket's tags; none when it has no tag set or no longer exists.
+pub async fn s3_tags(s3: &aws_sdk_s3::Client, name: &str) -> Vec<(String, String)> {
+    let result = s3.get_bucket_tagging().bucket(name).send().await;
+    unless_not_found(
+        &format!("GetBucketTagging {name}"),
+        result,
+        code_in(&["NoSuchTagSet", "NoSuchBucket"]),
+    )
+    .map(|out| {
+        out.tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
