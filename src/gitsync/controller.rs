@@ -1,147 +1,22 @@
-//! The GitSync controller: the watch, what reconciles share (revisions seen,
-//! parsed manifests, Event recorders, self-heal watches), and the entry
-//! point; the pass itself is in [`super::pass`].
+//! The GitSync controller: the watch and the reconcile entry point. What
+//! passes share is in [`super::context`]; the pass itself in [`super::pass`].
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::apply::Kinds;
-use super::render::{Manifest, ManifestError, Origin};
-use super::source::{self, Credentials, Revision};
-use super::{GitSync, LABEL_NAME, LABEL_NAMESPACE, REQUESTED_AT};
-use crate::ops::notify::{Event as NotifyEvent, Notification};
+use super::context::{Context, Error};
+use super::{pass, GitSync, REQUESTED_AT};
 use crate::ops::{shutdown_signal, Shared};
 use crate::Settings;
-
-/// What one GitSync's reconciles remember between runs (in memory only: a
-/// restarted controller checks the remote and re-applies, nothing is lost).
-#[derive(Default)]
-pub(super) struct Tracked {
-    /// The last remote check: when, for which spec generation, what it found.
-    pub(super) checked: Option<(Instant, Option<i64>, Revision)>,
-    /// Parsed manifests by commit: the latest and the last applied one.
-    manifests: HashMap<String, Arc<Vec<Manifest>>>,
-    /// A revision that failed to load or apply, so that re-applies triggered
-    /// by watches do not retry it before the next remote check.
-    pub(super) failed: Option<Revision>,
-    /// When the applied revision was first applied (for the health timeout).
-    pub(super) applied_at: Option<(Revision, Instant)>,
-}
-
-/// Everything a GitSync reconcile needs.
-pub struct Context {
-    pub(super) client: kube::Client,
-    pub(super) settings: Settings,
-    pub(super) shared: Shared,
-    events: Events,
-    pub(super) kinds: Kinds,
-    tracked: Mutex<HashMap<String, Tracked>>,
-    pub(super) watches: Watches,
-}
-
-/// Event recorders, one per GitSync, reason and note. kube's Recorder
-/// folds every repeat of a reason into the first Event's series and keeps
-/// that first note, so "applied revision B" would show as a repeat of
-/// "applied revision A". Here only a repeat of the same note is folded.
-struct Events {
-    client: kube::Client,
-    reporter: Reporter,
-    recorders: Mutex<HashMap<u64, Recorder>>,
-}
-
-impl Events {
-    fn recorder(&self, gs: &GitSync, reason: &str, note: &Option<String>) -> Recorder {
-        let mut h = DefaultHasher::new();
-        (gs.uid(), reason, note).hash(&mut h);
-        let mut recorders = self.recorders.lock().expect("recorders poisoned");
-        // Bounded: forgetting only means a repeat starts a new Event.
-        if recorders.len() >= 512 {
-            recorders.clear();
-        }
-        recorders
-            .entry(h.finish())
-            .or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone()))
-            .clone()
-    }
-}
-
-/// Watches of applied objects, one per kind, selected by the owner labels:
-/// any change to an applied object triggers its GitSync (self-heal).
-pub(super) struct Watches {
-    client: kube::Client,
-    selector: String,
-    started: Mutex<HashMap<(String, String, String), tokio::task::JoinHandle<()>>>,
-    trigger: mpsc::UnboundedSender<ObjectRef<GitSync>>,
-}
-
-impl Watches {
-    pub(super) fn ensure(&self, resource: &ApiResource) {
-        let key = (
-            resource.group.clone(),
-            resource.version.clone(),
-            resource.kind.clone(),
-        );
-        let mut started = self.started.lock().expect("watches poisoned");
-        if started.contains_key(&key) {
-            return;
-        }
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
-        let trigger = self.trigger.clone();
-        let config = watcher::Config::default().labels(&self.selector);
-        debug!(kind = %resource.kind, "watching applied objects");
-        let task = tokio::spawn(async move {
-            let mut events = watcher(api, config)
-                .default_backoff()
-                .touched_objects()
-                .boxed();
-            while let Some(event) = events.next().await {
-                let Ok(obj) = event else { continue };
-                let labels = obj.labels();
-                if let (Some(name), Some(ns)) =
-                    (labels.get(LABEL_NAME), labels.get(LABEL_NAMESPACE))
-                {
-                    if trigger
-                        .unbounded_send(ObjectRef::new(name).within(ns))
-                        .is_err()
-                    {
-                        return; // the controller is gone
-                    }
-                }
-            }
-        });
-        started.insert(key, task);
-    }
-}
-
-impl Drop for Watches {
-    fn drop(&mut self) {
-        for task in self.started.lock().expect("watches poisoned").values() {
-            task.abort();
-        }
-    }
-}
-
-/// Why a reconcile failed (and is retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-}
 
 /// Reconciles on a spec change, on a new `driftless.dev/requested-at`, and
 /// on deletion; not on status writes (our own included).
@@ -160,34 +35,7 @@ pub async fn run(client: kube::Client, settings: Settings, shared: Shared) {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    // Restricted to one namespace, only that namespace's GitSyncs' objects
-    // trigger anything.
-    let selector = match &settings.namespace {
-        Some(ns) => format!("{LABEL_NAME},{LABEL_NAMESPACE}={ns}"),
-        None => format!("{LABEL_NAME},{LABEL_NAMESPACE}"),
-    };
-    let reporter = Reporter {
-        controller: "driftless".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let ctx = Arc::new(Context {
-        events: Events {
-            client: client.clone(),
-            reporter,
-            recorders: Mutex::default(),
-        },
-        kinds: Kinds::default(),
-        tracked: Mutex::default(),
-        watches: Watches {
-            client: client.clone(),
-            selector,
-            started: Mutex::default(),
-            trigger,
-        },
-        settings: settings.clone(),
-        shared,
-        client,
-    });
+    let ctx = Arc::new(Context::new(client, settings.clone(), shared, trigger));
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -224,15 +72,15 @@ pub async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, Er
     // revision twice or prune from an old inventory.
     let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(gs) = api.get_opt(&gs.name_any()).await? else {
-        ctx.tracked.lock().expect("tracked poisoned").remove(&key);
+        ctx.forget(&key);
         return Ok(Action::await_change());
     };
     if gs.meta().deletion_timestamp.is_some() {
-        ctx.tracked.lock().expect("tracked poisoned").remove(&key);
+        ctx.forget(&key);
         return Ok(Action::await_change());
     }
     let started = Instant::now();
-    let result = super::pass::reconcile_once(&gs, &ctx, &key).await;
+    let result = pass::reconcile_once(&gs, &ctx, &key).await;
     debug!(gitsync = %key, took = ?started.elapsed(), "reconciled");
     ctx.shared
         .metrics
@@ -241,154 +89,4 @@ pub async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, Er
         warn!(gitsync = %key, error = %e, "GitSync reconcile failed");
     }
     result
-}
-
-pub(super) async fn publish(
-    ctx: &Context,
-    gs: &GitSync,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: reason.into(),
-        secondary: None,
-    };
-    let recorder = ctx.events.recorder(gs, reason, &event.note);
-    if let Err(e) = recorder.publish(&event, &gs.object_ref(&())).await {
-        warn!(error = %e, reason, "could not publish event");
-    }
-}
-
-impl Context {
-    pub(super) fn notify(&self, gs: &GitSync, event: NotifyEvent, revision: &str, message: &str) {
-        let mut n = Notification::new(
-            event,
-            "GitSync",
-            &gs.namespace().unwrap_or_default(),
-            &gs.name_any(),
-            message,
-        );
-        n.revision = Some(revision.to_string());
-        self.shared.notifier.send(n);
-    }
-
-    pub(super) fn with<T>(&self, key: &str, f: impl FnOnce(&mut Tracked) -> T) -> T {
-        let mut tracked = self.tracked.lock().expect("tracked poisoned");
-        f(tracked.entry(key.to_string()).or_default())
-    }
-
-    /// The revision seen by a remote check of the current spec less than
-    /// `interval` ago.
-    pub(super) fn known_revision(
-        &self,
-        key: &str,
-        generation: Option<i64>,
-        interval: Duration,
-    ) -> Option<Revision> {
-        self.with(key, |t| {
-            let (at, gen, revision) = t.checked.as_ref()?;
-            (*gen == generation && at.elapsed() < interval).then(|| revision.clone())
-        })
-    }
-
-    /// The manifests of commit `sha`, parsed once.
-    pub(super) async fn manifests(
-        &self,
-        key: &str,
-        dir: &Path,
-        sha: &str,
-        path: &str,
-    ) -> Result<Arc<Vec<Manifest>>, ManifestError> {
-        if let Some(m) = self.with(key, |t| t.manifests.get(sha).cloned()) {
-            return Ok(m);
-        }
-        let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.to_string());
-        let loaded = tokio::task::spawn_blocking(move || super::pass::render_dir(&d, &s, &p))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ManifestError::new(
-                    &Origin::file(path),
-                    format!("reading the revision failed: {e}"),
-                ))
-            });
-        let manifests = Arc::new(loaded?);
-        self.with(key, |t| {
-            // Keep two: the latest and the one before (usually the applied one).
-            if t.manifests.len() >= 2 {
-                t.manifests.clear();
-            }
-            t.manifests.insert(sha.to_string(), manifests.clone());
-        });
-        Ok(manifests)
-    }
-}
-
-impl Context {
-    /// Asks the remote for the revision `gs` follows (fetching it when new).
-    pub(super) async fn fetch_latest(
-        &self,
-        gs: &GitSync,
-        dir: &Path,
-        timeout: Duration,
-    ) -> Result<Revision, String> {
-        fetch_latest(self, gs, dir, timeout).await
-    }
-}
-
-async fn fetch_latest(
-    ctx: &Context,
-    gs: &GitSync,
-    dir: &Path,
-    timeout: Duration,
-) -> Result<Revision, String> {
-    let ns = gs.namespace().unwrap_or_default();
-    let creds = match &gs.spec.secret_ref {
-        Some(r) => Some(read_credentials(&ctx.client, &ns, &r.name).await?),
-        None => None,
-    };
-    let (dir, url, git_ref) = (
-        dir.to_path_buf(),
-        gs.spec.url.clone(),
-        gs.spec.git_ref.clone(),
-    );
-    let deadline = Instant::now() + timeout;
-    let task = tokio::task::spawn_blocking(move || {
-        source::latest(&dir, &url, &git_ref, creds.as_ref(), deadline)
-    });
-    match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(format!("the git task failed: {e}")),
-        Err(_) => Err(format!(
-            "fetching {} took longer than {}",
-            source::redact_url(&gs.spec.url),
-            humantime::format_duration(timeout)
-        )),
-    }
-}
-
-async fn read_credentials(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Result<Credentials, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let shown = format!("{ns}/{name}");
-    let secret = api
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("reading Secret {shown} (spec.secretRef): {e}"))?
-        .ok_or_else(|| format!("Secret {shown} (spec.secretRef) does not exist"))?;
-    let data = secret.data.unwrap_or_default();
-    Credentials::from_secret_data(&shown, |key| {
-        let value = String::from_utf8_lossy(&data.get(key)?.0).into_owned();
-        // Keys and known_hosts keep their newlines; single-line values are trimmed.
-        Some(match key {
-            "identity" | "known_hosts" => value,
-            _ => value.trim().to_string(),
-        })
-    })
 }

@@ -13,6 +13,7 @@
 //! - `webhook`: a signed push asks for a sync now.
 
 pub mod apply;
+mod context;
 pub mod controller;
 pub mod health;
 mod pass;

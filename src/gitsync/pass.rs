@@ -9,7 +9,7 @@
 //! pass, compared with what the cluster holds (Flux's deferred patch).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::apply::{self, ApplyError, Owner, Planned, Stage};
-use super::controller::{publish, Context, Error};
-use super::render::{self, Manifest, ManifestError};
+use super::context::{publish, Context, Error};
+use super::render::{Manifest, ManifestError};
 use super::source::{self, Revision};
 use super::{duration, health, prune, GitSync, GitSyncStatus, InventoryEntry, REQUESTED_AT};
 use crate::conditions::{self, Cond};
@@ -648,19 +648,4 @@ async fn served_later(
         .into());
     }
     Ok(more)
-}
-
-/// Where a GitSync's revision is checked out to be rendered.
-pub(super) fn render_dir(
-    dir: &Path,
-    sha: &str,
-    path: &str,
-) -> Result<Vec<Manifest>, ManifestError> {
-    let checkout = source::checkout(dir, sha, path).map_err(|reason| {
-        ManifestError::new(
-            &render::Origin::file(if path.is_empty() { "." } else { path }),
-            reason,
-        )
-    })?;
-    render::for_path(checkout.root(), path).render(checkout.root(), path)
 }

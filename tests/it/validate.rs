@@ -109,3 +109,20 @@ spec:
         ]
     );
 }
+
+#[test]
+fn management_policies_without_observe_are_refused() {
+    let bucket = |policies: &str| {
+        format!("apiVersion: aws.driftless.dev/v1alpha1\nkind: Bucket\nmetadata:\n  name: logs\n  namespace: web\nspec:\n  managementPolicies: {policies}\n  forProvider: {{}}\n")
+    };
+    let (code, out) = validate(&[("bucket.yaml", &bucket("[Create, Delete]"))]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["bucket.yaml:7:3: Bucket web/logs: spec.managementPolicies: managementPolicies must include Observe (or *): driftless does not manage what it does not observe"]
+    );
+    let (code, out) = validate(&[("bucket.yaml", &bucket("[Observe, Create]"))]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = validate(&[("bucket.yaml", &bucket("[LateInitialize]"))]);
+    assert_eq!(code, 1, "LateInitialize is not offered: {out}");
+}

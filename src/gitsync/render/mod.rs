@@ -6,6 +6,7 @@ pub mod plain;
 
 use std::path::Path;
 
+use super::source;
 pub use crate::manifests::{Manifest, ManifestError, Origin};
 
 /// Turns a directory of a checkout into objects, each with its origin.
@@ -20,4 +21,16 @@ pub trait Renderer: Send + Sync {
 /// The renderer for `path`: the only one today is plain YAML.
 pub fn for_path(_root: &Path, _path: &str) -> &'static dyn Renderer {
     &plain::Plain
+}
+
+/// Checks out commit `sha` of the bare clone `dir` and renders its `path`.
+pub fn checkout_and_render(
+    dir: &Path,
+    sha: &str,
+    path: &str,
+) -> Result<Vec<Manifest>, ManifestError> {
+    let shown = if path.is_empty() { "." } else { path };
+    let checkout = source::checkout(dir, sha, path)
+        .map_err(|reason| ManifestError::new(&Origin::file(shown), reason))?;
+    for_path(checkout.root(), path).render(checkout.root(), path)
 }
