@@ -13,13 +13,17 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use base64::Engine;
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions, Oid,
     RemoteCallbacks, Repository,
 };
-use hmac::{Hmac, KeyInit, Mac};
 use sha1::{Digest, Sha1};
+
+mod credentials;
+mod known_hosts;
+
+pub use credentials::{redact_url, Credentials};
+pub use known_hosts::{check_host_key, HostKey};
 
 use super::GitRef;
 
@@ -54,89 +58,6 @@ impl fmt::Display for Revision {
         } else {
             write!(f, "{}@sha1:{}", self.name, self.sha)
         }
-    }
-}
-
-/// Credentials from a GitSync's Secret. `Debug` never shows a secret.
-#[derive(Clone)]
-pub enum Credentials {
-    /// HTTPS with a token (sent as the password; username `git` unless given).
-    Token {
-        username: Option<String>,
-        token: String,
-    },
-    /// HTTPS with username and password.
-    Basic { username: String, password: String },
-    /// SSH with a private key; host keys are checked against `known_hosts`.
-    Ssh {
-        identity: String,
-        passphrase: Option<String>,
-        known_hosts: String,
-    },
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
-            Credentials::Token { .. } => "Token",
-            Credentials::Basic { .. } => "Basic",
-            Credentials::Ssh { .. } => "Ssh",
-        };
-        write!(f, "Credentials::{kind}(<redacted>)")
-    }
-}
-
-impl Credentials {
-    /// Reads the keys of a Secret's data: `identity` + `known_hosts` (and
-    /// optionally `password` as the key's passphrase) for SSH; `token`
-    /// (optionally with `username`), or `username` + `password`, for HTTPS.
-    /// `secret` names the Secret in messages; values never appear in them.
-    pub fn from_secret_data(
-        secret: &str,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
-        if let Some(identity) = get("identity") {
-            let known_hosts = get("known_hosts").ok_or_else(|| {
-                format!("Secret {secret} has an identity but no known_hosts: SSH host keys are always verified")
-            })?;
-            return Ok(Credentials::Ssh {
-                identity,
-                passphrase: get("password"),
-                known_hosts,
-            });
-        }
-        if let Some(token) = get("token") {
-            return Ok(Credentials::Token {
-                username: get("username"),
-                token,
-            });
-        }
-        match (get("username"), get("password")) {
-            (Some(username), Some(password)) => Ok(Credentials::Basic { username, password }),
-            _ => Err(format!(
-                "Secret {secret} has none of: token; username and password; identity and known_hosts"
-            )),
-        }
-    }
-}
-
-/// `url` without a password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{scheme}://{masked}@{host}{path}")
-        }
-        None => url.to_string(),
     }
 }
 
@@ -343,85 +264,6 @@ fn callbacks(creds: Option<&Credentials>, deadline: Instant) -> RemoteCallbacks<
     cb
 }
 
-/// The result of checking a server's host key against known_hosts.
-#[derive(Debug, PartialEq, Eq)]
-pub enum HostKey {
-    Known,
-    /// No entry for this host and key type.
-    Unknown,
-    /// The host is listed with this key type, with another key.
-    Mismatch,
-    Revoked,
-}
-
-/// Checks `key` (the raw key blob) of type `kind` (e.g. `ssh-ed25519`) for
-/// `host` against OpenSSH known_hosts text: plain (`host`, `[host]:port`,
-/// comma-separated) and hashed (`|1|salt|hash`) host fields, `@revoked`.
-/// Wildcards and `@cert-authority` lines are not supported and never match.
-pub fn check_host_key(known_hosts: &str, host: &str, kind: &str, key: &[u8]) -> HostKey {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut result = HostKey::Unknown;
-    for line in known_hosts.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let mut first = fields.next().unwrap_or_default();
-        let marker = first.strip_prefix('@');
-        if marker.is_some() {
-            first = fields.next().unwrap_or_default();
-        }
-        let (Some(line_kind), Some(line_key)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if marker == Some("cert-authority") || !host_matches(first, host) {
-            continue;
-        }
-        let Ok(line_key) = b64.decode(line_key) else {
-            continue;
-        };
-        if marker == Some("revoked") {
-            if line_key == key {
-                return HostKey::Revoked;
-            }
-            continue;
-        }
-        if line_kind != kind {
-            continue;
-        }
-        if line_key == key {
-            result = HostKey::Known;
-        } else if result == HostKey::Unknown {
-            result = HostKey::Mismatch;
-        }
-    }
-    result
-}
-
-fn host_matches(patterns: &str, host: &str) -> bool {
-    if let Some(hashed) = patterns.strip_prefix("|1|") {
-        let Some((salt, hash)) = hashed.split_once('|') else {
-            return false;
-        };
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
-            return false;
-        };
-        let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&salt) else {
-            return false;
-        };
-        mac.update(host.as_bytes());
-        return mac.verify_slice(&hash).is_ok();
-    }
-    patterns.split(',').any(|p| {
-        p == host
-            || p.strip_prefix('[')
-                .and_then(|rest| rest.split_once("]:"))
-                .is_some_and(|(h, _port)| h == host)
-    })
-}
-
 /// The files of one revision, written to a fresh directory that is removed
 /// when this is dropped. Only what is under the GitSync's path is written,
 /// at its place from the repository root.
@@ -574,96 +416,5 @@ mod tests {
             sha: "abc".into(),
         };
         assert_eq!(c.to_string(), "sha1:abc");
-    }
-
-    #[test]
-    fn urls_are_shown_without_passwords() {
-        assert_eq!(
-            redact_url("https://bob:s3cret@example.com/r.git"),
-            "https://bob:***@example.com/r.git"
-        );
-        assert_eq!(
-            redact_url("ssh://git@example.com/r.git"),
-            "ssh://git@example.com/r.git"
-        );
-        assert_eq!(redact_url("file:///tmp/r.git"), "file:///tmp/r.git");
-    }
-
-    #[test]
-    fn credentials_from_secret_keys_and_debug_hides_them() {
-        let data = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let c = Credentials::from_secret_data("ns/s", data(&[("token", "tok-123")])).unwrap();
-        assert!(matches!(c, Credentials::Token { .. }));
-        assert!(!format!("{c:?}").contains("tok-123"));
-        let c =
-            Credentials::from_secret_data("ns/s", data(&[("username", "u"), ("password", "p")]))
-                .unwrap();
-        assert!(matches!(c, Credentials::Basic { .. }));
-        let err = Credentials::from_secret_data("ns/s", data(&[("identity", "KEY")])).unwrap_err();
-        assert!(err.contains("known_hosts") && !err.contains("KEY"), "{err}");
-        let c = Credentials::from_secret_data(
-            "ns/s",
-            data(&[("identity", "KEY"), ("known_hosts", "h ssh-ed25519 AAAA")]),
-        )
-        .unwrap();
-        assert!(matches!(c, Credentials::Ssh { .. }));
-        let err = Credentials::from_secret_data("ns/s", data(&[("username", "u")])).unwrap_err();
-        assert!(err.contains("ns/s"), "{err}");
-    }
-
-    #[test]
-    fn host_keys_are_checked_against_known_hosts() {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let key = b"the-host-key".to_vec();
-        let other = b"another-key".to_vec();
-        let k = b64.encode(&key);
-        let known = format!(
-            "# comment\ngit.example.com,10.0.0.1 ssh-ed25519 {k}\n[gitlab.example]:2222 ssh-ed25519 {k}\n"
-        );
-        let check = |host, kind, key: &[u8]| check_host_key(&known, host, kind, key);
-        assert_eq!(
-            check("git.example.com", "ssh-ed25519", &key),
-            HostKey::Known
-        );
-        assert_eq!(check("10.0.0.1", "ssh-ed25519", &key), HostKey::Known);
-        assert_eq!(check("gitlab.example", "ssh-ed25519", &key), HostKey::Known);
-        assert_eq!(
-            check("git.example.com", "ssh-ed25519", &other),
-            HostKey::Mismatch
-        );
-        assert_eq!(check("git.example.com", "ssh-rsa", &key), HostKey::Unknown);
-        assert_eq!(check("evil.example", "ssh-ed25519", &key), HostKey::Unknown);
-
-        // Hashed entry (ssh-keyscan -H): |1|base64(salt)|base64(HMAC-SHA1(salt, host)).
-        let salt = b"0123456789abcdefghij";
-        let mut mac = Hmac::<Sha1>::new_from_slice(salt).unwrap();
-        mac.update(b"hashed.example");
-        let hash = mac.finalize().into_bytes();
-        let hashed = format!(
-            "|1|{}|{} ssh-ed25519 {k}\n",
-            b64.encode(salt),
-            b64.encode(hash)
-        );
-        assert_eq!(
-            check_host_key(&hashed, "hashed.example", "ssh-ed25519", &key),
-            HostKey::Known
-        );
-        assert_eq!(
-            check_host_key(&hashed, "other.example", "ssh-ed25519", &key),
-            HostKey::Unknown
-        );
-
-        let revoked = format!("{known}@revoked git.example.com ssh-ed25519 {k}\n");
-        assert_eq!(
-            check_host_key(&revoked, "git.example.com", "ssh-ed25519", &key),
-            HostKey::Revoked
-        );
     }
 }
