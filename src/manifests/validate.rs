@@ -10,7 +10,7 @@ use driftless_provider::{Connector, KindVisitor, ManagedKind, RefSource, Referen
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::cel::{compile_schema, CompiledSchema, Validator};
 use regex::Regex;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{namespace_or_default, reference_targets, Manifest, ManifestError};
 
@@ -118,134 +118,134 @@ fn check_object(
     errors: &mut Vec<ManifestError>,
     root: bool,
 ) {
-    let at = |p: &str| {
-        if p.is_empty() {
-            "the object".to_string()
-        } else {
-            p.to_string()
+    Checker { m, errors }.value(schema, value, path, root);
+}
+
+/// Walks one object against its schema, collecting every problem.
+struct Checker<'a> {
+    m: &'a Manifest,
+    errors: &'a mut Vec<ManifestError>,
+}
+
+/// How messages name a field path (`the object` for the root).
+fn at(path: &str) -> &str {
+    if path.is_empty() {
+        "the object"
+    } else {
+        path
+    }
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, path: &str, message: String) {
+        self.errors
+            .push(self.m.error(path, format!("{}: {message}", at(path))));
+    }
+
+    fn value(&mut self, schema: &Value, value: &Value, path: &str, root: bool) {
+        if value.is_null() && schema["nullable"] == true {
+            return;
         }
-    };
-    if value.is_null() && schema["nullable"] == true {
-        return;
-    }
-    if schema["x-kubernetes-int-or-string"] == true && (value.is_string() || value.is_i64()) {
-        return;
-    }
-    let want = schema["type"].as_str().unwrap_or("");
-    let have = type_name(value);
-    let type_ok = match want {
-        "" => true,
-        "number" => value.is_number(),
-        other => other == have,
-    };
-    if !type_ok {
-        errors.push(m.error(path, format!("{}: expected {want}, got {have}", at(path))));
-        return;
-    }
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(value) {
+        if schema["x-kubernetes-int-or-string"] == true && (value.is_string() || value.is_i64()) {
+            return;
+        }
+        let want = schema["type"].as_str().unwrap_or("");
+        let have = type_name(value);
+        let type_ok = match want {
+            "" => true,
+            "number" => value.is_number(),
+            other => other == have,
+        };
+        if !type_ok {
+            return self.fail(path, format!("expected {want}, got {have}"));
+        }
+        if let Some(allowed) = schema["enum"].as_array().filter(|a| !a.contains(value)) {
             let list: Vec<String> = allowed
                 .iter()
                 .filter(|a| !a.is_null())
                 .map(|a| a.to_string())
                 .collect();
-            errors.push(m.error(
+            let supported = list.join(", ");
+            self.fail(
                 path,
-                format!(
-                    "{}: unsupported value {value}: supported values: {}",
-                    at(path),
-                    list.join(", ")
-                ),
-            ));
+                format!("unsupported value {value}: supported values: {supported}"),
+            );
+        }
+        match value {
+            Value::Object(map) => self.object(schema, map, path, root),
+            Value::Array(items) => self.array(schema, items, path),
+            Value::String(s) => self.string(schema, s, path),
+            Value::Number(n) => self.number(schema, n.as_f64().unwrap_or_default(), path),
+            _ => {}
         }
     }
-    match value {
-        Value::Object(map) => {
-            let props = schema["properties"].as_object();
-            let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
-            for (k, v) in map {
-                // The API server owns these.
-                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
-                    continue;
-                }
-                let p = join(path, k);
-                if let Some(sub) = props.and_then(|p| p.get(k)) {
-                    check_object(sub, v, &p, m, errors, false);
-                } else if schema["additionalProperties"].is_object() {
-                    check_object(&schema["additionalProperties"], v, &p, m, errors, false);
-                } else if !preserve && props.is_some() {
-                    errors.push(m.error(&p, format!("{}: unknown field \"{k}\"", at(path))));
-                }
+
+    fn object(&mut self, schema: &Value, map: &Map<String, Value>, path: &str, root: bool) {
+        let props = schema["properties"].as_object();
+        let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
+        for (k, v) in map {
+            // The API server owns these.
+            if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                continue;
             }
-            for req in schema["required"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !map.contains_key(req) {
-                    errors.push(m.error(
-                        path,
-                        format!("{}: missing required field \"{req}\"", at(path)),
-                    ));
-                }
-            }
-            if let Some(max) = schema["maxProperties"].as_u64() {
-                if map.len() as u64 > max {
-                    errors.push(m.error(
-                        path,
-                        format!("{}: at most {max} entries, got {}", at(path), map.len()),
-                    ));
-                }
+            let p = join(path, k);
+            if let Some(sub) = props.and_then(|p| p.get(k)) {
+                self.value(sub, v, &p, false);
+            } else if schema["additionalProperties"].is_object() {
+                self.value(&schema["additionalProperties"], v, &p, false);
+            } else if !preserve && props.is_some() {
+                let message = format!("{}: unknown field \"{k}\"", at(path));
+                self.errors.push(self.m.error(&p, message));
             }
         }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check_object(
-                    &schema["items"],
-                    item,
-                    &format!("{path}[{i}]"),
-                    m,
-                    errors,
-                    false,
-                );
-            }
-            if let Some(max) = schema["maxItems"].as_u64() {
-                if items.len() as u64 > max {
-                    errors.push(m.error(
-                        path,
-                        format!("{}: at most {max} items, got {}", at(path), items.len()),
-                    ));
-                }
+        let required = schema["required"].as_array().into_iter().flatten();
+        for req in required.filter_map(Value::as_str) {
+            if !map.contains_key(req) {
+                self.fail(path, format!("missing required field \"{req}\""));
             }
         }
-        Value::String(s) => {
-            if let Some(pattern) = schema["pattern"].as_str() {
-                if !pattern_matches(pattern, s) {
-                    errors.push(m.error(
-                        path,
-                        format!("{}: {s:?} does not match {pattern}", at(path)),
-                    ));
-                }
-            }
-            let len = s.chars().count() as u64;
-            if let Some(min) = schema["minLength"].as_u64().filter(|min| len < *min) {
-                errors.push(m.error(path, format!("{}: at least {min} characters", at(path))));
-            }
-            if let Some(max) = schema["maxLength"].as_u64().filter(|max| len > *max) {
-                errors.push(m.error(path, format!("{}: at most {max} characters", at(path))));
+        if let Some(max) = schema["maxProperties"]
+            .as_u64()
+            .filter(|max| map.len() as u64 > *max)
+        {
+            self.fail(path, format!("at most {max} entries, got {}", map.len()));
+        }
+    }
+
+    fn array(&mut self, schema: &Value, items: &[Value], path: &str) {
+        for (i, item) in items.iter().enumerate() {
+            self.value(&schema["items"], item, &format!("{path}[{i}]"), false);
+        }
+        if let Some(max) = schema["maxItems"]
+            .as_u64()
+            .filter(|max| items.len() as u64 > *max)
+        {
+            self.fail(path, format!("at most {max} items, got {}", items.len()));
+        }
+    }
+
+    fn string(&mut self, schema: &Value, s: &str, path: &str) {
+        if let Some(pattern) = schema["pattern"].as_str() {
+            if !pattern_matches(pattern, s) {
+                self.fail(path, format!("{s:?} does not match {pattern}"));
             }
         }
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or_default();
-            if let Some(min) = schema["minimum"].as_f64().filter(|min| x < *min) {
-                errors.push(m.error(path, format!("{}: must be at least {min}", at(path))));
-            }
-            if let Some(max) = schema["maximum"].as_f64().filter(|max| x > *max) {
-                errors.push(m.error(path, format!("{}: must be at most {max}", at(path))));
-            }
+        let len = s.chars().count() as u64;
+        if let Some(min) = schema["minLength"].as_u64().filter(|min| len < *min) {
+            self.fail(path, format!("at least {min} characters"));
         }
-        _ => {}
+        if let Some(max) = schema["maxLength"].as_u64().filter(|max| len > *max) {
+            self.fail(path, format!("at most {max} characters"));
+        }
+    }
+
+    fn number(&mut self, schema: &Value, x: f64, path: &str) {
+        if let Some(min) = schema["minimum"].as_f64().filter(|min| x < *min) {
+            self.fail(path, format!("must be at least {min}"));
+        }
+        if let Some(max) = schema["maximum"].as_f64().filter(|max| x > *max) {
+            self.fail(path, format!("must be at most {max}"));
+        }
     }
 }
 
