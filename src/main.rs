@@ -201,9 +201,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             health_check_workloads,
             ops,
         } => {
-            let client = kube::Client::try_default().await.map_err(|e| {
-                anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}")
-            })?;
             let settings = Settings {
                 poll_interval,
                 concurrency,
@@ -213,43 +210,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 health_check_workloads,
                 ..Settings::default()
             };
-            let mut shared = Shared::new(Arc::new(CallCounter::default()));
-            if let Some(secret) = &ops.notification_secret {
-                let (ns, name) = secret.split_once('/').ok_or_else(|| {
-                    anyhow::anyhow!("--notification-secret {secret:?}: expected NAMESPACE/NAME")
-                })?;
-                shared.notifier = Arc::new(Notifier::from_secret(client.clone(), ns, name));
-            }
-            let (elect, why) = driftless::ops::election::decide(
-                ops.leader_elect,
-                ops.leader_election_namespace.is_some(),
-                driftless::ops::election::in_pod(),
-            );
-            let lease = elect.then(|| LeaseConfig {
-                namespace: ops
-                    .leader_election_namespace
-                    .clone()
-                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                    .unwrap_or_else(|| "driftless-system".into()),
-                name: "driftless-controller".into(),
-                identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
-                    let host =
-                        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-                    format!("{}-{}", host.trim(), std::process::id())
-                }),
-                duration: ops.lease_duration,
-            });
-            match &lease {
-                Some(l) => {
-                    tracing::info!(lease = %format!("{}/{}", l.namespace, l.name), "leader election on: {why}")
-                }
-                None => tracing::info!("leader election off: {why}"),
-            }
-            let config = ManagerConfig {
-                http_addr: ops.http_addr,
-                lease,
-            };
-            Ok(driftless::cli::controller::run(client, settings, shared, config).await)
+            controller(settings, ops).await
         }
         Command::Validate { paths } => Ok(commands::validate(&paths)),
         Command::Plan { push, prune } => {
@@ -268,31 +229,59 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(commands::get(args.options()?).await)
         }
         Command::Crds { out } => {
-            let all = crds::all();
-            match out {
-                None => {
-                    for crd in &all {
-                        print!("{}", crds::to_yaml(crd));
-                    }
-                }
-                Some(dir) => {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-                    let files = all
-                        .iter()
-                        .map(|crd| (crds::file_name(crd), crds::to_yaml(crd)))
-                        .chain([(crds::KUSTOMIZATION.to_string(), crds::kustomization(&all))]);
-                    for (name, text) in files {
-                        let path = dir.join(name);
-                        std::fs::write(&path, text)
-                            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                        eprintln!("wrote {}", path.display());
-                    }
-                }
-            }
+            crds::write(out.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `driftless controller`: connect, then run every engine (behind leader
+/// election when it is on).
+async fn controller(settings: Settings, ops: OpsArgs) -> anyhow::Result<ExitCode> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}")
+    })?;
+    let mut shared = Shared::new(Arc::new(CallCounter::default()));
+    if let Some(secret) = &ops.notification_secret {
+        let (ns, name) = secret.split_once('/').ok_or_else(|| {
+            anyhow::anyhow!("--notification-secret {secret:?}: expected NAMESPACE/NAME")
+        })?;
+        shared.notifier = Arc::new(Notifier::from_secret(client.clone(), ns, name));
+    }
+    let config = ManagerConfig {
+        http_addr: ops.http_addr,
+        lease: lease(&ops),
+    };
+    Ok(driftless::cli::controller::run(client, settings, shared, config).await)
+}
+
+/// The Lease to hold, when leader election is on (in a pod, or asked for),
+/// logging which and why.
+fn lease(ops: &OpsArgs) -> Option<LeaseConfig> {
+    let (elect, why) = driftless::ops::election::decide(
+        ops.leader_elect,
+        ops.leader_election_namespace.is_some(),
+        driftless::ops::election::in_pod(),
+    );
+    if !elect {
+        tracing::info!("leader election off: {why}");
+        return None;
+    }
+    let lease = LeaseConfig {
+        namespace: ops
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "driftless-system".into()),
+        name: "driftless-controller".into(),
+        identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        }),
+        duration: ops.lease_duration,
+    };
+    tracing::info!(lease = %format!("{}/{}", lease.namespace, lease.name), "leader election on: {why}");
+    Some(lease)
 }
 
 fn init_logging(json: bool) {

@@ -51,3 +51,28 @@ pub fn kustomization(all: &[CustomResourceDefinition]) -> String {
 
 /// The name of the generated kustomization under `crds/`.
 pub const KUSTOMIZATION: &str = "kustomization.yaml";
+
+/// `driftless crds [--out DIR]`: every CRD to stdout, or one file each (and
+/// the kustomization) into `out`.
+pub fn write(out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let all = all();
+    let Some(dir) = out else {
+        for crd in &all {
+            print!("{}", to_yaml(crd));
+        }
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let files = all
+        .iter()
+        .map(|crd| (file_name(crd), to_yaml(crd)))
+        .chain([(KUSTOMIZATION.to_string(), kustomization(&all))]);
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
