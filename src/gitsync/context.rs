@@ -12,12 +12,12 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::apply::Kinds;
 use super::render::{self, Manifest, ManifestError, Origin};
@@ -108,7 +108,7 @@ struct Events {
 }
 
 impl Events {
-    fn recorder(&self, gs: &GitSync, reason: &str, note: &Option<String>) -> Recorder {
+    fn recorder(&self, gs: &GitSync, reason: &str, note: &str) -> Recorder {
         let mut h = DefaultHasher::new();
         (gs.uid(), reason, note).hash(&mut h);
         let mut recorders = self.recorders.lock().expect("recorders poisoned");
@@ -193,17 +193,9 @@ pub(super) async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: reason.into(),
-        secondary: None,
-    };
-    let recorder = ctx.events.recorder(gs, reason, &event.note);
-    if let Err(e) = recorder.publish(&event, &gs.object_ref(&())).await {
-        warn!(error = %e, reason, "could not publish event");
-    }
+    // One recorder per note: see [`Events`].
+    let recorder = ctx.events.recorder(gs, reason, &note);
+    crate::ops::publish_event(&recorder, &gs.object_ref(&()), type_, reason, note).await;
 }
 
 impl Context {

@@ -13,7 +13,9 @@ pub mod settings;
 use std::sync::Arc;
 
 use driftless_provider::CallCounter;
-use tracing::info;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+use tracing::{info, warn};
 
 use metrics::Metrics;
 use notify::Notifier;
@@ -39,6 +41,28 @@ impl Shared {
             passes: Arc::default(),
             calls,
         }
+    }
+}
+
+/// Publishes an Event about `object` with `recorder`; a failure is only
+/// logged (an Event is a courtesy, never the reason a reconcile fails).
+/// The note is cut to 1000 characters, the API server's limit.
+pub async fn publish_event(
+    recorder: &Recorder,
+    object: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, object).await {
+        warn!(error = %e, reason, "could not publish event");
     }
 }
 
