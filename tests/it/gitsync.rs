@@ -1140,18 +1140,8 @@ async fn a_signed_webhook_triggers_a_sync() {
     )
     .await
     .unwrap();
-    let state = std::sync::Arc::new(driftless::ops::http::HttpState {
-        client: scope.client.clone(),
-        metrics: std::sync::Arc::new(driftless::ops::metrics::Metrics::new(scope.calls.clone())),
-        ready: true.into(),
-    });
-    let addr = driftless::ops::http::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        state,
-        driftless::gitsync::webhook::routes(),
-    )
-    .await
-    .unwrap();
+    let metrics = std::sync::Arc::new(driftless::ops::metrics::Metrics::new(scope.calls.clone()));
+    let addr = support::serve_http(scope.client.clone(), metrics).await;
     scope.start_controller(POLL);
     let cms: Api<ConfigMap> = scope.api();
     let value = |cms: Api<ConfigMap>| async move {

@@ -7,7 +7,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use driftless::ops::http::HttpState;
 use driftless::ops::notify::Notifier;
 use driftless::ops::Shared;
 use driftless_provider::CallCounter;
@@ -393,18 +392,8 @@ spec:
         None,
     );
     assert!(ok, "{out}{err}");
-    let state = Arc::new(HttpState {
-        client: client.clone(),
-        metrics: Arc::new(driftless::ops::metrics::Metrics::new(scope.calls.clone())),
-        ready: true.into(),
-    });
-    let addr = driftless::ops::http::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        state,
-        driftless::gitsync::webhook::routes(),
-    )
-    .await
-    .unwrap();
+    let metrics = Arc::new(driftless::ops::metrics::Metrics::new(scope.calls.clone()));
+    let addr = crate::support::serve_http(client.clone(), metrics).await;
     let gitsyncs: Api<driftless::gitsync::GitSync> = Api::namespaced(scope.client.clone(), &ns);
     gitsyncs
         .create(
@@ -634,18 +623,7 @@ async fn metrics_health_and_notifications() {
     shared.notifier = Arc::new(Notifier::from_secret(scope.client.clone(), &ns, "notify"));
     scope.calls = calls;
     scope.shared = Some(shared.clone());
-    let state = Arc::new(HttpState {
-        client: scope.client.clone(),
-        metrics: shared.metrics.clone(),
-        ready: true.into(),
-    });
-    let addr = driftless::ops::http::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        state,
-        driftless::gitsync::webhook::routes(),
-    )
-    .await
-    .unwrap();
+    let addr = crate::support::serve_http(scope.client.clone(), shared.metrics.clone()).await;
     scope.start_controller(Duration::from_secs(2));
 
     let good = crate::support::unique("ops-good");

@@ -473,3 +473,23 @@ pub async fn s3_tags(s3: &aws_sdk_s3::Client, name: &str) -> Vec<(String, String
     })
     .unwrap_or_default()
 }
+
+/// Serves the controller's HTTP endpoints (health, metrics, webhooks) on a
+/// free loopback port, as `driftless controller` does; returns the address.
+pub async fn serve_http(
+    client: kube::Client,
+    metrics: Arc<driftless::ops::metrics::Metrics>,
+) -> std::net::SocketAddr {
+    let state = Arc::new(driftless::ops::http::HttpState {
+        client,
+        metrics,
+        ready: true.into(),
+    });
+    driftless::ops::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        state,
+        driftless::gitsync::webhook::routes(),
+    )
+    .await
+    .expect("serve HTTP on a free port")
+}
