@@ -108,21 +108,35 @@ pub struct Target<'a, K: ManagedKind> {
     pub resolved: &'a BTreeMap<String, String>,
 }
 
+/// A field of a kind's spec that `observe` compares, as an enum per kind
+/// (see [`crate::field_keys!`]): `update` matches it exhaustively, so a field
+/// observed but never updated is a compile error, not an endless drift loop.
+pub trait FieldKey: Copy + Eq + fmt::Debug + Send + Sync + 'static {
+    /// The spec path, e.g. `forProvider.versioning`.
+    fn path(&self) -> &'static str;
+}
+
+/// The erased key: what push mode's plan keeps across kinds.
+impl FieldKey for &'static str {
+    fn path(&self) -> &'static str {
+        self
+    }
+}
+
 /// One field where the cloud differs from the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldDiff {
-    /// The spec path, e.g. `forProvider.versioning`.
-    pub field: String,
+pub struct FieldDiff<F = &'static str> {
+    pub field: F,
     pub observed: String,
     pub desired: String,
     /// The cloud cannot change this field in place.
     pub immutable: bool,
 }
 
-impl FieldDiff {
-    pub fn new(field: &str, observed: impl fmt::Debug, desired: impl fmt::Debug) -> Self {
+impl<F: FieldKey> FieldDiff<F> {
+    pub fn new(field: F, observed: impl fmt::Debug, desired: impl fmt::Debug) -> Self {
         Self {
-            field: field.to_string(),
+            field,
             observed: format!("{observed:?}"),
             desired: format!("{desired:?}"),
             immutable: false,
@@ -132,7 +146,7 @@ impl FieldDiff {
     /// The difference of two maps (tags), showing only the keys that differ:
     /// `team: "platform" -> "web"`, `+owner: "me"`, `-old`.
     pub fn map(
-        field: &str,
+        field: F,
         observed: &BTreeMap<String, String>,
         desired: &BTreeMap<String, String>,
     ) -> Self {
@@ -153,7 +167,7 @@ impl FieldDiff {
             }
         }
         Self {
-            field: field.to_string(),
+            field,
             observed: format!("{{{}}}", was.join(", ")),
             desired: format!("{{{}}}", will.join(", ")),
             immutable: false,
@@ -164,31 +178,47 @@ impl FieldDiff {
         self.immutable = true;
         self
     }
+
+    /// The same diff keyed by its path (push mode's plan, across kinds).
+    pub fn erase(&self) -> FieldDiff {
+        FieldDiff {
+            field: self.field.path(),
+            observed: self.observed.clone(),
+            desired: self.desired.clone(),
+            immutable: self.immutable,
+        }
+    }
 }
 
-impl fmt::Display for FieldDiff {
+impl<F: FieldKey> fmt::Display for FieldDiff<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} -> {}", self.field, self.observed, self.desired)
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.field.path(),
+            self.observed,
+            self.desired
+        )
     }
 }
 
 /// What `observe` found.
-#[derive(Clone, Debug, Default)]
-pub struct Observation<A> {
+#[derive(Clone, Debug)]
+pub struct Observation<K: ManagedKind> {
     /// The cloud resource exists.
     pub exists: bool,
     /// Its id, when the provider found it by tags rather than by external name.
     pub external_name: Option<String>,
     /// Where it differs from the spec; empty means up to date.
-    pub diff: Vec<FieldDiff>,
+    pub diff: Vec<FieldDiff<K::Field>>,
     /// It is usable (e.g. a VPC in state `available`).
     pub ready: bool,
-    pub at_provider: Option<A>,
+    pub at_provider: Option<K::AtProvider>,
     /// Written to `writeConnectionSecretToRef`.
     pub connection_details: BTreeMap<String, String>,
 }
 
-impl<A> Observation<A> {
+impl<K: ManagedKind> Observation<K> {
     pub fn absent() -> Self {
         Self {
             exists: false,
@@ -214,7 +244,9 @@ impl<A> Observation<A> {
             .map(|d| {
                 format!(
                     "{} is immutable (cloud has {}, spec asks {})",
-                    d.field, d.observed, d.desired
+                    d.field.path(),
+                    d.observed,
+                    d.desired
                 )
             })
             .collect();
@@ -308,17 +340,14 @@ impl std::error::Error for CloudError {}
 pub trait External<K: ManagedKind>: Send + Sync {
     /// Read the cloud resource (by external name, or by owner tags) and compare
     /// it with the spec. Never changes anything.
-    async fn observe(
-        &self,
-        target: &Target<'_, K>,
-    ) -> Result<Observation<K::AtProvider>, CloudError>;
+    async fn observe(&self, target: &Target<'_, K>) -> Result<Observation<K>, CloudError>;
     /// Create the resource, tagged with the owner tags.
     async fn create(&self, target: &Target<'_, K>) -> Result<Created, CloudError>;
     /// Make the resource match the spec; `observed` is the last observation.
     async fn update(
         &self,
         target: &Target<'_, K>,
-        observed: &Observation<K::AtProvider>,
+        observed: &Observation<K>,
     ) -> Result<(), CloudError>;
     /// Delete the resource, or say what it waits for.
     async fn delete(&self, target: &Target<'_, K>) -> Result<Deletion, CloudError>;

@@ -172,6 +172,8 @@ pub trait ManagedKind:
         + Send
         + Sync
         + 'static;
+    /// The fields `observe` compares and `update` changes.
+    type Field: crate::FieldKey;
 
     fn for_provider(&self) -> &Self::ForProvider;
     fn managed(&self) -> &ManagedFields;
@@ -187,7 +189,7 @@ pub trait ManagedKind:
 /// managed_resource! {
 ///     kind Bucket("Bucket"), spec BucketSpec, status BucketStatus("BucketStatus"),
 ///     group "aws.driftless.dev", category "aws",
-///     for_provider BucketParameters, at_provider BucketObservation,
+///     for_provider BucketParameters, at_provider BucketObservation, fields BucketField,
 ///     validation(Rule::new("self.metadata.name.size() <= 63").message("name too long")),
 /// }
 /// ```
@@ -197,7 +199,7 @@ macro_rules! managed_resource {
         $(#[doc = $doc:tt])*
         kind $kind:ident($kind_str:tt), spec $spec:ident, status $status:ident($status_str:tt),
         group $group:tt, category $category:tt,
-        for_provider $fp:ty, at_provider $ap:ty
+        for_provider $fp:ty, at_provider $ap:ty, fields $fields:ty
         $(, validation($($rule:tt)*))* $(,)?
     ) => {
         /// Status of the managed resource: `atProvider` and conditions.
@@ -232,6 +234,7 @@ macro_rules! managed_resource {
         impl $crate::ManagedKind for $kind {
             type ForProvider = $fp;
             type AtProvider = $ap;
+            type Field = $fields;
             fn for_provider(&self) -> &$fp {
                 &self.spec.for_provider
             }
@@ -240,6 +243,31 @@ macro_rules! managed_resource {
             }
             fn managed_status(&self) -> Option<&$crate::ManagedStatus<$ap>> {
                 self.status.as_ref()
+            }
+        }
+    };
+}
+
+/// Declares a kind's [`crate::FieldKey`] enum: one variant per compared
+/// field, with its path under `forProvider`.
+///
+/// ```text
+/// field_keys! { pub enum VpcField { CidrBlock = "cidrBlock", Tags = "tags" } }
+/// ```
+#[macro_export]
+macro_rules! field_keys {
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident = $path:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $crate::FieldKey for $name {
+            fn path(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => concat!("forProvider.", $path)),+
+                }
             }
         }
     };

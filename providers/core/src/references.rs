@@ -105,3 +105,119 @@ pub trait References {
         Vec::new()
     }
 }
+
+/// Adds `rule` to the object's `x-kubernetes-validations` (a kind with
+/// several required references keeps every rule).
+#[doc(hidden)]
+pub fn push_rule(schema: &mut schemars::Schema, rule: &str, message: &str) {
+    let rules = schema
+        .ensure_object()
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if let serde_json::Value::Array(rules) = rules {
+        rules.push(serde_json::json!({ "rule": rule, "message": message }));
+    }
+}
+
+/// Declares the `<x>Id` / `<x>Ref` / `<x>Selector` fields of one reference
+/// as a struct to `#[serde(flatten)]` into a kind's parameters. It carries
+/// the reference's [`References`] contribution and, for the kind to attach
+/// with `#[schemars(transform = Name::required)]`, the rule "one of ... is
+/// required" (a rule on the flattened struct itself would be dropped by
+/// schemars when the kind has rules of its own).
+///
+/// `one` references a single object (`Option<String>` id, `Option<ObjectRef>`);
+/// `many` a list (`Vec<String>` ids, `Vec<ObjectRef>`, every selector match).
+///
+/// ```text
+/// reference! {
+///     pub struct VpcOf(one Vpc = "Vpc") {
+///         /// The VPC's id. Immutable.
+///         id "vpcId", by_ref "vpcRef", selector "vpcSelector"
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! reference {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident(one $target:ty = $target_str:literal) {
+            $(#[doc = $id_doc:literal])*
+            id $id:literal, by_ref $by_ref:literal, selector $selector:literal $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
+        pub struct $name {
+            $(#[doc = $id_doc])*
+            #[serde(rename = $id, default, skip_serializing_if = "Option::is_none")]
+            pub id: Option<String>,
+            #[doc = concat!("A ", $target_str, " object in this namespace, instead of ", $id, ".")]
+            #[serde(rename = $by_ref, default, skip_serializing_if = "Option::is_none")]
+            pub by_ref: Option<$crate::ObjectRef>,
+            #[doc = concat!("The first ", $target_str, " (by name) in this namespace with these labels, instead of ", $id, ".")]
+            #[serde(rename = $selector, default, skip_serializing_if = "Option::is_none")]
+            pub selector: Option<$crate::Selector>,
+        }
+
+        impl $name {
+            $crate::reference!(@common $id, $by_ref, $selector);
+
+            pub fn reference(&self) -> Option<$crate::Reference> {
+                $crate::Reference::single::<$target>(
+                    $id,
+                    self.id.as_ref(),
+                    self.by_ref.as_ref(),
+                    self.selector.as_ref(),
+                )
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident(many $target:ty = $target_str:literal) {
+            $(#[doc = $id_doc:literal])*
+            ids $id:literal, by_ref $by_ref:literal, selector $selector:literal $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
+        pub struct $name {
+            $(#[doc = $id_doc])*
+            #[serde(rename = $id, default, skip_serializing_if = "Vec::is_empty")]
+            pub ids: Vec<String>,
+            #[doc = concat!($target_str, " objects in this namespace, instead of ", $id, ".")]
+            #[serde(rename = $by_ref, default, skip_serializing_if = "Vec::is_empty")]
+            pub by_ref: Vec<$crate::ObjectRef>,
+            #[doc = concat!("Every ", $target_str, " in this namespace with these labels, instead of ", $id, ".")]
+            #[serde(rename = $selector, default, skip_serializing_if = "Option::is_none")]
+            pub selector: Option<$crate::Selector>,
+        }
+
+        impl $name {
+            $crate::reference!(@common $id, $by_ref, $selector);
+
+            pub fn reference(&self) -> Option<$crate::Reference> {
+                $crate::Reference::list::<$target>(
+                    $id,
+                    &self.ids,
+                    &self.by_ref,
+                    self.selector.as_ref(),
+                )
+            }
+        }
+    };
+    (@common $id:literal, $by_ref:literal, $selector:literal) => {
+        /// The key of the resolved id in `Target::resolved`.
+        pub const FIELD: &'static str = $id;
+
+        /// The schema rule that one of the three fields is set.
+        pub fn required(schema: &mut ::schemars::Schema) {
+            $crate::push_rule(
+                schema,
+                concat!("has(self.", $id, ") || has(self.", $by_ref, ") || has(self.", $selector, ")"),
+                concat!("one of ", $id, ", ", $by_ref, " or ", $selector, " is required"),
+            );
+        }
+    };
+}

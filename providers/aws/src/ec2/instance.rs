@@ -2,15 +2,14 @@
 //! running; deleting the object terminates it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     self as sdk, AttributeValue, InstanceStateName, InstanceType, ResourceType,
 };
 use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, Identity, ObjectRef,
-    Observation, Reference, References, Selector, Target,
+    field_keys, managed_resource, reference, CloudError, Created, Deletion, External, FieldDiff,
+    Identity, Observation, Reference, References, Target,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,18 +17,32 @@ use serde::{Deserialize, Serialize};
 use super::security_group::SecurityGroup;
 use super::subnet::Subnet;
 use super::{
-    desired_tags, filter, is_not_found, required, resolved, split_ids, tag_map, tag_specification,
-    tags_diff, Described, Ec2, Ec2Snapshots, Snapshot, PAGE_SIZE,
+    desired_tags, ec2_kind, filter, is_not_found, required, resolved, split_ids, tag_specification,
+    tags_diff, Described, Ec2, PAGE_SIZE,
 };
 use crate::errors::cloud_error;
-use crate::{AwsKind, AwsSession};
+
+reference! {
+    /// The subnet an instance is launched in.
+    pub struct SubnetReference(one Subnet = "Subnet") {
+        /// The subnet's id. Immutable.
+        id "subnetId", by_ref "subnetRef", selector "subnetSelector"
+    }
+}
+
+reference! {
+    /// The security groups of an instance.
+    pub struct SecurityGroupsReference(many SecurityGroup = "SecurityGroup") {
+        /// Security group ids (unset: the VPC's default group, and not compared).
+        ids "securityGroupIds", by_ref "securityGroupRefs", selector "securityGroupSelector"
+    }
+}
 
 /// The desired state of an instance.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = SubnetReference::required)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.subnetId) || has(self.subnetRef) || has(self.subnetSelector)",
-     "message": "one of subnetId, subnetRef or subnetSelector is required"},
     {"rule": "has(self.userData) == has(oldSelf.userData) && (!has(self.userData) || self.userData == oldSelf.userData)",
      "message": "userData is immutable: it is used only when the instance is launched"}
 ]))]
@@ -41,24 +54,10 @@ pub struct InstanceParameters {
     /// starts it again.
     #[schemars(length(min = 1))]
     pub instance_type: String,
-    /// The subnet's id. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet_id: Option<String>,
-    /// A Subnet object in this namespace, instead of subnetId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet_ref: Option<ObjectRef>,
-    /// The first Subnet (by name) in this namespace with these labels, instead of subnetId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet_selector: Option<Selector>,
-    /// Security group ids (unset: the VPC's default group, and not compared).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub security_group_ids: Vec<String>,
-    /// SecurityGroup objects in this namespace, instead of securityGroupIds.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub security_group_refs: Vec<ObjectRef>,
-    /// Every SecurityGroup in this namespace with these labels, instead of securityGroupIds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_group_selector: Option<Selector>,
+    #[serde(flatten)]
+    pub subnet: SubnetReference,
+    #[serde(flatten)]
+    pub security_groups: SecurityGroupsReference,
     /// An EC2 key pair's name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
@@ -90,37 +89,37 @@ pub struct InstanceObservation {
     pub availability_zone: Option<String>,
 }
 
+field_keys! {
+    /// What an instance's observation compares.
+    pub enum InstanceField {
+        ImageId = "imageId",
+        SubnetId = "subnetId",
+        KeyName = "keyName",
+        InstanceType = "instanceType",
+        SecurityGroupIds = "securityGroupIds",
+        Tags = "tags",
+    }
+}
+
 managed_resource! {
     /// An EC2 instance. Its id is recorded in the `driftless.dev/external-name`
     /// annotation; set that annotation by hand to import an existing instance.
     kind Instance("Instance"), spec InstanceSpec, status InstanceStatus("InstanceStatus"),
     group "aws.driftless.dev", category "aws",
-    for_provider InstanceParameters, at_provider InstanceObservation,
+    for_provider InstanceParameters, at_provider InstanceObservation, fields InstanceField,
 }
 
 impl References for InstanceParameters {
     fn references(&self) -> Vec<Reference> {
-        let subnet = Reference::single::<Subnet>(
-            "subnetId",
-            self.subnet_id.as_ref(),
-            self.subnet_ref.as_ref(),
-            self.subnet_selector.as_ref(),
-        );
-        let groups = Reference::list::<SecurityGroup>(
-            "securityGroupIds",
-            &self.security_group_ids,
-            &self.security_group_refs,
-            self.security_group_selector.as_ref(),
-        );
-        subnet.into_iter().chain(groups).collect()
+        let subnet = self.subnet.reference();
+        subnet
+            .into_iter()
+            .chain(self.security_groups.reference())
+            .collect()
     }
 }
 
-impl AwsKind for Instance {
-    fn external(session: &AwsSession, _spec: &InstanceParameters) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
-}
+ec2_kind!(Instance);
 
 fn state_of(i: &sdk::Instance) -> Option<&InstanceStateName> {
     i.state().and_then(sdk::InstanceState::name)
@@ -150,8 +149,9 @@ impl Described for sdk::Instance {
         (state, ready)
     }
 
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.instances
+    fn not_deletable_yet(&self) -> Option<String> {
+        (state_of(self) == Some(&InstanceStateName::ShuttingDown))
+            .then(|| format!("instance {} is shutting down", self.id()))
     }
 
     async fn list(
@@ -236,10 +236,7 @@ impl External<Instance> for Ec2 {
         Ec2::list_owned::<sdk::Instance>(self).await
     }
 
-    async fn observe(
-        &self,
-        t: &Target<'_, Instance>,
-    ) -> Result<Observation<InstanceObservation>, CloudError> {
+    async fn observe(&self, t: &Target<'_, Instance>) -> Result<Observation<Instance>, CloudError> {
         let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
             return Ok(Observation::absent());
         };
@@ -251,16 +248,16 @@ impl External<Instance> for Ec2 {
             let image = i.image_id().unwrap_or_default();
             if image != t.spec.image_id {
                 diff.push(
-                    FieldDiff::new("forProvider.imageId", image, &t.spec.image_id).immutable(),
+                    FieldDiff::new(InstanceField::ImageId, image, &t.spec.image_id).immutable(),
                 );
             }
             let subnet = i.subnet_id().unwrap_or_default();
-            if let Some(want) = resolved(t, "subnetId").filter(|want| *want != subnet) {
-                diff.push(FieldDiff::new("forProvider.subnetId", subnet, want).immutable());
+            if let Some(want) = resolved(t, SubnetReference::FIELD).filter(|want| *want != subnet) {
+                diff.push(FieldDiff::new(InstanceField::SubnetId, subnet, want).immutable());
             }
             let key = i.key_name().unwrap_or_default();
             if let Some(want) = t.spec.key_name.as_ref().filter(|want| *want != key) {
-                diff.push(FieldDiff::new("forProvider.keyName", key, want).immutable());
+                diff.push(FieldDiff::new(InstanceField::KeyName, key, want).immutable());
             }
             let instance_type = i
                 .instance_type()
@@ -268,12 +265,12 @@ impl External<Instance> for Ec2 {
                 .unwrap_or_default();
             if instance_type != t.spec.instance_type {
                 diff.push(FieldDiff::new(
-                    "forProvider.instanceType",
+                    InstanceField::InstanceType,
                     instance_type,
                     &t.spec.instance_type,
                 ));
             }
-            if let Some(want) = resolved(t, "securityGroupIds") {
+            if let Some(want) = resolved(t, SecurityGroupsReference::FIELD) {
                 let want: BTreeSet<String> = split_ids(want).into_iter().collect();
                 let have: BTreeSet<String> = i
                     .security_groups()
@@ -281,13 +278,10 @@ impl External<Instance> for Ec2 {
                     .filter_map(|g| g.group_id().map(str::to_string))
                     .collect();
                 if have != want {
-                    diff.push(FieldDiff::new("forProvider.securityGroupIds", have, want));
+                    diff.push(FieldDiff::new(InstanceField::SecurityGroupIds, have, want));
                 }
             }
-            diff.extend(tags_diff(
-                &tag_map(i.tags()),
-                &desired_tags(t.identity, &t.spec.tags),
-            ));
+            diff.extend(tags_diff(InstanceField::Tags, &i, t.identity, &t.spec.tags));
         }
         let private_ip = i.private_ip_address().map(str::to_string);
         let public_ip = i.public_ip_address().map(str::to_string);
@@ -322,8 +316,12 @@ impl External<Instance> for Ec2 {
     }
 
     async fn create(&self, t: &Target<'_, Instance>) -> Result<Created, CloudError> {
-        let subnet = required(t, "subnetId", "subnetId, subnetRef or subnetSelector")?;
-        let groups = resolved(t, "securityGroupIds")
+        let subnet = required(
+            t,
+            SubnetReference::FIELD,
+            "subnetId, subnetRef or subnetSelector",
+        )?;
+        let groups = resolved(t, SecurityGroupsReference::FIELD)
             .map(split_ids)
             .unwrap_or_default();
         let tags = desired_tags(t.identity, &t.spec.tags);
@@ -376,7 +374,7 @@ impl External<Instance> for Ec2 {
     async fn update(
         &self,
         t: &Target<'_, Instance>,
-        observed: &Observation<InstanceObservation>,
+        observed: &Observation<Instance>,
     ) -> Result<(), CloudError> {
         let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
             return Ok(());
@@ -384,17 +382,10 @@ impl External<Instance> for Ec2 {
         let id = i.id();
         let _written = self.writing::<sdk::Instance>(id);
         for d in &observed.diff {
-            match d.field.as_str() {
-                "forProvider.tags" => {
-                    self.sync_tags(
-                        id,
-                        &tag_map(i.tags()),
-                        &desired_tags(t.identity, &t.spec.tags),
-                    )
-                    .await?
-                }
-                "forProvider.securityGroupIds" => {
-                    let groups = resolved(t, "securityGroupIds")
+            match d.field {
+                InstanceField::Tags => self.sync_tags(&i, t.identity, &t.spec.tags).await?,
+                InstanceField::SecurityGroupIds => {
+                    let groups = resolved(t, SecurityGroupsReference::FIELD)
                         .map(split_ids)
                         .unwrap_or_default();
                     self.client
@@ -405,35 +396,20 @@ impl External<Instance> for Ec2 {
                         .await
                         .map_err(cloud_error)?;
                 }
-                "forProvider.instanceType" => {
+                InstanceField::InstanceType => {
                     self.resize(id, state_of(&i), &t.spec.instance_type).await?
                 }
-                _ => {}
+                InstanceField::ImageId | InstanceField::SubnetId | InstanceField::KeyName => {}
             }
         }
         Ok(())
     }
 
     async fn delete(&self, t: &Target<'_, Instance>) -> Result<Deletion, CloudError> {
-        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        let id = i.id();
-        if state_of(&i) == Some(&InstanceStateName::ShuttingDown) {
-            return Ok(Deletion::Waiting(format!("instance {id} is shutting down")));
-        }
-        let _written = self.writing::<sdk::Instance>(id);
-        match self
-            .client
-            .terminate_instances()
-            .instance_ids(id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Deletion::Done),
-            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
-            Err(e) => Err(cloud_error(e)),
-        }
+        self.delete_guarded::<sdk::Instance, _, _, _, _>(t, |c, id| {
+            c.terminate_instances().instance_ids(id).send()
+        })
+        .await
     }
 }
 

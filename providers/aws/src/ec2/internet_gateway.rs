@@ -3,38 +3,37 @@
 //! detached from the old one and attached to the new one.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{self as sdk, ResourceType};
 use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, ObjectRef, Observation,
-    Reference, References, Selector, Target,
+    field_keys, managed_resource, reference, CloudError, Created, Deletion, External, FieldDiff,
+    Observation, Reference, References, Target,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::vpc::Vpc;
 use super::{
-    desired_tags, is_dependency_violation, is_not_found, resolved, tag_map, tag_specification,
-    tags_diff, waiting_on, Described, Ec2, Ec2Snapshots, Snapshot, PAGE_SIZE,
+    described, desired_tags, ec2_kind, is_not_found, resolved, tag_specification, tags_diff,
+    waiting_on, Described, Ec2,
 };
 use crate::errors::{cloud_error, code_of};
-use crate::{AwsKind, AwsSession};
+
+reference! {
+    /// The VPC a gateway is attached to.
+    pub struct AttachedVpc(one Vpc = "Vpc") {
+        /// The VPC to attach to (unset: detached). Changing it moves the gateway.
+        id "vpcId", by_ref "vpcRef", selector "vpcSelector"
+    }
+}
 
 /// The desired state of an internet gateway.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InternetGatewayParameters {
-    /// The VPC to attach to (unset: detached). Changing it moves the gateway.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    /// A Vpc object in this namespace, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_ref: Option<ObjectRef>,
-    /// The first Vpc (by name) in this namespace with these labels, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_selector: Option<Selector>,
+    #[serde(flatten)]
+    pub vpc: AttachedVpc,
     /// Tags of the gateway. driftless adds its own `driftless.dev/*` owner tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 40))]
@@ -58,6 +57,14 @@ pub struct InternetGatewayObservation {
     pub owner_id: Option<String>,
 }
 
+field_keys! {
+    /// What an internet gateway's observation compares.
+    pub enum InternetGatewayField {
+        VpcId = "vpcId",
+        Tags = "tags",
+    }
+}
+
 managed_resource! {
     /// An EC2 internet gateway and its VPC attachment. Its id is recorded in
     /// the `driftless.dev/external-name` annotation; set that annotation by
@@ -65,74 +72,25 @@ managed_resource! {
     kind InternetGateway("InternetGateway"), spec InternetGatewaySpec, status InternetGatewayStatus("InternetGatewayStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider InternetGatewayParameters, at_provider InternetGatewayObservation,
+    fields InternetGatewayField,
 }
 
 impl References for InternetGatewayParameters {
     fn references(&self) -> Vec<Reference> {
-        Reference::single::<Vpc>(
-            "vpcId",
-            self.vpc_id.as_ref(),
-            self.vpc_ref.as_ref(),
-            self.vpc_selector.as_ref(),
-        )
-        .into_iter()
-        .collect()
+        self.vpc.reference().into_iter().collect()
     }
 }
 
-impl AwsKind for InternetGateway {
-    fn external(
-        session: &AwsSession,
-        _spec: &InternetGatewayParameters,
-    ) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
-}
+ec2_kind!(InternetGateway);
 
-#[async_trait]
-impl Described for sdk::InternetGateway {
-    const WHAT: &'static str = "internet gateway";
-
-    fn id(&self) -> &str {
-        self.internet_gateway_id().unwrap_or_default()
-    }
-
-    fn tags(&self) -> &[sdk::Tag] {
-        sdk::InternetGateway::tags(self)
-    }
-
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.internet_gateways
-    }
-
-    async fn list(
-        ec2: &aws_sdk_ec2::Client,
-        filters: Vec<sdk::Filter>,
-    ) -> Result<Vec<Self>, CloudError> {
-        ec2.describe_internet_gateways()
-            .set_filters(Some(filters))
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(cloud_error)
-    }
-
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError> {
-        match ec2
-            .describe_internet_gateways()
-            .internet_gateway_ids(id)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.internet_gateways().first().cloned()),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(cloud_error(e)),
-        }
-    }
-}
+described!(
+    sdk::InternetGateway,
+    "internet gateway",
+    internet_gateway_id,
+    describe_internet_gateways,
+    internet_gateway_ids,
+    internet_gateways
+);
 
 /// The VPC the gateway is attached to (or attaching), if any.
 fn attached(igw: &sdk::InternetGateway) -> Option<(&str, &str)> {
@@ -192,24 +150,26 @@ impl External<InternetGateway> for Ec2 {
     async fn observe(
         &self,
         t: &Target<'_, InternetGateway>,
-    ) -> Result<Observation<InternetGatewayObservation>, CloudError> {
+    ) -> Result<Observation<InternetGateway>, CloudError> {
         let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
             return Ok(Observation::absent());
         };
         let id = igw.id().to_string();
         let have = attached(&igw);
-        let want = resolved(t, "vpcId");
+        let want = resolved(t, AttachedVpc::FIELD);
         let mut diff = Vec::new();
         if have.map(|(vpc, _)| vpc) != want {
             diff.push(FieldDiff::new(
-                "forProvider.vpcId",
+                InternetGatewayField::VpcId,
                 have.map(|(vpc, _)| vpc),
                 want,
             ));
         }
         diff.extend(tags_diff(
-            &tag_map(igw.tags()),
-            &desired_tags(t.identity, &t.spec.tags),
+            InternetGatewayField::Tags,
+            &igw,
+            t.identity,
+            &t.spec.tags,
         ));
         // Ready: not attaching or detaching (where to is the diff's business).
         let ready = have.is_none_or(|(_, state)| state == "available");
@@ -250,14 +210,15 @@ impl External<InternetGateway> for Ec2 {
             })?
             .to_string();
         let _written = self.created::<sdk::InternetGateway>(t.identity, &id);
-        self.attach(&id, None, resolved(t, "vpcId")).await?;
+        self.attach(&id, None, resolved(t, AttachedVpc::FIELD))
+            .await?;
         Ok(Created { external_name: id })
     }
 
     async fn update(
         &self,
         t: &Target<'_, InternetGateway>,
-        observed: &Observation<InternetGatewayObservation>,
+        observed: &Observation<InternetGateway>,
     ) -> Result<(), CloudError> {
         let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
             return Ok(());
@@ -265,20 +226,15 @@ impl External<InternetGateway> for Ec2 {
         let id = igw.id();
         let _written = self.writing::<sdk::InternetGateway>(id);
         for d in &observed.diff {
-            match d.field.as_str() {
-                "forProvider.vpcId" => {
+            match d.field {
+                InternetGatewayField::VpcId => {
                     let have = attached(&igw).map(|(vpc, _)| vpc);
-                    self.attach(id, have, resolved(t, "vpcId")).await?
+                    self.attach(id, have, resolved(t, AttachedVpc::FIELD))
+                        .await?
                 }
-                "forProvider.tags" => {
-                    self.sync_tags(
-                        id,
-                        &tag_map(igw.tags()),
-                        &desired_tags(t.identity, &t.spec.tags),
-                    )
-                    .await?
+                InternetGatewayField::Tags => {
+                    self.sync_tags(&igw, t.identity, &t.spec.tags).await?
                 }
-                _ => {}
             }
         }
         Ok(())
@@ -305,22 +261,12 @@ impl External<InternetGateway> for Ec2 {
             }
             Err(e) => return Err(e),
         }
-        match self
+        let sent = self
             .client
             .delete_internet_gateway()
             .internet_gateway_id(id)
             .send()
-            .await
-        {
-            Ok(_) => Ok(Deletion::Done),
-            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
-            Err(e) if is_dependency_violation(&e) => Ok(Deletion::Waiting(waiting_on(
-                "internet gateway",
-                id,
-                &[],
-                &cloud_error(e).to_string(),
-            ))),
-            Err(e) => Err(cloud_error(e)),
-        }
+            .await;
+        self.deletion(&igw, sent).await
     }
 }

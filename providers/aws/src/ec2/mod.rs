@@ -24,6 +24,7 @@ pub mod security_group;
 pub mod subnet;
 pub mod vpc;
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -31,9 +32,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
 use driftless_provider::{
-    CloudError, FieldDiff, Identity, ManagedKind, Owned, Target, TAG_KIND, TAG_MANAGED_BY,
-    TAG_OWNER,
+    CloudError, Deletion, FieldDiff, FieldKey, Identity, ManagedKind, Owned, Target, TAG_KIND,
+    TAG_MANAGED_BY, TAG_OWNER,
 };
 
 use crate::errors::{cloud_error, code_of};
@@ -98,7 +101,7 @@ impl Ec2 {
         &self,
         identity: &Identity,
     ) -> Result<Vec<R>, CloudError> {
-        let snapshot = R::snapshot(&self.snapshots);
+        let snapshot = self.snapshots.of::<R>();
         self.refresh::<R>().await?;
         let (listed, created) = snapshot.owned_by(identity);
         let mut owned = listed;
@@ -112,7 +115,8 @@ impl Ec2 {
     }
 
     async fn refresh<R: Described>(&self) -> Result<(), CloudError> {
-        R::snapshot(&self.snapshots)
+        self.snapshots
+            .of::<R>()
             .refresh_if_older(self.snapshots.max_age, || {
                 R::list(
                     &self.client,
@@ -147,7 +151,7 @@ impl Ec2 {
 
     /// A resource by id, from the snapshot when it holds a current entry.
     async fn by_id<R: Described>(&self, id: &str) -> Result<Option<R>, CloudError> {
-        let snapshot = R::snapshot(&self.snapshots);
+        let snapshot = self.snapshots.of::<R>();
         self.refresh::<R>().await?;
         if let Some(r) = snapshot.current(id) {
             return Ok(Some(r));
@@ -164,26 +168,29 @@ impl Ec2 {
     /// in flight cannot hide them, and the next observation re-reads `id`.
     /// Like [`Self::writing`], for the id a create just returned: the
     /// owner lookup of [`Self::find`] finds it before the next listing does.
-    pub(crate) fn created<R: Described>(&self, identity: &Identity, id: &str) -> Writing<'_, R> {
-        R::snapshot(&self.snapshots).created(identity, id);
+    pub(crate) fn created<R: Described>(&self, identity: &Identity, id: &str) -> Writing<R> {
+        self.snapshots.of::<R>().created(identity, id);
         self.writing::<R>(id)
     }
 
-    pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<'_, R> {
-        R::snapshot(&self.snapshots).written(id);
+    pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<R> {
+        let snapshot = self.snapshots.of::<R>();
+        snapshot.written(id);
         Writing {
-            snapshot: R::snapshot(&self.snapshots),
+            snapshot,
             id: id.to_string(),
         }
     }
 
-    /// Makes the tags of `id` equal `want` (AWS's own `aws:` tags aside).
-    pub(crate) async fn sync_tags(
+    /// Makes the tags of `r` equal the spec's plus the owner tags (AWS's own
+    /// `aws:` tags aside).
+    pub(crate) async fn sync_tags<R: Described>(
         &self,
-        id: &str,
-        have: &BTreeMap<String, String>,
-        want: &BTreeMap<String, String>,
+        r: &R,
+        identity: &Identity,
+        spec: &BTreeMap<String, String>,
     ) -> Result<(), CloudError> {
+        let (have, want) = (tag_map(r.tags()), desired_tags(identity, spec));
         let set: Vec<Tag> = want
             .iter()
             .filter(|(k, v)| have.get(*k) != Some(*v))
@@ -192,7 +199,7 @@ impl Ec2 {
         if !set.is_empty() {
             self.client
                 .create_tags()
-                .resources(id)
+                .resources(r.id())
                 .set_tags(Some(set))
                 .send()
                 .await
@@ -206,13 +213,71 @@ impl Ec2 {
         if !unset.is_empty() {
             self.client
                 .delete_tags()
-                .resources(id)
+                .resources(r.id())
                 .set_tags(Some(unset))
                 .send()
                 .await
                 .map_err(cloud_error)?;
         }
         Ok(())
+    }
+
+    /// A guarded delete: find the resource (gone: Done), wait if it says so,
+    /// mark it written, `call` the delete, then [`Self::deletion`].
+    pub(crate) async fn delete_guarded<R, K, Fut, O, E>(
+        &self,
+        t: &Target<'_, K>,
+        call: impl FnOnce(&aws_sdk_ec2::Client, &str) -> Fut,
+    ) -> Result<Deletion, CloudError>
+    where
+        R: Described,
+        K: ManagedKind,
+        Fut: std::future::Future<Output = Result<O, SdkError<E, Response>>>,
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        let Some(r) = self.find::<R, _>(t).await? else {
+            return Ok(Deletion::Done);
+        };
+        if let Some(why) = r.not_deletable_yet() {
+            return Ok(Deletion::Waiting(why));
+        }
+        let _written = self.writing::<R>(r.id());
+        let sent = call(&self.client, r.id()).await;
+        self.deletion(&r, sent).await
+    }
+
+    /// The outcome of a delete call on `r`: NotFound is Done; a dependency
+    /// is Waiting, naming [`Described::dependents`].
+    pub(crate) async fn deletion<R: Described, O, E>(
+        &self,
+        r: &R,
+        sent: Result<O, SdkError<E, Response>>,
+    ) -> Result<Deletion, CloudError>
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        match sent {
+            Ok(_) => Ok(Deletion::Done),
+            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
+            Err(e) if is_dependency_violation(&e) => {
+                let dependents = R::dependents(self, r.id()).await?;
+                Ok(Deletion::Waiting(waiting_on(
+                    R::WHAT,
+                    r.id(),
+                    &dependents,
+                    &cloud_error(e).to_string(),
+                )))
+            }
+            Err(e) => Err(cloud_error(e)),
+        }
     }
 
     /// What is still inside VPC `vpc_id`, each named by id and owner.
@@ -288,18 +353,19 @@ impl Ec2 {
 }
 
 /// See [`Ec2::writing`].
-pub(crate) struct Writing<'a, R: Described> {
-    snapshot: &'a Snapshot<R>,
+pub(crate) struct Writing<R: Described> {
+    snapshot: Arc<Snapshot<R>>,
     id: String,
 }
 
-impl<R: Described> Drop for Writing<'_, R> {
+impl<R: Described> Drop for Writing<R> {
     fn drop(&mut self) {
         self.snapshot.written(&self.id);
     }
 }
 
-/// An EC2 resource as a describe call returns it.
+/// An EC2 resource as a describe call returns it. [`described!`] implements
+/// it for the usual describe call.
 #[async_trait]
 pub(crate) trait Described: Clone + Send + Sync + 'static {
     /// How messages name the kind, e.g. `VPC`.
@@ -314,7 +380,14 @@ pub(crate) trait Described: Clone + Send + Sync + 'static {
     fn state(&self) -> (String, bool) {
         ("available".to_string(), true)
     }
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self>;
+    /// Why a delete must wait without a call (an instance shutting down).
+    fn not_deletable_yet(&self) -> Option<String> {
+        None
+    }
+    /// What keeps `id` from being deleted, by name (asked on a dependency error).
+    async fn dependents(_ec2: &Ec2, _id: &str) -> Result<Vec<String>, CloudError> {
+        Ok(Vec::new())
+    }
     /// Every resource matching `filters`, all pages.
     async fn list(ec2: &aws_sdk_ec2::Client, filters: Vec<Filter>)
         -> Result<Vec<Self>, CloudError>;
@@ -322,26 +395,114 @@ pub(crate) trait Described: Clone + Send + Sync + 'static {
     async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError>;
 }
 
-/// The per-ProviderConfig snapshots, one per kind (see the module docs).
+/// Implements [`Described`] for an SDK type listed by one paginated
+/// `describe_*` call: its id getter, the call, the id filter and the output
+/// list; `state` when its `state()` says `available` once ready.
+macro_rules! described {
+    (@state) => {
+        fn state(&self) -> (String, bool) {
+            let state = self
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            let ready = state == "available";
+            (state, ready)
+        }
+    };
+
+    ($ty:ty, $what:literal, $id:ident, $describe:ident, $ids:ident, $out:ident $(, $state:ident)? $({ $($extra:tt)* })?) => {
+        #[::async_trait::async_trait]
+        impl $crate::ec2::Described for $ty {
+            const WHAT: &'static str = $what;
+
+            fn id(&self) -> &str {
+                self.$id().unwrap_or_default()
+            }
+
+            fn tags(&self) -> &[::aws_sdk_ec2::types::Tag] {
+                <$ty>::tags(self)
+            }
+
+            $(described!(@$state);)?
+            $($($extra)*)?
+
+            async fn list(
+                ec2: &::aws_sdk_ec2::Client,
+                filters: Vec<::aws_sdk_ec2::types::Filter>,
+            ) -> Result<Vec<Self>, ::driftless_provider::CloudError> {
+                ec2.$describe()
+                    .set_filters(Some(filters))
+                    .into_paginator()
+                    .page_size($crate::ec2::PAGE_SIZE)
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err($crate::errors::cloud_error)
+            }
+
+            async fn describe_one(
+                ec2: &::aws_sdk_ec2::Client,
+                id: &str,
+            ) -> Result<Option<Self>, ::driftless_provider::CloudError> {
+                match ec2.$describe().$ids(id).send().await {
+                    Ok(out) => Ok(out.$out().first().cloned()),
+                    Err(e) if $crate::ec2::is_not_found(&e) => Ok(None),
+                    Err(e) => Err($crate::errors::cloud_error(e)),
+                }
+            }
+        }
+    };
+    (@state) => {
+        fn state(&self) -> (String, bool) {
+            let state = self
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            let ready = state == "available";
+            (state, ready)
+        }
+    };
+}
+pub(crate) use described;
+
+/// Implements [`crate::AwsKind`] for an EC2 kind: served by [`Ec2`].
+macro_rules! ec2_kind {
+    ($kind:ty) => {
+        impl $crate::AwsKind for $kind {
+            fn external(
+                session: &$crate::AwsSession,
+                _spec: &<$kind as ::driftless_provider::ManagedKind>::ForProvider,
+            ) -> ::std::sync::Arc<dyn ::driftless_provider::External<Self>> {
+                ::std::sync::Arc::new($crate::ec2::Ec2::new(session))
+            }
+        }
+    };
+}
+pub(crate) use ec2_kind;
+
+/// The per-ProviderConfig snapshots, one per kind, made on first use (see
+/// the module docs): keyed by type, so a new kind touches only its own file.
 pub struct Ec2Snapshots {
     max_age: Duration,
-    vpcs: Snapshot<aws_sdk_ec2::types::Vpc>,
-    subnets: Snapshot<aws_sdk_ec2::types::Subnet>,
-    security_groups: Snapshot<aws_sdk_ec2::types::SecurityGroup>,
-    instances: Snapshot<aws_sdk_ec2::types::Instance>,
-    internet_gateways: Snapshot<aws_sdk_ec2::types::InternetGateway>,
+    by_kind: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Ec2Snapshots {
     pub(crate) fn new(max_age: Duration) -> Self {
         Self {
             max_age,
-            vpcs: Snapshot::default(),
-            subnets: Snapshot::default(),
-            security_groups: Snapshot::default(),
-            instances: Snapshot::default(),
-            internet_gateways: Snapshot::default(),
+            by_kind: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn of<R: Described>(&self) -> Arc<Snapshot<R>> {
+        let mut by_kind = self.by_kind.lock().expect("snapshots poisoned");
+        let any = by_kind
+            .entry(TypeId::of::<R>())
+            .or_insert_with(|| Arc::new(Snapshot::<R>::default()))
+            .clone();
+        any.downcast().expect("snapshot keyed by its own type")
     }
 }
 
@@ -520,12 +681,15 @@ pub(crate) fn tag_specification(
         .build()
 }
 
-/// The tag diff, if the cloud's tags differ from `want`.
-pub(crate) fn tags_diff(
-    have: &BTreeMap<String, String>,
-    want: &BTreeMap<String, String>,
-) -> Option<FieldDiff> {
-    (have != want).then(|| FieldDiff::map("forProvider.tags", have, want))
+/// The tag diff, if the tags of `r` differ from the spec's plus the owner tags.
+pub(crate) fn tags_diff<F: FieldKey>(
+    field: F,
+    r: &impl Described,
+    identity: &Identity,
+    spec: &BTreeMap<String, String>,
+) -> Option<FieldDiff<F>> {
+    let (have, want) = (tag_map(r.tags()), desired_tags(identity, spec));
+    (have != want).then(|| FieldDiff::map(field, &have, &want))
 }
 
 /// Refuses a resource that another driftless object owns.

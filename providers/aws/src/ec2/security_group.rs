@@ -8,27 +8,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     self as sdk, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, UserIdGroupPair,
 };
 use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, ObjectRef, Observation,
-    Reference, References, Selector, Target,
+    field_keys, managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation,
+    Reference, References, Target,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::vpc::Vpc;
+use super::vpc::VpcReference;
 use super::{
-    desired_tags, filter, is_dependency_violation, is_not_found, label, required, resolved,
-    tag_map, tag_specification, tags_diff, waiting_on, Described, Ec2, Ec2Snapshots, Snapshot,
-    PAGE_SIZE,
+    described, desired_tags, ec2_kind, filter, label, required, resolved, tag_specification,
+    tags_diff, Described, Ec2,
 };
 use crate::errors::{cloud_error, code_of};
-use crate::{AwsKind, AwsSession};
 
 /// One rule. Each CIDR block and group it names is one permission in AWS.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -70,20 +67,10 @@ pub struct SecurityGroupRule {
 /// The desired state of a security group.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.vpcId) || has(self.vpcRef) || has(self.vpcSelector)",
-    "message": "one of vpcId, vpcRef or vpcSelector is required"
-}]))]
+#[schemars(transform = VpcReference::required)]
 pub struct SecurityGroupParameters {
-    /// The VPC's id. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    /// A Vpc object in this namespace, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_ref: Option<ObjectRef>,
-    /// The first Vpc (by name) in this namespace with these labels, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_selector: Option<Selector>,
+    #[serde(flatten)]
+    pub vpc: VpcReference,
     /// The group's name (default: `metadata.name`; compared only when set). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
@@ -124,6 +111,18 @@ pub struct SecurityGroupObservation {
     pub arn: Option<String>,
 }
 
+field_keys! {
+    /// What a security group's observation compares.
+    pub enum SecurityGroupField {
+        VpcId = "vpcId",
+        GroupName = "groupName",
+        Description = "description",
+        Ingress = "ingress",
+        Egress = "egress",
+        Tags = "tags",
+    }
+}
+
 managed_resource! {
     /// An EC2 security group with its ingress and egress rules. Its id is
     /// recorded in the `driftless.dev/external-name` annotation; set that
@@ -131,66 +130,36 @@ managed_resource! {
     kind SecurityGroup("SecurityGroup"), spec SecurityGroupSpec, status SecurityGroupStatus("SecurityGroupStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider SecurityGroupParameters, at_provider SecurityGroupObservation,
+    fields SecurityGroupField,
 }
 
 impl References for SecurityGroupParameters {
     fn references(&self) -> Vec<Reference> {
-        Reference::single::<Vpc>(
-            "vpcId",
-            self.vpc_id.as_ref(),
-            self.vpc_ref.as_ref(),
-            self.vpc_selector.as_ref(),
-        )
-        .into_iter()
-        .collect()
+        self.vpc.reference().into_iter().collect()
     }
 }
 
-impl AwsKind for SecurityGroup {
-    fn external(session: &AwsSession, _spec: &SecurityGroupParameters) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
-}
+ec2_kind!(SecurityGroup);
 
-#[async_trait]
-impl Described for sdk::SecurityGroup {
-    const WHAT: &'static str = "security group";
-
-    fn id(&self) -> &str {
-        self.group_id().unwrap_or_default()
-    }
-
-    fn tags(&self) -> &[sdk::Tag] {
-        sdk::SecurityGroup::tags(self)
-    }
-
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.security_groups
-    }
-
-    async fn list(
-        ec2: &aws_sdk_ec2::Client,
-        filters: Vec<sdk::Filter>,
-    ) -> Result<Vec<Self>, CloudError> {
-        ec2.describe_security_groups()
-            .set_filters(Some(filters))
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(cloud_error)
-    }
-
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError> {
-        match ec2.describe_security_groups().group_ids(id).send().await {
-            Ok(out) => Ok(out.security_groups().first().cloned()),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(cloud_error(e)),
+described!(sdk::SecurityGroup, "security group", group_id, describe_security_groups, group_ids, security_groups {
+    /// Instances, interfaces, and groups whose rules name it.
+    async fn dependents(ec2: &Ec2, id: &str) -> Result<Vec<String>, CloudError> {
+        let mut found = ec2.instances_where(filter("instance.group-id", [id])).await?;
+        found.extend(ec2.interfaces_where(filter("group-id", [id])).await?);
+        for key in ["ip-permission.group-id", "egress.ip-permission.group-id"] {
+            for g in Self::list(&ec2.client, vec![filter(key, [id])]).await? {
+                let name = format!(
+                    "{} whose rules name it",
+                    label("security group", g.id(), g.tags())
+                );
+                if g.id() != id && !found.contains(&name) {
+                    found.push(name);
+                }
+            }
         }
+        Ok(found)
     }
-}
+});
 
 /// One normalized permission: a protocol, a port range and one source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -323,10 +292,10 @@ fn ip_permission(p: &Permission) -> IpPermission {
 }
 
 fn rules_diff(
-    field: &str,
+    field: SecurityGroupField,
     have: &BTreeSet<Permission>,
     want: &BTreeSet<Permission>,
-) -> Option<FieldDiff> {
+) -> Option<FieldDiff<SecurityGroupField>> {
     let show = |s: &BTreeSet<Permission>| s.iter().map(ToString::to_string).collect::<Vec<_>>();
     (have != want).then(|| FieldDiff::new(field, show(have), show(want)))
 }
@@ -411,28 +380,6 @@ impl Ec2 {
         }
         Ok(())
     }
-
-    /// What keeps security group `id` from being deleted, by name.
-    async fn group_dependents(&self, id: &str) -> Result<Vec<String>, CloudError> {
-        let mut found = self
-            .instances_where(filter("instance.group-id", [id]))
-            .await?;
-        found.extend(self.interfaces_where(filter("group-id", [id])).await?);
-        for key in ["ip-permission.group-id", "egress.ip-permission.group-id"] {
-            for g in <sdk::SecurityGroup as Described>::list(&self.client, vec![filter(key, [id])])
-                .await?
-            {
-                let name = format!(
-                    "{} whose rules name it",
-                    label("security group", g.id(), g.tags())
-                );
-                if g.id() != id && !found.contains(&name) {
-                    found.push(name);
-                }
-            }
-        }
-        Ok(found)
-    }
 }
 
 #[async_trait]
@@ -444,7 +391,7 @@ impl External<SecurityGroup> for Ec2 {
     async fn observe(
         &self,
         t: &Target<'_, SecurityGroup>,
-    ) -> Result<Observation<SecurityGroupObservation>, CloudError> {
+    ) -> Result<Observation<SecurityGroup>, CloudError> {
         let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
             return Ok(Observation::absent());
         };
@@ -452,11 +399,11 @@ impl External<SecurityGroup> for Ec2 {
         let vpc_id = sg.vpc_id().unwrap_or_default();
         let name = sg.group_name().unwrap_or_default();
         let mut diff = Vec::new();
-        if let Some(want) = resolved(t, "vpcId").filter(|want| *want != vpc_id) {
-            diff.push(FieldDiff::new("forProvider.vpcId", vpc_id, want).immutable());
+        if let Some(want) = resolved(t, VpcReference::FIELD).filter(|want| *want != vpc_id) {
+            diff.push(FieldDiff::new(SecurityGroupField::VpcId, vpc_id, want).immutable());
         }
         if let Some(want) = t.spec.group_name.as_ref().filter(|want| *want != name) {
-            diff.push(FieldDiff::new("forProvider.groupName", name, want).immutable());
+            diff.push(FieldDiff::new(SecurityGroupField::GroupName, name, want).immutable());
         }
         let description = sg.description().unwrap_or_default();
         if let Some(want) = t
@@ -465,23 +412,27 @@ impl External<SecurityGroup> for Ec2 {
             .as_ref()
             .filter(|want| *want != description)
         {
-            diff.push(FieldDiff::new("forProvider.description", description, want).immutable());
+            diff.push(
+                FieldDiff::new(SecurityGroupField::Description, description, want).immutable(),
+            );
         }
         diff.extend(rules_diff(
-            "forProvider.ingress",
+            SecurityGroupField::Ingress,
             &observed(sg.ip_permissions()),
             &desired(&t.spec.ingress),
         ));
         if let Some(egress) = &t.spec.egress {
             diff.extend(rules_diff(
-                "forProvider.egress",
+                SecurityGroupField::Egress,
                 &observed(sg.ip_permissions_egress()),
                 &desired(egress),
             ));
         }
         diff.extend(tags_diff(
-            &tag_map(sg.tags()),
-            &desired_tags(t.identity, &t.spec.tags),
+            SecurityGroupField::Tags,
+            &sg,
+            t.identity,
+            &t.spec.tags,
         ));
         Ok(Observation {
             exists: true,
@@ -502,7 +453,7 @@ impl External<SecurityGroup> for Ec2 {
     }
 
     async fn create(&self, t: &Target<'_, SecurityGroup>) -> Result<Created, CloudError> {
-        let vpc_id = required(t, "vpcId", "vpcId, vpcRef or vpcSelector")?;
+        let vpc_id = required(t, VpcReference::FIELD, "vpcId, vpcRef or vpcSelector")?;
         let tags = desired_tags(t.identity, &t.spec.tags);
         let out = self
             .client
@@ -555,7 +506,7 @@ impl External<SecurityGroup> for Ec2 {
     async fn update(
         &self,
         t: &Target<'_, SecurityGroup>,
-        observed_diff: &Observation<SecurityGroupObservation>,
+        observed_diff: &Observation<SecurityGroup>,
     ) -> Result<(), CloudError> {
         let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
             return Ok(());
@@ -563,59 +514,32 @@ impl External<SecurityGroup> for Ec2 {
         let id = sg.id();
         let _written = self.writing::<sdk::SecurityGroup>(id);
         for d in &observed_diff.diff {
-            match d.field.as_str() {
-                "forProvider.ingress" => {
+            match d.field {
+                SecurityGroupField::Ingress => {
                     let (have, want) = (observed(sg.ip_permissions()), desired(&t.spec.ingress));
                     self.sync_rules(id, Direction::Ingress, &have, &want)
                         .await?
                 }
-                "forProvider.egress" => {
+                SecurityGroupField::Egress => {
                     if let Some(egress) = &t.spec.egress {
                         let (have, want) = (observed(sg.ip_permissions_egress()), desired(egress));
                         self.sync_rules(id, Direction::Egress, &have, &want).await?
                     }
                 }
-                "forProvider.tags" => {
-                    self.sync_tags(
-                        id,
-                        &tag_map(sg.tags()),
-                        &desired_tags(t.identity, &t.spec.tags),
-                    )
-                    .await?
-                }
-                _ => {}
+                SecurityGroupField::Tags => self.sync_tags(&sg, t.identity, &t.spec.tags).await?,
+                SecurityGroupField::VpcId
+                | SecurityGroupField::GroupName
+                | SecurityGroupField::Description => {}
             }
         }
         Ok(())
     }
 
     async fn delete(&self, t: &Target<'_, SecurityGroup>) -> Result<Deletion, CloudError> {
-        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        let id = sg.id();
-        let _written = self.writing::<sdk::SecurityGroup>(id);
-        match self
-            .client
-            .delete_security_group()
-            .group_id(id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Deletion::Done),
-            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
-            Err(e) if is_dependency_violation(&e) => {
-                let dependents = self.group_dependents(id).await?;
-                let msg = waiting_on(
-                    "security group",
-                    id,
-                    &dependents,
-                    &cloud_error(e).to_string(),
-                );
-                Ok(Deletion::Waiting(msg))
-            }
-            Err(e) => Err(cloud_error(e)),
-        }
+        self.delete_guarded::<sdk::SecurityGroup, _, _, _, _>(t, |c, id| {
+            c.delete_security_group().group_id(id).send()
+        })
+        .await
     }
 }
 

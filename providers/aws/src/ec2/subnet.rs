@@ -1,42 +1,30 @@
 //! `Subnet` (aws.driftless.dev/v1alpha1): an EC2 subnet in a VPC.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{self as sdk, AttributeBooleanValue, ResourceType};
 use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, ObjectRef, Observation,
-    Reference, References, Selector, Target,
+    field_keys, managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation,
+    Reference, References, Target,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::vpc::Vpc;
+use super::vpc::VpcReference;
 use super::{
-    desired_tags, filter, is_dependency_violation, is_not_found, required, resolved, tag_map,
-    tag_specification, tags_diff, waiting_on, Described, Ec2, Ec2Snapshots, Snapshot, PAGE_SIZE,
+    described, desired_tags, ec2_kind, filter, required, resolved, tag_specification, tags_diff,
+    Described, Ec2,
 };
 use crate::errors::cloud_error;
-use crate::{AwsKind, AwsSession};
 
 /// The desired state of a subnet.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.vpcId) || has(self.vpcRef) || has(self.vpcSelector)",
-    "message": "one of vpcId, vpcRef or vpcSelector is required"
-}]))]
+#[schemars(transform = VpcReference::required)]
 pub struct SubnetParameters {
-    /// The VPC's id. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    /// A Vpc object in this namespace, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_ref: Option<ObjectRef>,
-    /// The first Vpc (by name) in this namespace with these labels, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_selector: Option<Selector>,
+    #[serde(flatten)]
+    pub vpc: VpcReference,
     /// The IPv4 range, inside the VPC's, e.g. `10.0.1.0/24` (prefix /16 to
     /// /28). Immutable: a change is refused (Synced False) and nothing is changed.
     #[schemars(length(max = 18))]
@@ -74,81 +62,40 @@ pub struct SubnetObservation {
     pub availability_zone: Option<String>,
 }
 
+field_keys! {
+    /// What a subnet's observation compares.
+    pub enum SubnetField {
+        VpcId = "vpcId",
+        CidrBlock = "cidrBlock",
+        AvailabilityZone = "availabilityZone",
+        MapPublicIpOnLaunch = "mapPublicIpOnLaunch",
+        Tags = "tags",
+    }
+}
+
 managed_resource! {
     /// An EC2 subnet. Its id is recorded in the `driftless.dev/external-name`
     /// annotation; set that annotation by hand to import an existing subnet.
     kind Subnet("Subnet"), spec SubnetSpec, status SubnetStatus("SubnetStatus"),
     group "aws.driftless.dev", category "aws",
-    for_provider SubnetParameters, at_provider SubnetObservation,
+    for_provider SubnetParameters, at_provider SubnetObservation, fields SubnetField,
 }
 
 impl References for SubnetParameters {
     fn references(&self) -> Vec<Reference> {
-        Reference::single::<Vpc>(
-            "vpcId",
-            self.vpc_id.as_ref(),
-            self.vpc_ref.as_ref(),
-            self.vpc_selector.as_ref(),
-        )
-        .into_iter()
-        .collect()
+        self.vpc.reference().into_iter().collect()
     }
 }
 
-impl AwsKind for Subnet {
-    fn external(session: &AwsSession, _spec: &SubnetParameters) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
-}
+ec2_kind!(Subnet);
 
-#[async_trait]
-impl Described for sdk::Subnet {
-    const WHAT: &'static str = "subnet";
-
-    fn state(&self) -> (String, bool) {
-        let state = self
-            .state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default();
-        let ready = state == "available";
-        (state, ready)
+described!(sdk::Subnet, "subnet", subnet_id, describe_subnets, subnet_ids, subnets, state {
+    async fn dependents(ec2: &Ec2, id: &str) -> Result<Vec<String>, CloudError> {
+        let mut dependents = ec2.instances_where(filter("subnet-id", [id])).await?;
+        dependents.extend(ec2.interfaces_where(filter("subnet-id", [id])).await?);
+        Ok(dependents)
     }
-
-    fn id(&self) -> &str {
-        self.subnet_id().unwrap_or_default()
-    }
-
-    fn tags(&self) -> &[sdk::Tag] {
-        sdk::Subnet::tags(self)
-    }
-
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.subnets
-    }
-
-    async fn list(
-        ec2: &aws_sdk_ec2::Client,
-        filters: Vec<sdk::Filter>,
-    ) -> Result<Vec<Self>, CloudError> {
-        ec2.describe_subnets()
-            .set_filters(Some(filters))
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(cloud_error)
-    }
-
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError> {
-        match ec2.describe_subnets().subnet_ids(id).send().await {
-            Ok(out) => Ok(out.subnets().first().cloned()),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(cloud_error(e)),
-        }
-    }
-}
+});
 
 async fn set_map_public_ip(ec2: &Ec2, id: &str, value: bool) -> Result<(), CloudError> {
     ec2.client
@@ -167,10 +114,7 @@ impl External<Subnet> for Ec2 {
         Ec2::list_owned::<sdk::Subnet>(self).await
     }
 
-    async fn observe(
-        &self,
-        t: &Target<'_, Subnet>,
-    ) -> Result<Observation<SubnetObservation>, CloudError> {
+    async fn observe(&self, t: &Target<'_, Subnet>) -> Result<Observation<Subnet>, CloudError> {
         let Some(subnet) = self.find::<sdk::Subnet, _>(t).await? else {
             return Ok(Observation::absent());
         };
@@ -179,13 +123,11 @@ impl External<Subnet> for Ec2 {
         let zone = subnet.availability_zone().unwrap_or_default();
         let cidr = subnet.cidr_block().unwrap_or_default();
         let mut diff = Vec::new();
-        if let Some(want) = resolved(t, "vpcId").filter(|want| *want != vpc_id) {
-            diff.push(FieldDiff::new("forProvider.vpcId", vpc_id, want).immutable());
+        if let Some(want) = resolved(t, VpcReference::FIELD).filter(|want| *want != vpc_id) {
+            diff.push(FieldDiff::new(SubnetField::VpcId, vpc_id, want).immutable());
         }
         if cidr != t.spec.cidr_block {
-            diff.push(
-                FieldDiff::new("forProvider.cidrBlock", cidr, &t.spec.cidr_block).immutable(),
-            );
+            diff.push(FieldDiff::new(SubnetField::CidrBlock, cidr, &t.spec.cidr_block).immutable());
         }
         if let Some(want) = t
             .spec
@@ -193,21 +135,19 @@ impl External<Subnet> for Ec2 {
             .as_ref()
             .filter(|want| *want != zone)
         {
-            diff.push(FieldDiff::new("forProvider.availabilityZone", zone, want).immutable());
+            diff.push(FieldDiff::new(SubnetField::AvailabilityZone, zone, want).immutable());
         }
         if let Some(want) = t.spec.map_public_ip_on_launch {
             let have = subnet.map_public_ip_on_launch().unwrap_or(false);
             if have != want {
-                diff.push(FieldDiff::new(
-                    "forProvider.mapPublicIpOnLaunch",
-                    have,
-                    want,
-                ));
+                diff.push(FieldDiff::new(SubnetField::MapPublicIpOnLaunch, have, want));
             }
         }
         diff.extend(tags_diff(
-            &tag_map(subnet.tags()),
-            &desired_tags(t.identity, &t.spec.tags),
+            SubnetField::Tags,
+            &subnet,
+            t.identity,
+            &t.spec.tags,
         ));
         let state = subnet.state().map(|s| s.as_str().to_string());
         Ok(Observation {
@@ -232,7 +172,7 @@ impl External<Subnet> for Ec2 {
     }
 
     async fn create(&self, t: &Target<'_, Subnet>) -> Result<Created, CloudError> {
-        let vpc_id = required(t, "vpcId", "vpcId, vpcRef or vpcSelector")?;
+        let vpc_id = required(t, VpcReference::FIELD, "vpcId, vpcRef or vpcSelector")?;
         let tags = desired_tags(t.identity, &t.spec.tags);
         let out = self
             .client
@@ -261,7 +201,7 @@ impl External<Subnet> for Ec2 {
     async fn update(
         &self,
         t: &Target<'_, Subnet>,
-        observed: &Observation<SubnetObservation>,
+        observed: &Observation<Subnet>,
     ) -> Result<(), CloudError> {
         let Some(subnet) = self.find::<sdk::Subnet, _>(t).await? else {
             return Ok(());
@@ -269,46 +209,23 @@ impl External<Subnet> for Ec2 {
         let id = subnet.id();
         let _written = self.writing::<sdk::Subnet>(id);
         for d in &observed.diff {
-            match d.field.as_str() {
-                "forProvider.mapPublicIpOnLaunch" => {
+            match d.field {
+                SubnetField::MapPublicIpOnLaunch => {
                     if let Some(v) = t.spec.map_public_ip_on_launch {
                         set_map_public_ip(self, id, v).await?;
                     }
                 }
-                "forProvider.tags" => {
-                    self.sync_tags(
-                        id,
-                        &tag_map(subnet.tags()),
-                        &desired_tags(t.identity, &t.spec.tags),
-                    )
-                    .await?
-                }
-                _ => {}
+                SubnetField::Tags => self.sync_tags(&subnet, t.identity, &t.spec.tags).await?,
+                SubnetField::VpcId | SubnetField::CidrBlock | SubnetField::AvailabilityZone => {}
             }
         }
         Ok(())
     }
 
     async fn delete(&self, t: &Target<'_, Subnet>) -> Result<Deletion, CloudError> {
-        let Some(subnet) = self.find::<sdk::Subnet, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        let id = subnet.id();
-        let _written = self.writing::<sdk::Subnet>(id);
-        match self.client.delete_subnet().subnet_id(id).send().await {
-            Ok(_) => Ok(Deletion::Done),
-            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
-            Err(e) if is_dependency_violation(&e) => {
-                let mut dependents = self.instances_where(filter("subnet-id", [id])).await?;
-                dependents.extend(self.interfaces_where(filter("subnet-id", [id])).await?);
-                Ok(Deletion::Waiting(waiting_on(
-                    "subnet",
-                    id,
-                    &dependents,
-                    &cloud_error(e).to_string(),
-                )))
-            }
-            Err(e) => Err(cloud_error(e)),
-        }
+        self.delete_guarded::<sdk::Subnet, _, _, _, _>(t, |c, id| {
+            c.delete_subnet().subnet_id(id).send()
+        })
+        .await
     }
 }

@@ -1,25 +1,20 @@
 //! `Vpc` (aws.driftless.dev/v1alpha1): an EC2 VPC.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     self as sdk, AttributeBooleanValue, ResourceType, Tenancy, VpcAttributeName,
 };
 use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation, References,
-    Target,
+    field_keys, managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation,
+    References, Target,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    desired_tags, is_dependency_violation, is_not_found, tag_map, tag_specification, tags_diff,
-    waiting_on, Described, Ec2, Ec2Snapshots, Snapshot, PAGE_SIZE,
-};
+use super::{described, desired_tags, ec2_kind, tag_specification, tags_diff, Described, Ec2};
 use crate::errors::cloud_error;
-use crate::{AwsKind, AwsSession};
 
 /// Where the VPC's instances run by default.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -73,70 +68,42 @@ pub struct VpcObservation {
     pub owner_id: Option<String>,
 }
 
+driftless_provider::reference! {
+    /// The VPC a subnet or security group is in.
+    pub struct VpcReference(one Vpc = "Vpc") {
+        /// The VPC's id. Immutable.
+        id "vpcId", by_ref "vpcRef", selector "vpcSelector"
+    }
+}
+
+field_keys! {
+    /// What a VPC's observation compares.
+    pub enum VpcField {
+        CidrBlock = "cidrBlock",
+        InstanceTenancy = "instanceTenancy",
+        DnsSupport = "enableDnsSupport",
+        DnsHostnames = "enableDnsHostnames",
+        Tags = "tags",
+    }
+}
+
 managed_resource! {
     /// An EC2 VPC. Its id is recorded in the `driftless.dev/external-name`
     /// annotation; set that annotation by hand to import an existing VPC.
     kind Vpc("Vpc"), spec VpcSpec, status VpcStatus("VpcStatus"),
     group "aws.driftless.dev", category "aws",
-    for_provider VpcParameters, at_provider VpcObservation,
+    for_provider VpcParameters, at_provider VpcObservation, fields VpcField,
 }
 
 impl References for VpcParameters {}
 
-impl AwsKind for Vpc {
-    fn external(session: &AwsSession, _spec: &VpcParameters) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
-}
+ec2_kind!(Vpc);
 
-#[async_trait]
-impl Described for sdk::Vpc {
-    const WHAT: &'static str = "VPC";
-
-    fn state(&self) -> (String, bool) {
-        let state = self
-            .state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default();
-        let ready = state == "available";
-        (state, ready)
+described!(sdk::Vpc, "VPC", vpc_id, describe_vpcs, vpc_ids, vpcs, state {
+    async fn dependents(ec2: &Ec2, id: &str) -> Result<Vec<String>, CloudError> {
+        ec2.vpc_dependents(id).await
     }
-
-    fn id(&self) -> &str {
-        self.vpc_id().unwrap_or_default()
-    }
-
-    fn tags(&self) -> &[sdk::Tag] {
-        sdk::Vpc::tags(self)
-    }
-
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.vpcs
-    }
-
-    async fn list(
-        ec2: &aws_sdk_ec2::Client,
-        filters: Vec<sdk::Filter>,
-    ) -> Result<Vec<Self>, CloudError> {
-        ec2.describe_vpcs()
-            .set_filters(Some(filters))
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(cloud_error)
-    }
-
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError> {
-        match ec2.describe_vpcs().vpc_ids(id).send().await {
-            Ok(out) => Ok(out.vpcs().first().cloned()),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(cloud_error(e)),
-        }
-    }
-}
+});
 
 /// The two DNS flags, which `DescribeVpcs` does not return.
 #[derive(Clone, Copy)]
@@ -146,10 +113,10 @@ enum Dns {
 }
 
 impl Dns {
-    fn field(self) -> &'static str {
+    fn field(self) -> VpcField {
         match self {
-            Dns::Support => "forProvider.enableDnsSupport",
-            Dns::Hostnames => "forProvider.enableDnsHostnames",
+            Dns::Support => VpcField::DnsSupport,
+            Dns::Hostnames => VpcField::DnsHostnames,
         }
     }
 
@@ -199,7 +166,7 @@ async fn set_dns(
     ec2: &Ec2,
     id: &str,
     spec: &VpcParameters,
-    only: &[&str],
+    only: &[VpcField],
 ) -> Result<(), CloudError> {
     let order = match spec.enable_dns_support {
         Some(false) => [Dns::Hostnames, Dns::Support],
@@ -228,10 +195,7 @@ impl External<Vpc> for Ec2 {
         Ec2::list_owned::<sdk::Vpc>(self).await
     }
 
-    async fn observe(
-        &self,
-        t: &Target<'_, Vpc>,
-    ) -> Result<Observation<VpcObservation>, CloudError> {
+    async fn observe(&self, t: &Target<'_, Vpc>) -> Result<Observation<Vpc>, CloudError> {
         let Some(vpc) = self.find::<sdk::Vpc, _>(t).await? else {
             return Ok(Observation::absent());
         };
@@ -239,9 +203,7 @@ impl External<Vpc> for Ec2 {
         let mut diff = Vec::new();
         let cidr = vpc.cidr_block().unwrap_or_default();
         if cidr != t.spec.cidr_block {
-            diff.push(
-                FieldDiff::new("forProvider.cidrBlock", cidr, &t.spec.cidr_block).immutable(),
-            );
+            diff.push(FieldDiff::new(VpcField::CidrBlock, cidr, &t.spec.cidr_block).immutable());
         }
         if let Some(want) = t.spec.instance_tenancy.map(tenancy) {
             let have = vpc
@@ -250,7 +212,7 @@ impl External<Vpc> for Ec2 {
                 .unwrap_or("default");
             if have != want.as_str() {
                 diff.push(
-                    FieldDiff::new("forProvider.instanceTenancy", have, want.as_str()).immutable(),
+                    FieldDiff::new(VpcField::InstanceTenancy, have, want.as_str()).immutable(),
                 );
             }
         }
@@ -262,10 +224,7 @@ impl External<Vpc> for Ec2 {
                 }
             }
         }
-        diff.extend(tags_diff(
-            &tag_map(vpc.tags()),
-            &desired_tags(t.identity, &t.spec.tags),
-        ));
+        diff.extend(tags_diff(VpcField::Tags, &vpc, t.identity, &t.spec.tags));
         let state = vpc.state().map(|s| s.as_str().to_string());
         Ok(Observation {
             exists: true,
@@ -310,52 +269,31 @@ impl External<Vpc> for Ec2 {
     async fn update(
         &self,
         t: &Target<'_, Vpc>,
-        observed: &Observation<VpcObservation>,
+        observed: &Observation<Vpc>,
     ) -> Result<(), CloudError> {
         let Some(vpc) = self.find::<sdk::Vpc, _>(t).await? else {
             return Ok(()); // gone since observe: the next observe creates it
         };
-        let id = vpc.id();
-        let _written = self.writing::<sdk::Vpc>(id);
-        let fields: Vec<&str> = observed.diff.iter().map(|d| d.field.as_str()).collect();
-        let dns: Vec<&str> = fields
-            .iter()
-            .copied()
-            .filter(|f| f.contains("Dns"))
-            .collect();
-        if !dns.is_empty() {
-            set_dns(self, id, t.spec, &dns).await?;
+        let _written = self.writing::<sdk::Vpc>(vpc.id());
+        let (mut dns, mut tags) = (Vec::new(), false);
+        for d in &observed.diff {
+            match d.field {
+                VpcField::DnsSupport | VpcField::DnsHostnames => dns.push(d.field),
+                VpcField::Tags => tags = true,
+                VpcField::CidrBlock | VpcField::InstanceTenancy => {} // immutable
+            }
         }
-        if fields.contains(&"forProvider.tags") {
-            self.sync_tags(
-                id,
-                &tag_map(vpc.tags()),
-                &desired_tags(t.identity, &t.spec.tags),
-            )
-            .await?;
+        if !dns.is_empty() {
+            set_dns(self, vpc.id(), t.spec, &dns).await?;
+        }
+        if tags {
+            self.sync_tags(&vpc, t.identity, &t.spec.tags).await?;
         }
         Ok(())
     }
 
     async fn delete(&self, t: &Target<'_, Vpc>) -> Result<Deletion, CloudError> {
-        let Some(vpc) = self.find::<sdk::Vpc, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        let id = vpc.id();
-        let _written = self.writing::<sdk::Vpc>(id);
-        match self.client.delete_vpc().vpc_id(id).send().await {
-            Ok(_) => Ok(Deletion::Done),
-            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
-            Err(e) if is_dependency_violation(&e) => {
-                let dependents = self.vpc_dependents(id).await?;
-                Ok(Deletion::Waiting(waiting_on(
-                    "VPC",
-                    id,
-                    &dependents,
-                    &cloud_error(e).to_string(),
-                )))
-            }
-            Err(e) => Err(cloud_error(e)),
-        }
+        self.delete_guarded::<sdk::Vpc, _, _, _, _>(t, |c, id| c.delete_vpc().vpc_id(id).send())
+            .await
     }
 }
