@@ -158,7 +158,7 @@ impl<K: ManagedKind> ManagedUnit<K> {
     }
 }
 
-fn id_of<A>(obs: &Observation<A>, given: Option<&str>, identity: &Identity) -> String {
+fn id_of<K: ManagedKind>(obs: &Observation<K>, given: Option<&str>, identity: &Identity) -> String {
     obs.external_name
         .clone()
         .or_else(|| given.map(str::to_string))
@@ -203,7 +203,7 @@ impl<K: ManagedKind> Unit for ManagedUnit<K> {
             if obs.up_to_date() {
                 Step::Unchanged
             } else {
-                Step::Update(obs.diff)
+                Step::Update(obs.diff.iter().map(FieldDiff::erase).collect())
             },
             id,
         ))

@@ -598,7 +598,7 @@ async fn remove_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), k
 async fn write_connection_secret<K: ManagedKind>(
     ctx: &Context<K>,
     obj: &K,
-    observed: &Observation<K::AtProvider>,
+    observed: &Observation<K>,
 ) -> Result<(), kube::Error> {
     let Some(secret_ref) = &obj.managed().write_connection_secret_to_ref else {
         return Ok(());
