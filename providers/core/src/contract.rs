@@ -114,6 +114,11 @@ pub struct Target<'a, K: ManagedKind> {
 pub trait FieldKey: Copy + Eq + fmt::Debug + Send + Sync + 'static {
     /// The spec path, e.g. `forProvider.versioning`.
     fn path(&self) -> &'static str;
+    /// The cloud cannot change this field in place: a diff is refused, and
+    /// never reaches `update`.
+    fn immutable(&self) -> bool {
+        false
+    }
 }
 
 /// The erased key: what push mode's plan keeps across kinds.
@@ -139,7 +144,7 @@ impl<F: FieldKey> FieldDiff<F> {
             field,
             observed: format!("{observed:?}"),
             desired: format!("{desired:?}"),
-            immutable: false,
+            immutable: field.immutable(),
         }
     }
 
@@ -170,13 +175,8 @@ impl<F: FieldKey> FieldDiff<F> {
             field,
             observed: format!("{{{}}}", was.join(", ")),
             desired: format!("{{{}}}", will.join(", ")),
-            immutable: false,
+            immutable: field.immutable(),
         }
-    }
-
-    pub fn immutable(mut self) -> Self {
-        self.immutable = true;
-        self
     }
 
     /// The same diff keyed by its path (push mode's plan, across kinds).
@@ -199,6 +199,28 @@ impl<F: FieldKey> fmt::Display for FieldDiff<F> {
             self.observed,
             self.desired
         )
+    }
+}
+
+/// Builds a diff in `observe`, one line per compared field.
+pub trait Compare<F> {
+    /// Records `field` when the spec asks for `want` (`None`: not compared)
+    /// and the cloud has something else.
+    fn compare<H, W>(&mut self, field: F, have: H, want: Option<W>)
+    where
+        H: PartialEq<W> + fmt::Debug,
+        W: fmt::Debug;
+}
+
+impl<F: FieldKey> Compare<F> for Vec<FieldDiff<F>> {
+    fn compare<H, W>(&mut self, field: F, have: H, want: Option<W>)
+    where
+        H: PartialEq<W> + fmt::Debug,
+        W: fmt::Debug,
+    {
+        if let Some(want) = want.filter(|want| have != *want) {
+            self.push(FieldDiff::new(field, have, want));
+        }
     }
 }
 

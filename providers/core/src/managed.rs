@@ -249,14 +249,17 @@ macro_rules! managed_resource {
 }
 
 /// Declares a kind's [`crate::FieldKey`] enum: one variant per compared
-/// field, with its path under `forProvider`.
+/// field, with its path under `forProvider`, marked `immutable` when the
+/// cloud cannot change it in place.
 ///
 /// ```text
-/// field_keys! { pub enum VpcField { CidrBlock = "cidrBlock", Tags = "tags" } }
+/// field_keys! { pub enum VpcField { CidrBlock = "cidrBlock" immutable, Tags = "tags" } }
 /// ```
 #[macro_export]
 macro_rules! field_keys {
-    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident = $path:literal),+ $(,)? }) => {
+    (@immutable) => { false };
+    (@immutable immutable) => { true };
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident = $path:literal $($immutable:ident)?),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum $name {
@@ -269,6 +272,37 @@ macro_rules! field_keys {
                     $(Self::$variant => concat!("forProvider.", $path)),+
                 }
             }
+
+            fn immutable(&self) -> bool {
+                match self {
+                    $(Self::$variant => $crate::field_keys!(@immutable $($immutable)?)),+
+                }
+            }
+        }
+    };
+}
+
+/// Declares a kind's `atProvider` struct: every field optional, and left
+/// out when unset (what the cloud reports may be partial).
+///
+/// ```text
+/// observation! { pub struct VpcObservation { vpc_id: String, state: String } }
+/// ```
+#[macro_export]
+macro_rules! observation {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[doc = $doc:literal])* $field:ident: $ty:ty),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            $(
+                $(#[doc = $doc])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
         }
     };
 }

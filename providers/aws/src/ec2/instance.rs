@@ -1,26 +1,15 @@
 //! `Instance` (aws.driftless.dev/v1alpha1): an EC2 instance. Ready when
 //! running; deleting the object terminates it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{
-    self as sdk, AttributeValue, InstanceStateName, InstanceType, ResourceType,
-};
-use driftless_provider::{
-    field_keys, managed_resource, reference, CloudError, Created, Deletion, External, FieldDiff,
-    Identity, Observation, Reference, References, Target,
-};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use aws_sdk_ec2::types::{AttributeValue, InstanceStateName, InstanceType};
+use driftless_provider::Identity;
 
+use super::prelude::*;
 use super::security_group::SecurityGroup;
 use super::subnet::Subnet;
-use super::{
-    desired_tags, ec2_kind, filter, is_not_found, required, resolved, split_ids, tag_specification,
-    tags_diff, Described, Ec2, PAGE_SIZE,
-};
-use crate::errors::cloud_error;
+use super::{is_not_found, split_ids, PAGE_SIZE};
 
 reference! {
     /// The subnet an instance is launched in.
@@ -72,29 +61,24 @@ pub struct InstanceParameters {
     pub tags: BTreeMap<String, String>,
 }
 
-/// What AWS reports about the instance.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<String>,
-    /// pending, running, stopping, stopped, shutting-down or terminated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_ip_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_ip_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub availability_zone: Option<String>,
+observation! {
+    /// What AWS reports about the instance.
+    pub struct InstanceObservation {
+        instance_id: String,
+        /// pending, running, stopping, stopped, shutting-down or terminated.
+        state: String,
+        private_ip_address: String,
+        public_ip_address: String,
+        availability_zone: String,
+    }
 }
 
 field_keys! {
     /// What an instance's observation compares.
     pub enum InstanceField {
-        ImageId = "imageId",
-        SubnetId = "subnetId",
-        KeyName = "keyName",
+        ImageId = "imageId" immutable,
+        SubnetId = "subnetId" immutable,
+        KeyName = "keyName" immutable,
         InstanceType = "instanceType",
         SecurityGroupIds = "securityGroupIds",
         Tags = "tags",
@@ -118,8 +102,6 @@ impl References for InstanceParameters {
             .collect()
     }
 }
-
-ec2_kind!(Instance);
 
 fn state_of(i: &sdk::Instance) -> Option<&InstanceStateName> {
     i.state().and_then(sdk::InstanceState::name)
@@ -231,57 +213,44 @@ fn launch_token(
 }
 
 #[async_trait]
-impl External<Instance> for Ec2 {
-    async fn list_owned(&self) -> Result<Vec<driftless_provider::Owned>, CloudError> {
-        Ec2::list_owned::<sdk::Instance>(self).await
-    }
+impl Ec2Kind for Instance {
+    type Sdk = sdk::Instance;
 
-    async fn observe(&self, t: &Target<'_, Instance>) -> Result<Observation<Instance>, CloudError> {
-        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
-            return Ok(Observation::absent());
-        };
+    async fn observe(
+        _ec2: &Ec2,
+        t: &Target<'_, Instance>,
+        i: &sdk::Instance,
+    ) -> Result<Observation<Instance>, CloudError> {
         let id = i.id().to_string();
-        let state = state_of(&i).cloned();
+        let state = state_of(i).cloned();
         let mut diff = Vec::new();
         // Going away: nothing to change (once terminated, it is recreated).
         if state != Some(InstanceStateName::ShuttingDown) {
             let image = i.image_id().unwrap_or_default();
-            if image != t.spec.image_id {
-                diff.push(
-                    FieldDiff::new(InstanceField::ImageId, image, &t.spec.image_id).immutable(),
-                );
-            }
+            diff.compare(InstanceField::ImageId, image, Some(&t.spec.image_id));
             let subnet = i.subnet_id().unwrap_or_default();
-            if let Some(want) = resolved(t, SubnetReference::FIELD).filter(|want| *want != subnet) {
-                diff.push(FieldDiff::new(InstanceField::SubnetId, subnet, want).immutable());
-            }
+            diff.compare(
+                InstanceField::SubnetId,
+                subnet,
+                resolved(t, SubnetReference::FIELD),
+            );
             let key = i.key_name().unwrap_or_default();
-            if let Some(want) = t.spec.key_name.as_ref().filter(|want| *want != key) {
-                diff.push(FieldDiff::new(InstanceField::KeyName, key, want).immutable());
-            }
-            let instance_type = i
-                .instance_type()
-                .map(InstanceType::as_str)
-                .unwrap_or_default();
-            if instance_type != t.spec.instance_type {
-                diff.push(FieldDiff::new(
-                    InstanceField::InstanceType,
-                    instance_type,
-                    &t.spec.instance_type,
-                ));
-            }
-            if let Some(want) = resolved(t, SecurityGroupsReference::FIELD) {
-                let want: BTreeSet<String> = split_ids(want).into_iter().collect();
-                let have: BTreeSet<String> = i
-                    .security_groups()
-                    .iter()
-                    .filter_map(|g| g.group_id().map(str::to_string))
-                    .collect();
-                if have != want {
-                    diff.push(FieldDiff::new(InstanceField::SecurityGroupIds, have, want));
-                }
-            }
-            diff.extend(tags_diff(InstanceField::Tags, &i, t.identity, &t.spec.tags));
+            diff.compare(InstanceField::KeyName, key, t.spec.key_name.as_ref());
+            let instance_type = i.instance_type().map_or("", InstanceType::as_str);
+            diff.compare(
+                InstanceField::InstanceType,
+                instance_type,
+                Some(&t.spec.instance_type),
+            );
+            let groups: BTreeSet<String> = i
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect();
+            let want = resolved(t, SecurityGroupsReference::FIELD);
+            let want = want.map(|w| split_ids(w).into_iter().collect::<BTreeSet<_>>());
+            diff.compare(InstanceField::SecurityGroupIds, groups, want);
+            diff.extend(tags_diff(InstanceField::Tags, i, t.identity, &t.spec.tags));
         }
         let private_ip = i.private_ip_address().map(str::to_string);
         let public_ip = i.public_ip_address().map(str::to_string);
@@ -315,7 +284,7 @@ impl External<Instance> for Ec2 {
         })
     }
 
-    async fn create(&self, t: &Target<'_, Instance>) -> Result<Created, CloudError> {
+    async fn create(ec2: &Ec2, t: &Target<'_, Instance>) -> Result<Created, CloudError> {
         let subnet = required(
             t,
             SubnetReference::FIELD,
@@ -324,13 +293,13 @@ impl External<Instance> for Ec2 {
         let groups = resolved(t, SecurityGroupsReference::FIELD)
             .map(split_ids)
             .unwrap_or_default();
-        let tags = desired_tags(t.identity, &t.spec.tags);
+        let tags = tag_specification(ResourceType::Instance, t.identity, &t.spec.tags);
         let mut token = launch_token(t.identity, t, subnet, &groups);
         // A token is remembered after its instance is terminated: if it names
         // an earlier incarnation of this object, derive the next one from it
         // (deterministically, so a retry after a crash derives the same).
         for _ in 0..8 {
-            let out = self
+            let out = ec2
                 .client
                 .run_instances()
                 .image_id(&t.spec.image_id)
@@ -347,7 +316,7 @@ impl External<Instance> for Ec2 {
                         .map(aws_smithy_types::base64::encode),
                 )
                 .client_token(&token)
-                .tag_specifications(tag_specification(ResourceType::Instance, &tags))
+                .tag_specifications(tags.clone())
                 .send()
                 .await
                 .map_err(cloud_error)?;
@@ -362,7 +331,7 @@ impl External<Instance> for Ec2 {
                 token = client_token(&[&token, &id]);
                 continue;
             }
-            let _written = self.created::<sdk::Instance>(t.identity, &id);
+            let _written = ec2.created::<sdk::Instance>(t.identity, &id);
             return Ok(Created { external_name: id });
         }
         Err(CloudError::retryable(
@@ -372,23 +341,20 @@ impl External<Instance> for Ec2 {
     }
 
     async fn update(
-        &self,
+        ec2: &Ec2,
         t: &Target<'_, Instance>,
-        observed: &Observation<Instance>,
+        i: &sdk::Instance,
+        fields: Vec<InstanceField>,
     ) -> Result<(), CloudError> {
-        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
-            return Ok(());
-        };
         let id = i.id();
-        let _written = self.writing::<sdk::Instance>(id);
-        for d in &observed.diff {
-            match d.field {
-                InstanceField::Tags => self.sync_tags(&i, t.identity, &t.spec.tags).await?,
+        for field in fields {
+            match field {
+                InstanceField::Tags => ec2.sync_tags(i, t.identity, &t.spec.tags).await?,
                 InstanceField::SecurityGroupIds => {
                     let groups = resolved(t, SecurityGroupsReference::FIELD)
                         .map(split_ids)
                         .unwrap_or_default();
-                    self.client
+                    ec2.client
                         .modify_instance_attribute()
                         .instance_id(id)
                         .set_groups(Some(groups))
@@ -397,7 +363,7 @@ impl External<Instance> for Ec2 {
                         .map_err(cloud_error)?;
                 }
                 InstanceField::InstanceType => {
-                    self.resize(id, state_of(&i), &t.spec.instance_type).await?
+                    ec2.resize(id, state_of(i), &t.spec.instance_type).await?
                 }
                 InstanceField::ImageId | InstanceField::SubnetId | InstanceField::KeyName => {}
             }
@@ -405,11 +371,14 @@ impl External<Instance> for Ec2 {
         Ok(())
     }
 
-    async fn delete(&self, t: &Target<'_, Instance>) -> Result<Deletion, CloudError> {
-        self.delete_guarded::<sdk::Instance, _, _, _, _>(t, |c, id| {
-            c.terminate_instances().instance_ids(id).send()
-        })
-        .await
+    async fn delete(ec2: &Ec2, i: &sdk::Instance) -> Result<Deletion, CloudError> {
+        let sent = ec2
+            .client
+            .terminate_instances()
+            .instance_ids(i.id())
+            .send()
+            .await;
+        ec2.deletion(i, sent).await
     }
 }
 

@@ -2,23 +2,10 @@
 //! attached to at most one VPC. Unlike a subnet's, its VPC can change: it is
 //! detached from the old one and attached to the new one.
 
-use std::collections::BTreeMap;
-
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{self as sdk, ResourceType};
-use driftless_provider::{
-    field_keys, managed_resource, reference, CloudError, Created, Deletion, External, FieldDiff,
-    Observation, Reference, References, Target,
-};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
+use super::prelude::*;
 use super::vpc::Vpc;
-use super::{
-    described, desired_tags, ec2_kind, is_not_found, resolved, tag_specification, tags_diff,
-    waiting_on, Described, Ec2,
-};
-use crate::errors::{cloud_error, code_of};
+use super::{is_not_found, waiting_on};
+use crate::errors::code_of;
 
 reference! {
     /// The VPC a gateway is attached to.
@@ -40,21 +27,17 @@ pub struct InternetGatewayParameters {
     pub tags: BTreeMap<String, String>,
 }
 
-/// What AWS reports about the internet gateway.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InternetGatewayObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub internet_gateway_id: Option<String>,
-    /// The VPC it is attached to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    /// The attachment's state (`available` when attached), or `detached`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    /// The AWS account that owns the gateway.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_id: Option<String>,
+observation! {
+    /// What AWS reports about the internet gateway.
+    pub struct InternetGatewayObservation {
+        internet_gateway_id: String,
+        /// The VPC it is attached to.
+        vpc_id: String,
+        /// The attachment's state (`available` when attached), or `detached`.
+        state: String,
+        /// The AWS account that owns the gateway.
+        owner_id: String,
+    }
 }
 
 field_keys! {
@@ -80,8 +63,6 @@ impl References for InternetGatewayParameters {
         self.vpc.reference().into_iter().collect()
     }
 }
-
-ec2_kind!(InternetGateway);
 
 described!(
     sdk::InternetGateway,
@@ -142,32 +123,26 @@ impl Ec2 {
 }
 
 #[async_trait]
-impl External<InternetGateway> for Ec2 {
-    async fn list_owned(&self) -> Result<Vec<driftless_provider::Owned>, CloudError> {
-        Ec2::list_owned::<sdk::InternetGateway>(self).await
-    }
+impl Ec2Kind for InternetGateway {
+    type Sdk = sdk::InternetGateway;
 
     async fn observe(
-        &self,
+        _ec2: &Ec2,
         t: &Target<'_, InternetGateway>,
+        igw: &sdk::InternetGateway,
     ) -> Result<Observation<InternetGateway>, CloudError> {
-        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
-            return Ok(Observation::absent());
-        };
         let id = igw.id().to_string();
-        let have = attached(&igw);
-        let want = resolved(t, AttachedVpc::FIELD);
+        let have = attached(igw);
         let mut diff = Vec::new();
-        if have.map(|(vpc, _)| vpc) != want {
-            diff.push(FieldDiff::new(
-                InternetGatewayField::VpcId,
-                have.map(|(vpc, _)| vpc),
-                want,
-            ));
-        }
+        let want = resolved(t, AttachedVpc::FIELD);
+        diff.compare(
+            InternetGatewayField::VpcId,
+            have.map(|(vpc, _)| vpc),
+            Some(want),
+        );
         diff.extend(tags_diff(
             InternetGatewayField::Tags,
-            &igw,
+            igw,
             t.identity,
             &t.spec.tags,
         ));
@@ -190,83 +165,62 @@ impl External<InternetGateway> for Ec2 {
         })
     }
 
-    async fn create(&self, t: &Target<'_, InternetGateway>) -> Result<Created, CloudError> {
-        let tags = desired_tags(t.identity, &t.spec.tags);
-        let out = self
+    async fn create(ec2: &Ec2, t: &Target<'_, InternetGateway>) -> Result<Created, CloudError> {
+        let tags = tag_specification(ResourceType::InternetGateway, t.identity, &t.spec.tags);
+        let out = ec2
             .client
             .create_internet_gateway()
-            .tag_specifications(tag_specification(ResourceType::InternetGateway, &tags))
+            .tag_specifications(tags)
             .send()
             .await
             .map_err(cloud_error)?;
-        let id = out
+        let igw_id = out
             .internet_gateway()
-            .and_then(sdk::InternetGateway::internet_gateway_id)
-            .ok_or_else(|| {
-                CloudError::retryable(
-                    "InvalidResponse",
-                    "CreateInternetGateway returned no gateway id",
-                )
-            })?
-            .to_string();
-        let _written = self.created::<sdk::InternetGateway>(t.identity, &id);
-        self.attach(&id, None, resolved(t, AttachedVpc::FIELD))
+            .and_then(sdk::InternetGateway::internet_gateway_id);
+        let id = new_id(igw_id, "CreateInternetGateway returned no gateway id")?;
+        let _written = ec2.created::<sdk::InternetGateway>(t.identity, &id);
+        ec2.attach(&id, None, resolved(t, AttachedVpc::FIELD))
             .await?;
         Ok(Created { external_name: id })
     }
 
     async fn update(
-        &self,
+        ec2: &Ec2,
         t: &Target<'_, InternetGateway>,
-        observed: &Observation<InternetGateway>,
+        igw: &sdk::InternetGateway,
+        fields: Vec<InternetGatewayField>,
     ) -> Result<(), CloudError> {
-        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
-            return Ok(());
-        };
-        let id = igw.id();
-        let _written = self.writing::<sdk::InternetGateway>(id);
-        for d in &observed.diff {
-            match d.field {
+        for field in fields {
+            match field {
                 InternetGatewayField::VpcId => {
-                    let have = attached(&igw).map(|(vpc, _)| vpc);
-                    self.attach(id, have, resolved(t, AttachedVpc::FIELD))
+                    let have = attached(igw).map(|(vpc, _)| vpc);
+                    ec2.attach(igw.id(), have, resolved(t, AttachedVpc::FIELD))
                         .await?
                 }
-                InternetGatewayField::Tags => {
-                    self.sync_tags(&igw, t.identity, &t.spec.tags).await?
-                }
+                InternetGatewayField::Tags => ec2.sync_tags(igw, t.identity, &t.spec.tags).await?,
             }
         }
         Ok(())
     }
 
-    async fn delete(&self, t: &Target<'_, InternetGateway>) -> Result<Deletion, CloudError> {
-        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
+    async fn delete(ec2: &Ec2, igw: &sdk::InternetGateway) -> Result<Deletion, CloudError> {
         let id = igw.id();
-        let _written = self.writing::<sdk::InternetGateway>(id);
         // A gateway is deleted detached. Detaching fails while the VPC has
         // public addresses mapped: that is a wait, not an error.
-        let have = attached(&igw).map(|(vpc, _)| vpc);
-        match self.attach(id, have, None).await {
-            Ok(()) => {}
+        let have = attached(igw).map(|(vpc, _)| vpc);
+        match ec2.attach(id, have, None).await {
             Err(e) if e.code == "DependencyViolation" => {
-                return Ok(Deletion::Waiting(waiting_on(
-                    "internet gateway",
-                    id,
-                    &[],
-                    &e.to_string(),
-                )))
+                let why = waiting_on(sdk::InternetGateway::WHAT, id, &[], &e.to_string());
+                return Ok(Deletion::Waiting(why));
             }
-            Err(e) => return Err(e),
+            other => other?,
         }
-        let sent = self
+        let sent = ec2
             .client
             .delete_internet_gateway()
             .internet_gateway_id(id)
             .send()
             .await;
-        self.deletion(&igw, sent).await
+        ec2.deletion(igw, sent).await
     }
 }

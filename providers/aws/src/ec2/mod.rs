@@ -35,12 +35,32 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use driftless_provider::{
-    CloudError, Deletion, FieldDiff, FieldKey, Identity, ManagedKind, Owned, Target, TAG_KIND,
-    TAG_MANAGED_BY, TAG_OWNER,
+    CloudError, Created, Deletion, External, FieldDiff, FieldKey, Identity, ManagedKind,
+    Observation, Owned, Target, TAG_KIND, TAG_MANAGED_BY, TAG_OWNER,
 };
 
 use crate::errors::{cloud_error, code_of};
 use crate::AwsSession;
+
+/// What every EC2 kind's file uses.
+pub(crate) mod prelude {
+    pub(crate) use std::collections::BTreeMap;
+
+    pub(crate) use async_trait::async_trait;
+    pub(crate) use aws_sdk_ec2::types::{self as sdk, ResourceType};
+    pub(crate) use driftless_provider::{
+        field_keys, managed_resource, observation, reference, CloudError, Compare, Created,
+        Deletion, FieldDiff, Observation, Reference, References, Target,
+    };
+    pub(crate) use schemars::JsonSchema;
+    pub(crate) use serde::{Deserialize, Serialize};
+
+    pub(crate) use super::{
+        cidr_rule, described, filter, new_id, required, resolved, tag_specification, tags_diff,
+        Described, Ec2, Ec2Kind,
+    };
+    pub(crate) use crate::errors::cloud_error;
+}
 
 /// Largest page the EC2 describe calls allow: fewest calls per snapshot.
 pub(crate) const PAGE_SIZE: i32 = 1000;
@@ -220,34 +240,6 @@ impl Ec2 {
                 .map_err(cloud_error)?;
         }
         Ok(())
-    }
-
-    /// A guarded delete: find the resource (gone: Done), wait if it says so,
-    /// mark it written, `call` the delete, then [`Self::deletion`].
-    pub(crate) async fn delete_guarded<R, K, Fut, O, E>(
-        &self,
-        t: &Target<'_, K>,
-        call: impl FnOnce(&aws_sdk_ec2::Client, &str) -> Fut,
-    ) -> Result<Deletion, CloudError>
-    where
-        R: Described,
-        K: ManagedKind,
-        Fut: std::future::Future<Output = Result<O, SdkError<E, Response>>>,
-        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-            + std::error::Error
-            + Send
-            + Sync
-            + 'static,
-    {
-        let Some(r) = self.find::<R, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        if let Some(why) = r.not_deletable_yet() {
-            return Ok(Deletion::Waiting(why));
-        }
-        let _written = self.writing::<R>(r.id());
-        let sent = call(&self.client, r.id()).await;
-        self.deletion(&r, sent).await
     }
 
     /// The outcome of a delete call on `r`: NotFound is Done; a dependency
@@ -466,20 +458,74 @@ macro_rules! described {
 }
 pub(crate) use described;
 
-/// Implements [`crate::AwsKind`] for an EC2 kind: served by [`Ec2`].
-macro_rules! ec2_kind {
-    ($kind:ty) => {
-        impl $crate::AwsKind for $kind {
-            fn external(
-                session: &$crate::AwsSession,
-                _spec: &<$kind as ::driftless_provider::ManagedKind>::ForProvider,
-            ) -> ::std::sync::Arc<dyn ::driftless_provider::External<Self>> {
-                ::std::sync::Arc::new($crate::ec2::Ec2::new(session))
-            }
-        }
-    };
+/// An EC2 kind states only what differs between kinds: how it compares,
+/// creates, updates and deletes the resource [`Ec2`] found for it. Finding
+/// it, write marks, listing by tags and refusing others' resources are
+/// shared, in the [`External`] impl below.
+#[async_trait]
+pub(crate) trait Ec2Kind: ManagedKind {
+    type Sdk: Described;
+    /// Compares `r`, the resource found for `t`, with the spec.
+    async fn observe(
+        ec2: &Ec2,
+        t: &Target<'_, Self>,
+        r: &Self::Sdk,
+    ) -> Result<Observation<Self>, CloudError>;
+    async fn create(ec2: &Ec2, t: &Target<'_, Self>) -> Result<Created, CloudError>;
+    /// Makes `fields` of `r` match the spec (`r` is marked written meanwhile).
+    async fn update(
+        ec2: &Ec2,
+        t: &Target<'_, Self>,
+        r: &Self::Sdk,
+        fields: Vec<Self::Field>,
+    ) -> Result<(), CloudError>;
+    /// Deletes `r` (marked written), typically through [`Ec2::deletion`].
+    async fn delete(ec2: &Ec2, r: &Self::Sdk) -> Result<Deletion, CloudError>;
 }
-pub(crate) use ec2_kind;
+
+impl<K: Ec2Kind> crate::AwsKind for K {
+    fn external(session: &crate::AwsSession, _spec: &K::ForProvider) -> Arc<dyn External<K>> {
+        Arc::new(Ec2::new(session))
+    }
+}
+
+#[async_trait]
+impl<K: Ec2Kind> External<K> for Ec2 {
+    async fn observe(&self, t: &Target<'_, K>) -> Result<Observation<K>, CloudError> {
+        match self.find::<K::Sdk, K>(t).await? {
+            Some(r) => K::observe(self, t, &r).await,
+            None => Ok(Observation::absent()),
+        }
+    }
+
+    async fn create(&self, t: &Target<'_, K>) -> Result<Created, CloudError> {
+        K::create(self, t).await
+    }
+
+    async fn update(&self, t: &Target<'_, K>, observed: &Observation<K>) -> Result<(), CloudError> {
+        let Some(r) = self.find::<K::Sdk, K>(t).await? else {
+            return Ok(()); // gone since observe: the next observe creates it
+        };
+        let _written = self.writing::<K::Sdk>(r.id());
+        let fields = observed.diff.iter().map(|d| d.field).collect();
+        K::update(self, t, &r, fields).await
+    }
+
+    async fn delete(&self, t: &Target<'_, K>) -> Result<Deletion, CloudError> {
+        let Some(r) = self.find::<K::Sdk, K>(t).await? else {
+            return Ok(Deletion::Done);
+        };
+        if let Some(why) = r.not_deletable_yet() {
+            return Ok(Deletion::Waiting(why));
+        }
+        let _written = self.writing::<K::Sdk>(r.id());
+        K::delete(self, &r).await
+    }
+
+    async fn list_owned(&self) -> Result<Vec<Owned>, CloudError> {
+        Ec2::list_owned::<K::Sdk>(self).await
+    }
+}
 
 /// The per-ProviderConfig snapshots, one per kind, made on first use (see
 /// the module docs): keyed by type, so a new kind touches only its own file.
@@ -669,12 +715,14 @@ pub(crate) fn desired_tags(
 /// for an instant, so a lost create result is always found again.
 pub(crate) fn tag_specification(
     rt: ResourceType,
-    tags: &BTreeMap<String, String>,
+    identity: &Identity,
+    spec: &BTreeMap<String, String>,
 ) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(rt)
         .set_tags(Some(
-            tags.iter()
+            desired_tags(identity, spec)
+                .iter()
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect(),
         ))
@@ -690,6 +738,20 @@ pub(crate) fn tags_diff<F: FieldKey>(
 ) -> Option<FieldDiff<F>> {
     let (have, want) = (tag_map(r.tags()), desired_tags(identity, spec));
     (have != want).then(|| FieldDiff::map(field, &have, &want))
+}
+
+/// The id a create call returned; `missing` says which call returned none.
+pub(crate) fn new_id(id: Option<&str>, missing: &str) -> Result<String, CloudError> {
+    id.map(str::to_string)
+        .ok_or_else(|| CloudError::retryable("InvalidResponse", missing))
+}
+
+/// The CEL rule of an IPv4 CIDR field, prefix /16 to /28 as EC2 allows.
+pub(crate) fn cidr_rule(example: &str) -> serde_json::Value {
+    serde_json::json!({
+        "rule": "self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(1[6-9]|2[0-8])$')",
+        "message": format!("cidrBlock must be an IPv4 CIDR block with a prefix from /16 to /28, e.g. {example}")
+    })
 }
 
 /// Refuses a resource that another driftless object owns.

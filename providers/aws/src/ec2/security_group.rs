@@ -6,26 +6,15 @@
 //! allow-all egress rule, and a spec without `egress` keeps whatever egress the
 //! group has. `egress: []` removes every egress rule, that default included.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{
-    self as sdk, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, UserIdGroupPair,
-};
-use driftless_provider::{
-    field_keys, managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation,
-    Reference, References, Target,
-};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, PrefixListId, UserIdGroupPair};
 
+use super::label;
+use super::prelude::*;
 use super::vpc::VpcReference;
-use super::{
-    described, desired_tags, ec2_kind, filter, label, required, resolved, tag_specification,
-    tags_diff, Described, Ec2,
-};
-use crate::errors::{cloud_error, code_of};
+use crate::errors::code_of;
 
 /// One rule. Each CIDR block and group it names is one permission in AWS.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -97,26 +86,22 @@ pub struct SecurityGroupParameters {
     pub tags: BTreeMap<String, String>,
 }
 
-/// What AWS reports about the security group.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecurityGroupObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_group_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arn: Option<String>,
+observation! {
+    /// What AWS reports about the security group.
+    pub struct SecurityGroupObservation {
+        security_group_id: String,
+        group_name: String,
+        vpc_id: String,
+        arn: String,
+    }
 }
 
 field_keys! {
     /// What a security group's observation compares.
     pub enum SecurityGroupField {
-        VpcId = "vpcId",
-        GroupName = "groupName",
-        Description = "description",
+        VpcId = "vpcId" immutable,
+        GroupName = "groupName" immutable,
+        Description = "description" immutable,
         Ingress = "ingress",
         Egress = "egress",
         Tags = "tags",
@@ -138,8 +123,6 @@ impl References for SecurityGroupParameters {
         self.vpc.reference().into_iter().collect()
     }
 }
-
-ec2_kind!(SecurityGroup);
 
 described!(sdk::SecurityGroup, "security group", group_id, describe_security_groups, group_ids, security_groups {
     /// Instances, interfaces, and groups whose rules name it.
@@ -306,6 +289,24 @@ enum Direction {
     Egress,
 }
 
+/// One rules call; the four differ only in their builder's type. The
+/// error says whether it is `InvalidPermission.NotFound`.
+macro_rules! rules_call {
+    ($ec2:ident.$call:ident($id:expr, $permissions:expr)) => {
+        $ec2.client
+            .$call()
+            .group_id($id)
+            .set_ip_permissions(Some($permissions))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let gone = code_of(&e) == Some("InvalidPermission.NotFound");
+                (gone, cloud_error(e))
+            })
+    };
+}
+
 impl Ec2 {
     /// Authorizes what is missing (first, so that a changed rule never
     /// leaves a gap), then revokes what is extra.
@@ -320,57 +321,15 @@ impl Ec2 {
         let remove: Vec<IpPermission> = have.difference(want).map(ip_permission).collect();
         if !add.is_empty() {
             let sent = match direction {
-                Direction::Ingress => self
-                    .client
-                    .authorize_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(add))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(cloud_error),
-                Direction::Egress => self
-                    .client
-                    .authorize_security_group_egress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(add))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(cloud_error),
+                Direction::Ingress => rules_call!(self.authorize_security_group_ingress(id, add)),
+                Direction::Egress => rules_call!(self.authorize_security_group_egress(id, add)),
             };
-            sent?;
+            sent.map_err(|(_, e)| e)?;
         }
         if !remove.is_empty() {
             let sent = match direction {
-                Direction::Ingress => self
-                    .client
-                    .revoke_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(remove))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        (
-                            code_of(&e) == Some("InvalidPermission.NotFound"),
-                            cloud_error(e),
-                        )
-                    }),
-                Direction::Egress => self
-                    .client
-                    .revoke_security_group_egress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(remove))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        (
-                            code_of(&e) == Some("InvalidPermission.NotFound"),
-                            cloud_error(e),
-                        )
-                    }),
+                Direction::Ingress => rules_call!(self.revoke_security_group_ingress(id, remove)),
+                Direction::Egress => rules_call!(self.revoke_security_group_egress(id, remove)),
             };
             match sent {
                 // Already gone: what revoke wanted.
@@ -383,39 +342,34 @@ impl Ec2 {
 }
 
 #[async_trait]
-impl External<SecurityGroup> for Ec2 {
-    async fn list_owned(&self) -> Result<Vec<driftless_provider::Owned>, CloudError> {
-        Ec2::list_owned::<sdk::SecurityGroup>(self).await
-    }
+impl Ec2Kind for SecurityGroup {
+    type Sdk = sdk::SecurityGroup;
 
     async fn observe(
-        &self,
+        _ec2: &Ec2,
         t: &Target<'_, SecurityGroup>,
+        sg: &sdk::SecurityGroup,
     ) -> Result<Observation<SecurityGroup>, CloudError> {
-        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
-            return Ok(Observation::absent());
-        };
         let id = sg.id().to_string();
         let vpc_id = sg.vpc_id().unwrap_or_default();
         let name = sg.group_name().unwrap_or_default();
         let mut diff = Vec::new();
-        if let Some(want) = resolved(t, VpcReference::FIELD).filter(|want| *want != vpc_id) {
-            diff.push(FieldDiff::new(SecurityGroupField::VpcId, vpc_id, want).immutable());
-        }
-        if let Some(want) = t.spec.group_name.as_ref().filter(|want| *want != name) {
-            diff.push(FieldDiff::new(SecurityGroupField::GroupName, name, want).immutable());
-        }
+        diff.compare(
+            SecurityGroupField::VpcId,
+            vpc_id,
+            resolved(t, VpcReference::FIELD),
+        );
+        diff.compare(
+            SecurityGroupField::GroupName,
+            name,
+            t.spec.group_name.as_ref(),
+        );
         let description = sg.description().unwrap_or_default();
-        if let Some(want) = t
-            .spec
-            .description
-            .as_ref()
-            .filter(|want| *want != description)
-        {
-            diff.push(
-                FieldDiff::new(SecurityGroupField::Description, description, want).immutable(),
-            );
-        }
+        diff.compare(
+            SecurityGroupField::Description,
+            description,
+            t.spec.description.as_ref(),
+        );
         diff.extend(rules_diff(
             SecurityGroupField::Ingress,
             &observed(sg.ip_permissions()),
@@ -430,7 +384,7 @@ impl External<SecurityGroup> for Ec2 {
         }
         diff.extend(tags_diff(
             SecurityGroupField::Tags,
-            &sg,
+            sg,
             t.identity,
             &t.spec.tags,
         ));
@@ -452,10 +406,10 @@ impl External<SecurityGroup> for Ec2 {
         })
     }
 
-    async fn create(&self, t: &Target<'_, SecurityGroup>) -> Result<Created, CloudError> {
+    async fn create(ec2: &Ec2, t: &Target<'_, SecurityGroup>) -> Result<Created, CloudError> {
         let vpc_id = required(t, VpcReference::FIELD, "vpcId, vpcRef or vpcSelector")?;
-        let tags = desired_tags(t.identity, &t.spec.tags);
-        let out = self
+        let tags = tag_specification(ResourceType::SecurityGroup, t.identity, &t.spec.tags);
+        let out = ec2
             .client
             .create_security_group()
             .vpc_id(vpc_id)
@@ -466,21 +420,13 @@ impl External<SecurityGroup> for Ec2 {
                     .as_deref()
                     .unwrap_or("managed by driftless"),
             )
-            .tag_specifications(tag_specification(ResourceType::SecurityGroup, &tags))
+            .tag_specifications(tags)
             .send()
             .await
             .map_err(cloud_error)?;
-        let id = out
-            .group_id()
-            .ok_or_else(|| {
-                CloudError::retryable(
-                    "InvalidResponse",
-                    "CreateSecurityGroup returned no group id",
-                )
-            })?
-            .to_string();
-        let _written = self.created::<sdk::SecurityGroup>(t.identity, &id);
-        self.sync_rules(
+        let id = new_id(out.group_id(), "CreateSecurityGroup returned no group id")?;
+        let _written = ec2.created::<sdk::SecurityGroup>(t.identity, &id);
+        ec2.sync_rules(
             &id,
             Direction::Ingress,
             &BTreeSet::new(),
@@ -497,36 +443,32 @@ impl External<SecurityGroup> for Ec2 {
                 ipv6_cidr_blocks: Vec::new(),
                 security_group_ids: Vec::new(),
             }]);
-            self.sync_rules(&id, Direction::Egress, &default, &desired(egress))
+            ec2.sync_rules(&id, Direction::Egress, &default, &desired(egress))
                 .await?;
         }
         Ok(Created { external_name: id })
     }
 
     async fn update(
-        &self,
+        ec2: &Ec2,
         t: &Target<'_, SecurityGroup>,
-        observed_diff: &Observation<SecurityGroup>,
+        sg: &sdk::SecurityGroup,
+        fields: Vec<SecurityGroupField>,
     ) -> Result<(), CloudError> {
-        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
-            return Ok(());
-        };
         let id = sg.id();
-        let _written = self.writing::<sdk::SecurityGroup>(id);
-        for d in &observed_diff.diff {
-            match d.field {
+        for field in fields {
+            match field {
                 SecurityGroupField::Ingress => {
                     let (have, want) = (observed(sg.ip_permissions()), desired(&t.spec.ingress));
-                    self.sync_rules(id, Direction::Ingress, &have, &want)
-                        .await?
+                    ec2.sync_rules(id, Direction::Ingress, &have, &want).await?
                 }
                 SecurityGroupField::Egress => {
                     if let Some(egress) = &t.spec.egress {
                         let (have, want) = (observed(sg.ip_permissions_egress()), desired(egress));
-                        self.sync_rules(id, Direction::Egress, &have, &want).await?
+                        ec2.sync_rules(id, Direction::Egress, &have, &want).await?
                     }
                 }
-                SecurityGroupField::Tags => self.sync_tags(&sg, t.identity, &t.spec.tags).await?,
+                SecurityGroupField::Tags => ec2.sync_tags(sg, t.identity, &t.spec.tags).await?,
                 SecurityGroupField::VpcId
                 | SecurityGroupField::GroupName
                 | SecurityGroupField::Description => {}
@@ -535,11 +477,14 @@ impl External<SecurityGroup> for Ec2 {
         Ok(())
     }
 
-    async fn delete(&self, t: &Target<'_, SecurityGroup>) -> Result<Deletion, CloudError> {
-        self.delete_guarded::<sdk::SecurityGroup, _, _, _, _>(t, |c, id| {
-            c.delete_security_group().group_id(id).send()
-        })
-        .await
+    async fn delete(ec2: &Ec2, sg: &sdk::SecurityGroup) -> Result<Deletion, CloudError> {
+        let sent = ec2
+            .client
+            .delete_security_group()
+            .group_id(sg.id())
+            .send()
+            .await;
+        ec2.deletion(sg, sent).await
     }
 }
 

@@ -12,8 +12,8 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use driftless_provider::{
-    field_keys, managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation,
-    Owned, Target, TAG_MANAGED_BY, TAG_OWNER,
+    field_keys, managed_resource, observation, CloudError, Compare, Created, Deletion, External,
+    FieldDiff, Observation, Owned, Target, TAG_MANAGED_BY, TAG_OWNER,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -94,22 +94,19 @@ pub struct BucketParameters {
     pub force_destroy: bool,
 }
 
-/// What AWS reports about the bucket.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BucketObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
+observation! {
+    /// What AWS reports about the bucket.
+    pub struct BucketObservation {
+        arn: String,
+        region: String,
+        endpoint: String,
+    }
 }
 
 field_keys! {
     /// What a bucket's observation compares.
     pub enum BucketField {
-        Region = "region",
+        Region = "region" immutable,
         Tags = "tags",
         Versioning = "versioning",
         PublicAccessBlock = "publicAccessBlock",
@@ -437,11 +434,7 @@ impl External<Bucket> for BucketClient {
         }
 
         let mut diff = Vec::new();
-        if let Some(want) = &t.spec.region {
-            if *want != region {
-                diff.push(FieldDiff::new(BucketField::Region, &region, want).immutable());
-            }
-        }
+        diff.compare(BucketField::Region, &region, t.spec.region.as_ref());
         let want_tags = desired_tags(t);
         if tags != want_tags {
             diff.push(FieldDiff::map(BucketField::Tags, &tags, &want_tags));
