@@ -5,7 +5,7 @@
 //! # Batched observation
 //!
 //! Observing N resources one describe call each costs N calls per poll. Instead,
-//! every ProviderConfig's session holds one [`Snapshot`] per kind: the result of
+//! every ProviderConfig's session holds one [`snapshot::Snapshot`] per kind: the result of
 //! one paginated describe call filtered on `tag:driftless.dev/managed-by`, which
 //! serves the observation of every resource of that kind for up to
 //! `max_age` (the poll interval: reconciles are spread over the poll by
@@ -20,27 +20,28 @@
 
 pub mod instance;
 pub mod internet_gateway;
+mod kind;
 pub mod security_group;
+mod snapshot;
 pub mod subnet;
 pub mod vpc;
 
-use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use driftless_provider::{
-    CloudError, Created, Deletion, External, FieldDiff, FieldKey, Identity, ManagedKind,
-    Observation, Owned, Target, TAG_KIND, TAG_MANAGED_BY, TAG_OWNER,
+    CloudError, Deletion, FieldDiff, FieldKey, Identity, ManagedKind, Owned, Target, TAG_KIND,
+    TAG_MANAGED_BY, TAG_OWNER,
 };
 
 use crate::errors::{cloud_error, code_of};
 use crate::AwsSession;
+pub(crate) use kind::{described, Described, Ec2Kind};
+pub use snapshot::Ec2Snapshots;
+use snapshot::Writing;
 
 /// What every EC2 kind's file uses.
 pub(crate) mod prelude {
@@ -216,29 +217,25 @@ impl Ec2 {
             .filter(|(k, v)| have.get(*k) != Some(*v))
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        if !set.is_empty() {
-            self.client
-                .create_tags()
-                .resources(r.id())
-                .set_tags(Some(set))
-                .send()
-                .await
-                .map_err(cloud_error)?;
-        }
         let unset: Vec<Tag> = have
             .keys()
             .filter(|k| !want.contains_key(*k))
             .map(|k| Tag::builder().key(k).build())
             .collect();
-        if !unset.is_empty() {
-            self.client
-                .delete_tags()
-                .resources(r.id())
-                .set_tags(Some(unset))
-                .send()
-                .await
-                .map_err(cloud_error)?;
+        // The two calls differ only in their builder's type.
+        macro_rules! send {
+            ($call:ident, $tags:expr) => {
+                if !$tags.is_empty() {
+                    let req = self.client.$call().resources(r.id());
+                    req.set_tags(Some($tags))
+                        .send()
+                        .await
+                        .map_err(cloud_error)?;
+                }
+            };
         }
+        send!(create_tags, set);
+        send!(delete_tags, unset);
         Ok(())
     }
 
@@ -341,330 +338,6 @@ impl Ec2 {
                 )
             })
             .collect())
-    }
-}
-
-/// See [`Ec2::writing`].
-pub(crate) struct Writing<R: Described> {
-    snapshot: Arc<Snapshot<R>>,
-    id: String,
-}
-
-impl<R: Described> Drop for Writing<R> {
-    fn drop(&mut self) {
-        self.snapshot.written(&self.id);
-    }
-}
-
-/// An EC2 resource as a describe call returns it. [`described!`] implements
-/// it for the usual describe call.
-#[async_trait]
-pub(crate) trait Described: Clone + Send + Sync + 'static {
-    /// How messages name the kind, e.g. `VPC`.
-    const WHAT: &'static str;
-    fn id(&self) -> &str;
-    fn tags(&self) -> &[Tag];
-    /// Listed but no longer a resource (a terminated instance).
-    fn gone(&self) -> bool {
-        false
-    }
-    /// The cloud's word for its state, and whether that means ready.
-    fn state(&self) -> (String, bool) {
-        ("available".to_string(), true)
-    }
-    /// Why a delete must wait without a call (an instance shutting down).
-    fn not_deletable_yet(&self) -> Option<String> {
-        None
-    }
-    /// What keeps `id` from being deleted, by name (asked on a dependency error).
-    async fn dependents(_ec2: &Ec2, _id: &str) -> Result<Vec<String>, CloudError> {
-        Ok(Vec::new())
-    }
-    /// Every resource matching `filters`, all pages.
-    async fn list(ec2: &aws_sdk_ec2::Client, filters: Vec<Filter>)
-        -> Result<Vec<Self>, CloudError>;
-    /// One resource by id; `None` when it does not exist.
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError>;
-}
-
-/// Implements [`Described`] for an SDK type listed by one paginated
-/// `describe_*` call: its id getter, the call, the id filter and the output
-/// list; `state` when its `state()` says `available` once ready.
-macro_rules! described {
-    (@state) => {
-        fn state(&self) -> (String, bool) {
-            let state = self
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
-            let ready = state == "available";
-            (state, ready)
-        }
-    };
-
-    ($ty:ty, $what:literal, $id:ident, $describe:ident, $ids:ident, $out:ident $(, $state:ident)? $({ $($extra:tt)* })?) => {
-        #[::async_trait::async_trait]
-        impl $crate::ec2::Described for $ty {
-            const WHAT: &'static str = $what;
-
-            fn id(&self) -> &str {
-                self.$id().unwrap_or_default()
-            }
-
-            fn tags(&self) -> &[::aws_sdk_ec2::types::Tag] {
-                <$ty>::tags(self)
-            }
-
-            $(described!(@$state);)?
-            $($($extra)*)?
-
-            async fn list(
-                ec2: &::aws_sdk_ec2::Client,
-                filters: Vec<::aws_sdk_ec2::types::Filter>,
-            ) -> Result<Vec<Self>, ::driftless_provider::CloudError> {
-                ec2.$describe()
-                    .set_filters(Some(filters))
-                    .into_paginator()
-                    .page_size($crate::ec2::PAGE_SIZE)
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await
-                    .map_err($crate::errors::cloud_error)
-            }
-
-            async fn describe_one(
-                ec2: &::aws_sdk_ec2::Client,
-                id: &str,
-            ) -> Result<Option<Self>, ::driftless_provider::CloudError> {
-                match ec2.$describe().$ids(id).send().await {
-                    Ok(out) => Ok(out.$out().first().cloned()),
-                    Err(e) if $crate::ec2::is_not_found(&e) => Ok(None),
-                    Err(e) => Err($crate::errors::cloud_error(e)),
-                }
-            }
-        }
-    };
-    (@state) => {
-        fn state(&self) -> (String, bool) {
-            let state = self
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
-            let ready = state == "available";
-            (state, ready)
-        }
-    };
-}
-pub(crate) use described;
-
-/// An EC2 kind states only what differs between kinds: how it compares,
-/// creates, updates and deletes the resource [`Ec2`] found for it. Finding
-/// it, write marks, listing by tags and refusing others' resources are
-/// shared, in the [`External`] impl below.
-#[async_trait]
-pub(crate) trait Ec2Kind: ManagedKind {
-    type Sdk: Described;
-    /// Compares `r`, the resource found for `t`, with the spec.
-    async fn observe(
-        ec2: &Ec2,
-        t: &Target<'_, Self>,
-        r: &Self::Sdk,
-    ) -> Result<Observation<Self>, CloudError>;
-    async fn create(ec2: &Ec2, t: &Target<'_, Self>) -> Result<Created, CloudError>;
-    /// Makes `fields` of `r` match the spec (`r` is marked written meanwhile).
-    async fn update(
-        ec2: &Ec2,
-        t: &Target<'_, Self>,
-        r: &Self::Sdk,
-        fields: Vec<Self::Field>,
-    ) -> Result<(), CloudError>;
-    /// Deletes `r` (marked written), typically through [`Ec2::deletion`].
-    async fn delete(ec2: &Ec2, r: &Self::Sdk) -> Result<Deletion, CloudError>;
-}
-
-impl<K: Ec2Kind> crate::AwsKind for K {
-    fn external(session: &crate::AwsSession, _spec: &K::ForProvider) -> Arc<dyn External<K>> {
-        Arc::new(Ec2::new(session))
-    }
-}
-
-#[async_trait]
-impl<K: Ec2Kind> External<K> for Ec2 {
-    async fn observe(&self, t: &Target<'_, K>) -> Result<Observation<K>, CloudError> {
-        match self.find::<K::Sdk, K>(t).await? {
-            Some(r) => K::observe(self, t, &r).await,
-            None => Ok(Observation::absent()),
-        }
-    }
-
-    async fn create(&self, t: &Target<'_, K>) -> Result<Created, CloudError> {
-        K::create(self, t).await
-    }
-
-    async fn update(&self, t: &Target<'_, K>, observed: &Observation<K>) -> Result<(), CloudError> {
-        let Some(r) = self.find::<K::Sdk, K>(t).await? else {
-            return Ok(()); // gone since observe: the next observe creates it
-        };
-        let _written = self.writing::<K::Sdk>(r.id());
-        let fields = observed.diff.iter().map(|d| d.field).collect();
-        K::update(self, t, &r, fields).await
-    }
-
-    async fn delete(&self, t: &Target<'_, K>) -> Result<Deletion, CloudError> {
-        let Some(r) = self.find::<K::Sdk, K>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        if let Some(why) = r.not_deletable_yet() {
-            return Ok(Deletion::Waiting(why));
-        }
-        let _written = self.writing::<K::Sdk>(r.id());
-        K::delete(self, &r).await
-    }
-
-    async fn list_owned(&self) -> Result<Vec<Owned>, CloudError> {
-        Ec2::list_owned::<K::Sdk>(self).await
-    }
-}
-
-/// The per-ProviderConfig snapshots, one per kind, made on first use (see
-/// the module docs): keyed by type, so a new kind touches only its own file.
-pub struct Ec2Snapshots {
-    max_age: Duration,
-    by_kind: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
-}
-
-impl Ec2Snapshots {
-    pub(crate) fn new(max_age: Duration) -> Self {
-        Self {
-            max_age,
-            by_kind: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn of<R: Described>(&self) -> Arc<Snapshot<R>> {
-        let mut by_kind = self.by_kind.lock().expect("snapshots poisoned");
-        let any = by_kind
-            .entry(TypeId::of::<R>())
-            .or_insert_with(|| Arc::new(Snapshot::<R>::default()))
-            .clone();
-        any.downcast().expect("snapshot keyed by its own type")
-    }
-}
-
-impl fmt::Debug for Ec2Snapshots {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ec2Snapshots")
-            .field("max_age", &self.max_age)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The last listing of one kind, and the ids written since.
-pub(crate) struct Snapshot<T> {
-    /// Held while listing, so concurrent observes share one refresh.
-    refresh: tokio::sync::Mutex<()>,
-    state: Mutex<SnapshotState<T>>,
-}
-
-struct SnapshotState<T> {
-    /// When the listing now held was started (`None`: never listed).
-    taken: Option<Instant>,
-    items: HashMap<String, T>,
-    /// Ids written after `taken`, with when.
-    written: HashMap<String, Instant>,
-    /// Ids created after `taken`, by owner, with when.
-    created: HashMap<String, (String, Instant)>,
-}
-
-impl<T> Default for Snapshot<T> {
-    fn default() -> Self {
-        Self {
-            refresh: tokio::sync::Mutex::new(()),
-            state: Mutex::new(SnapshotState {
-                taken: None,
-                items: HashMap::new(),
-                written: HashMap::new(),
-                created: HashMap::new(),
-            }),
-        }
-    }
-}
-
-impl<T: Described> Snapshot<T> {
-    fn fresh(&self, max_age: Duration) -> bool {
-        let state = self.state.lock().expect("snapshot poisoned");
-        state.taken.is_some_and(|t| t.elapsed() < max_age)
-    }
-
-    async fn refresh_if_older<F, Fut>(&self, max_age: Duration, list: F) -> Result<(), CloudError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<T>, CloudError>>,
-    {
-        if self.fresh(max_age) {
-            return Ok(());
-        }
-        let _one_at_a_time = self.refresh.lock().await;
-        if self.fresh(max_age) {
-            return Ok(()); // another observe refreshed it while we waited
-        }
-        let started = Instant::now();
-        let items = list().await?;
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        state.items = items.into_iter().map(|r| (r.id().to_string(), r)).collect();
-        state.taken = Some(started);
-        state.written.retain(|_, at| *at >= started);
-        state.created.retain(|_, (_, at)| *at >= started);
-        Ok(())
-    }
-
-    /// The listed resources that carry `identity`'s owner tags, and the ids
-    /// created for it since the listing.
-    fn owned_by(&self, identity: &Identity) -> (Vec<T>, Vec<String>) {
-        let state = self.state.lock().expect("snapshot poisoned");
-        let listed = state
-            .items
-            .values()
-            .filter(|r| identity.owns(&tag_map(r.tags())))
-            .cloned()
-            .collect();
-        let created = state
-            .created
-            .get(&identity.owner())
-            .map(|(id, _)| vec![id.clone()])
-            .unwrap_or_default();
-        (listed, created)
-    }
-
-    fn created(&self, identity: &Identity, id: &str) {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        state
-            .created
-            .insert(identity.owner(), (id.to_string(), Instant::now()));
-    }
-
-    /// The entry for `id`, unless absent or written since the listing (then
-    /// the caller re-reads it, once: the write mark is consumed here).
-    fn current(&self, id: &str) -> Option<T> {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        if state.written.remove(id).is_some() {
-            return None;
-        }
-        state.items.get(id).cloned()
-    }
-
-    fn store(&self, id: &str, item: Option<T>) {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        match item {
-            Some(r) => state.items.insert(id.to_string(), r),
-            None => state.items.remove(id),
-        };
-    }
-
-    fn written(&self, id: &str) {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        state.written.insert(id.to_string(), Instant::now());
     }
 }
 

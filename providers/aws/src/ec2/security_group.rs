@@ -181,7 +181,7 @@ impl fmt::Display for Permission {
 }
 
 /// Names and numbers of the same protocol compare equal; `all` is `-1`.
-fn protocol(p: &str) -> String {
+fn normalized(p: &str) -> String {
     match p.to_ascii_lowercase().as_str() {
         "all" | "-1" => "-1".into(),
         "6" => "tcp".into(),
@@ -200,62 +200,52 @@ fn ports(protocol: &str, from: Option<i32>, to: Option<i32>) -> Option<(i32, i32
     }
 }
 
+/// One permission per source of a rule.
+fn expand(
+    protocol: &str,
+    from: Option<i32>,
+    to: Option<i32>,
+    sources: impl Iterator<Item = Source>,
+) -> impl Iterator<Item = Permission> {
+    let protocol = normalized(protocol);
+    let ports = ports(&protocol, from, to);
+    sources.map(move |source| Permission {
+        protocol: protocol.clone(),
+        ports,
+        source,
+    })
+}
+
 fn desired(rules: &[SecurityGroupRule]) -> BTreeSet<Permission> {
-    let mut set = BTreeSet::new();
-    for r in rules {
-        let protocol = protocol(&r.protocol);
-        let ports = ports(&protocol, r.from_port, r.to_port);
+    let expanded = rules.iter().map(|r| {
         let sources = r.cidr_blocks.iter().cloned().map(Source::Cidr);
         let sources = sources.chain(r.ipv6_cidr_blocks.iter().cloned().map(Source::Ipv6));
         let sources = sources.chain(r.security_group_ids.iter().cloned().map(Source::Group));
-        for source in sources {
-            set.insert(Permission {
-                protocol: protocol.clone(),
-                ports,
-                source,
-            });
-        }
-    }
-    set
+        expand(&r.protocol, r.from_port, r.to_port, sources)
+    });
+    expanded.flatten().collect()
 }
 
 fn observed(perms: &[IpPermission]) -> BTreeSet<Permission> {
-    let mut set = BTreeSet::new();
-    for p in perms {
-        let protocol = protocol(p.ip_protocol().unwrap_or("-1"));
-        let ports = ports(&protocol, p.from_port(), p.to_port());
-        let sources = p
-            .ip_ranges()
+    let expanded = perms.iter().map(|p| {
+        let ranges = p.ip_ranges().iter().filter_map(IpRange::cidr_ip);
+        let sources = ranges.map(|c| Source::Cidr(c.into()));
+        let ipv6 = p.ipv6_ranges().iter().filter_map(Ipv6Range::cidr_ipv6);
+        let sources = sources.chain(ipv6.map(|c| Source::Ipv6(c.into())));
+        let groups = p
+            .user_id_group_pairs()
             .iter()
-            .filter_map(IpRange::cidr_ip)
-            .map(|c| Source::Cidr(c.into()));
-        let sources = sources.chain(
-            p.ipv6_ranges()
-                .iter()
-                .filter_map(Ipv6Range::cidr_ipv6)
-                .map(|c| Source::Ipv6(c.into())),
-        );
-        let sources = sources.chain(
-            p.user_id_group_pairs()
-                .iter()
-                .filter_map(UserIdGroupPair::group_id)
-                .map(|g| Source::Group(g.into())),
-        );
-        let sources = sources.chain(
-            p.prefix_list_ids()
-                .iter()
-                .filter_map(PrefixListId::prefix_list_id)
-                .map(|g| Source::PrefixList(g.into())),
-        );
-        for source in sources {
-            set.insert(Permission {
-                protocol: protocol.clone(),
-                ports,
-                source,
-            });
-        }
-    }
-    set
+            .filter_map(UserIdGroupPair::group_id);
+        let sources = sources.chain(groups.map(|g| Source::Group(g.into())));
+        let lists = p
+            .prefix_list_ids()
+            .iter()
+            .filter_map(PrefixListId::prefix_list_id);
+        let sources = sources.chain(lists.map(|l| Source::PrefixList(l.into())));
+        let protocol = p.ip_protocol().unwrap_or("-1");
+        expand(protocol, p.from_port(), p.to_port(), sources)
+    });
+    expanded.flatten().collect()
 }
 
 fn ip_permission(p: &Permission) -> IpPermission {
