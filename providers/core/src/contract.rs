@@ -252,6 +252,15 @@ impl<K: ManagedKind> Observation<K> {
         }
     }
 
+    /// The resource `external_name` exists; the rest follows with `..`.
+    pub fn exists(external_name: &str) -> Self {
+        Self {
+            exists: true,
+            external_name: Some(external_name.to_string()),
+            ..Self::absent()
+        }
+    }
+
     pub fn up_to_date(&self) -> bool {
         self.diff.is_empty()
     }

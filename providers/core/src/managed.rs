@@ -183,13 +183,16 @@ pub trait ManagedKind:
 /// Declares a managed kind in `<group>/v1alpha1`: the custom resource with the
 /// common spec, status, printer columns (READY, SYNCED, EXTERNAL-NAME, AGE) and
 /// categories (`driftless`, `managed`, and the cloud's), plus its
-/// [`ManagedKind`] impl. Extra CEL rules on the whole object may follow.
+/// [`ManagedKind`] impl, and the [`crate::References`] of `forProvider`: its
+/// [`crate::reference!`] fields, by name. Extra CEL rules on the whole
+/// object may follow.
 ///
 /// ```text
 /// managed_resource! {
 ///     kind Bucket("Bucket"), spec BucketSpec, status BucketStatus("BucketStatus"),
 ///     group "aws.driftless.dev", category "aws",
 ///     for_provider BucketParameters, at_provider BucketObservation, fields BucketField,
+///     references(),
 ///     validation(Rule::new("self.metadata.name.size() <= 63").message("name too long")),
 /// }
 /// ```
@@ -199,7 +202,8 @@ macro_rules! managed_resource {
         $(#[doc = $doc:tt])*
         kind $kind:ident($kind_str:tt), spec $spec:ident, status $status:ident($status_str:tt),
         group $group:tt, category $category:tt,
-        for_provider $fp:ty, at_provider $ap:ty, fields $fields:ty
+        for_provider $fp:ty, at_provider $ap:ty, fields $fields:ty,
+        references($($reference:ident),*)
         $(, validation($($rule:tt)*))* $(,)?
     ) => {
         /// Status of the managed resource: `atProvider` and conditions.
@@ -229,6 +233,14 @@ macro_rules! managed_resource {
             pub for_provider: $fp,
             #[serde(flatten)]
             pub managed: $crate::ManagedFields,
+        }
+
+        /// The [`crate::reference!`] fields of `forProvider`.
+        impl $crate::References for $fp {
+            fn references(&self) -> Vec<$crate::Reference> {
+                let all: Vec<Option<$crate::Reference>> = vec![$(self.$reference.reference()),*];
+                all.into_iter().flatten().collect()
+            }
         }
 
         impl $crate::ManagedKind for $kind {

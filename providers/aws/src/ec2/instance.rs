@@ -91,16 +91,7 @@ managed_resource! {
     kind Instance("Instance"), spec InstanceSpec, status InstanceStatus("InstanceStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider InstanceParameters, at_provider InstanceObservation, fields InstanceField,
-}
-
-impl References for InstanceParameters {
-    fn references(&self) -> Vec<Reference> {
-        let subnet = self.subnet.reference();
-        subnet
-            .into_iter()
-            .chain(self.security_groups.reference())
-            .collect()
-    }
+    references(subnet, security_groups),
 }
 
 fn state_of(i: &sdk::Instance) -> Option<&InstanceStateName> {
@@ -220,7 +211,7 @@ impl Ec2Kind for Instance {
         _ec2: &Ec2,
         t: &Target<'_, Instance>,
         i: &sdk::Instance,
-    ) -> Result<Observation<Instance>, CloudError> {
+    ) -> Observed<Instance> {
         let id = i.id().to_string();
         let state = state_of(i).cloned();
         let mut diff = Vec::new();
@@ -266,8 +257,6 @@ impl Ec2Kind for Instance {
                 .map(|ip| ("publicIpAddress".to_string(), ip)),
         );
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready: state == Some(InstanceStateName::Running),
             at_provider: Some(InstanceObservation {
@@ -281,6 +270,7 @@ impl Ec2Kind for Instance {
                     .map(str::to_string),
             }),
             connection_details: details,
+            ..Observation::exists(i.id())
         })
     }
 

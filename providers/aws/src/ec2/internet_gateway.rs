@@ -56,12 +56,7 @@ managed_resource! {
     group "aws.driftless.dev", category "aws",
     for_provider InternetGatewayParameters, at_provider InternetGatewayObservation,
     fields InternetGatewayField,
-}
-
-impl References for InternetGatewayParameters {
-    fn references(&self) -> Vec<Reference> {
-        self.vpc.reference().into_iter().collect()
-    }
+    references(vpc),
 }
 
 described!(
@@ -130,7 +125,7 @@ impl Ec2Kind for InternetGateway {
         _ec2: &Ec2,
         t: &Target<'_, InternetGateway>,
         igw: &sdk::InternetGateway,
-    ) -> Result<Observation<InternetGateway>, CloudError> {
+    ) -> Observed<InternetGateway> {
         let id = igw.id().to_string();
         let have = attached(igw);
         let mut diff = Vec::new();
@@ -151,8 +146,6 @@ impl Ec2Kind for InternetGateway {
         let mut details = BTreeMap::from([("internetGatewayId".to_string(), id.clone())]);
         details.extend(have.map(|(vpc, _)| ("vpcId".to_string(), vpc.to_string())));
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready,
             at_provider: Some(InternetGatewayObservation {
@@ -162,6 +155,7 @@ impl Ec2Kind for InternetGateway {
                 owner_id: igw.owner_id().map(str::to_string),
             }),
             connection_details: details,
+            ..Observation::exists(igw.id())
         })
     }
 

@@ -39,7 +39,7 @@ use driftless_provider::{
 
 use crate::errors::{cloud_error, code_of};
 use crate::AwsSession;
-pub(crate) use kind::{described, Described, Ec2Kind};
+pub(crate) use kind::{described, Described, Ec2Kind, Observed};
 pub use snapshot::Ec2Snapshots;
 use snapshot::Writing;
 
@@ -51,14 +51,14 @@ pub(crate) mod prelude {
     pub(crate) use aws_sdk_ec2::types::{self as sdk, ResourceType};
     pub(crate) use driftless_provider::{
         field_keys, managed_resource, observation, reference, CloudError, Compare, Created,
-        Deletion, FieldDiff, Observation, Reference, References, Target,
+        Deletion, FieldDiff, Observation, Target,
     };
     pub(crate) use schemars::JsonSchema;
     pub(crate) use serde::{Deserialize, Serialize};
 
     pub(crate) use super::{
         cidr_rule, described, filter, new_id, required, resolved, tag_specification, tags_diff,
-        Described, Ec2, Ec2Kind,
+        Described, Ec2, Ec2Kind, Observed,
     };
     pub(crate) use crate::errors::cloud_error;
 }

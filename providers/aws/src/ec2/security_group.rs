@@ -116,12 +116,7 @@ managed_resource! {
     group "aws.driftless.dev", category "aws",
     for_provider SecurityGroupParameters, at_provider SecurityGroupObservation,
     fields SecurityGroupField,
-}
-
-impl References for SecurityGroupParameters {
-    fn references(&self) -> Vec<Reference> {
-        self.vpc.reference().into_iter().collect()
-    }
+    references(vpc),
 }
 
 described!(sdk::SecurityGroup, "security group", group_id, describe_security_groups, group_ids, security_groups {
@@ -339,7 +334,7 @@ impl Ec2Kind for SecurityGroup {
         _ec2: &Ec2,
         t: &Target<'_, SecurityGroup>,
         sg: &sdk::SecurityGroup,
-    ) -> Result<Observation<SecurityGroup>, CloudError> {
+    ) -> Observed<SecurityGroup> {
         let id = sg.id().to_string();
         let vpc_id = sg.vpc_id().unwrap_or_default();
         let name = sg.group_name().unwrap_or_default();
@@ -379,8 +374,6 @@ impl Ec2Kind for SecurityGroup {
             &t.spec.tags,
         ));
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready: true,
             at_provider: Some(SecurityGroupObservation {
@@ -393,6 +386,7 @@ impl Ec2Kind for SecurityGroup {
                 ("securityGroupId".to_string(), id),
                 ("groupName".to_string(), name.to_string()),
             ]),
+            ..Observation::exists(sg.id())
         })
     }
 

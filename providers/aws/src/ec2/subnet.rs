@@ -14,8 +14,7 @@ pub struct SubnetParameters {
     pub vpc: VpcReference,
     /// The IPv4 range, inside the VPC's, e.g. `10.0.1.0/24` (prefix /16 to
     /// /28). Immutable: a change is refused (Synced False) and nothing is changed.
-    #[schemars(length(max = 18))]
-    #[schemars(extend("x-kubernetes-validations" = [cidr_rule("10.0.1.0/24")]))]
+    #[schemars(length(max = 18), extend("x-kubernetes-validations" = [cidr_rule("10.0.1.0/24")]))]
     pub cidr_block: String,
     /// e.g. `us-east-1a` (unset: AWS picks one, and it is not compared). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,12 +57,7 @@ managed_resource! {
     kind Subnet("Subnet"), spec SubnetSpec, status SubnetStatus("SubnetStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider SubnetParameters, at_provider SubnetObservation, fields SubnetField,
-}
-
-impl References for SubnetParameters {
-    fn references(&self) -> Vec<Reference> {
-        self.vpc.reference().into_iter().collect()
-    }
+    references(vpc),
 }
 
 described!(sdk::Subnet, "subnet", subnet_id, describe_subnets, subnet_ids, subnets, state {
@@ -89,11 +83,7 @@ async fn set_map_public_ip(ec2: &Ec2, id: &str, value: bool) -> Result<(), Cloud
 impl Ec2Kind for Subnet {
     type Sdk = sdk::Subnet;
 
-    async fn observe(
-        _ec2: &Ec2,
-        t: &Target<'_, Subnet>,
-        subnet: &sdk::Subnet,
-    ) -> Result<Observation<Subnet>, CloudError> {
+    async fn observe(_ec2: &Ec2, t: &Target<'_, Subnet>, subnet: &sdk::Subnet) -> Observed<Subnet> {
         let id = subnet.id().to_string();
         let vpc_id = subnet.vpc_id().unwrap_or_default();
         let zone = subnet.availability_zone().unwrap_or_default();
@@ -120,8 +110,6 @@ impl Ec2Kind for Subnet {
         ));
         let state = subnet.state().map(|s| s.as_str().to_string());
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready: state.as_deref() == Some("available"),
             at_provider: Some(SubnetObservation {
@@ -137,6 +125,7 @@ impl Ec2Kind for Subnet {
                 ("availabilityZone".to_string(), zone.to_string()),
                 ("cidrBlock".to_string(), cidr.to_string()),
             ]),
+            ..Observation::exists(subnet.id())
         })
     }
 

@@ -18,8 +18,7 @@ pub enum InstanceTenancy {
 pub struct VpcParameters {
     /// The IPv4 range, e.g. `10.0.0.0/16` (prefix /16 to /28). Immutable: a
     /// change is refused (Synced False) and nothing is changed.
-    #[schemars(length(max = 18))]
-    #[schemars(extend("x-kubernetes-validations" = [cidr_rule("10.0.0.0/16")]))]
+    #[schemars(length(max = 18), extend("x-kubernetes-validations" = [cidr_rule("10.0.0.0/16")]))]
     pub cidr_block: String,
     /// DNS resolution through the Amazon DNS server; unset leaves it alone.
     /// Not part of the batched describe: setting it costs one call per observation.
@@ -74,23 +73,18 @@ managed_resource! {
     kind Vpc("Vpc"), spec VpcSpec, status VpcStatus("VpcStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider VpcParameters, at_provider VpcObservation, fields VpcField,
+    references(),
 }
 
-impl References for VpcParameters {}
-
-described!(sdk::Vpc, "VPC", vpc_id, describe_vpcs, vpc_ids, vpcs, state {
-    async fn dependents(ec2: &Ec2, id: &str) -> Result<Vec<String>, CloudError> {
-        ec2.vpc_dependents(id).await
-    }
-});
+described!(sdk::Vpc, "VPC", vpc_id, describe_vpcs, vpc_ids, vpcs, state, dependents Ec2::vpc_dependents);
 
 /// The DNS flags the spec sets (`DescribeVpcs` does not return them).
 fn dns_flags(spec: &VpcParameters) -> impl Iterator<Item = (VpcField, bool)> {
-    let support = spec.enable_dns_support.map(|v| (VpcField::DnsSupport, v));
-    let hostnames = spec
-        .enable_dns_hostnames
-        .map(|v| (VpcField::DnsHostnames, v));
-    support.into_iter().chain(hostnames)
+    let support = (VpcField::DnsSupport, spec.enable_dns_support);
+    let hostnames = (VpcField::DnsHostnames, spec.enable_dns_hostnames);
+    [support, hostnames]
+        .into_iter()
+        .filter_map(|(f, v)| Some((f, v?)))
 }
 
 impl Ec2 {
@@ -138,11 +132,7 @@ impl InstanceTenancy {
 impl Ec2Kind for Vpc {
     type Sdk = sdk::Vpc;
 
-    async fn observe(
-        ec2: &Ec2,
-        t: &Target<'_, Vpc>,
-        vpc: &sdk::Vpc,
-    ) -> Result<Observation<Vpc>, CloudError> {
+    async fn observe(ec2: &Ec2, t: &Target<'_, Vpc>, vpc: &sdk::Vpc) -> Observed<Vpc> {
         let id = vpc.id().to_string();
         let mut diff = Vec::new();
         let cidr = vpc.cidr_block().unwrap_or_default();
@@ -159,8 +149,6 @@ impl Ec2Kind for Vpc {
         diff.extend(tags_diff(VpcField::Tags, vpc, t.identity, &t.spec.tags));
         let state = vpc.state().map(|s| s.as_str().to_string());
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready: state.as_deref() == Some("available"),
             at_provider: Some(VpcObservation {
@@ -172,6 +160,7 @@ impl Ec2Kind for Vpc {
                 ("vpcId".to_string(), id),
                 ("cidrBlock".to_string(), cidr.to_string()),
             ]),
+            ..Observation::exists(vpc.id())
         })
     }
 

@@ -120,6 +120,7 @@ managed_resource! {
     kind Bucket("Bucket"), spec BucketSpec, status BucketStatus("BucketStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider BucketParameters, at_provider BucketObservation, fields BucketField,
+    references(),
     validation(Rule::new("self.metadata.name.size() >= 3 && self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9][a-z0-9.-]*[a-z0-9]$') && !self.metadata.name.contains('..') && !self.metadata.name.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$') && !self.metadata.name.startsWith('xn--') && !self.metadata.name.endsWith('-s3alias')")
         .message("invalid bucket name: S3 bucket names are 3 to 63 characters of lowercase letters, digits, dots and hyphens, start and end with a letter or digit, and are not formatted like an IP address")),
 }
@@ -589,5 +590,3 @@ impl External<Bucket> for BucketClient {
         Ok(owned)
     }
 }
-
-impl driftless_provider::References for BucketParameters {}
