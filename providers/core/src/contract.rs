@@ -426,6 +426,24 @@ pub trait KindVisitor {
 mod tests {
     use super::*;
 
+    crate::field_keys! {
+        pub enum TestField { Name = "name" immutable, Size = "size" }
+    }
+
+    #[test]
+    fn compare_records_what_the_spec_sets_and_the_cloud_lacks() {
+        let mut diff = Vec::new();
+        diff.compare(TestField::Name, "a", Some("a"));
+        diff.compare(TestField::Size, 1, None::<i32>);
+        diff.compare(TestField::Name, "a", Some("b"));
+        diff.compare(TestField::Size, 1, Some(2));
+        assert_eq!(diff.len(), 2);
+        assert!(diff[0].immutable && !diff[1].immutable, "from field_keys!");
+        assert_eq!(diff[0].to_string(), r#"forProvider.name: "a" -> "b""#);
+        let erased: FieldDiff = diff[1].erase();
+        assert_eq!(erased.to_string(), "forProvider.size: 1 -> 2");
+    }
+
     #[test]
     fn a_map_diff_shows_only_what_differs() {
         let have = BTreeMap::from([

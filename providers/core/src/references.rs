@@ -146,23 +146,12 @@ macro_rules! reference {
             id $id:literal, by_ref $by_ref:literal, selector $selector:literal $(,)?
         }
     ) => {
-        $(#[$meta])*
-        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
-        pub struct $name {
-            $(#[doc = $id_doc])*
-            #[serde(rename = $id, default, skip_serializing_if = "Option::is_none")]
-            pub id: Option<String>,
-            #[doc = concat!("A ", $target_str, " object in this namespace, instead of ", $id, ".")]
-            #[serde(rename = $by_ref, default, skip_serializing_if = "Option::is_none")]
-            pub by_ref: Option<$crate::ObjectRef>,
-            #[doc = concat!("The first ", $target_str, " (by name) in this namespace with these labels, instead of ", $id, ".")]
-            #[serde(rename = $selector, default, skip_serializing_if = "Option::is_none")]
-            pub selector: Option<$crate::Selector>,
-        }
+        $crate::reference!(@struct [$(#[$meta])*] $name, $id, $by_ref, $selector,
+            id: Option<String>, Option<$crate::ObjectRef>, "Option::is_none", [$($id_doc)*],
+            concat!("A ", $target_str, " object in this namespace, instead of ", $id, "."),
+            concat!("The first ", $target_str, " (by name) in this namespace with these labels, instead of ", $id, "."));
 
         impl $name {
-            $crate::reference!(@common $id, $by_ref, $selector);
-
             pub fn reference(&self) -> Option<$crate::Reference> {
                 $crate::Reference::single::<$target>(
                     $id,
@@ -180,23 +169,12 @@ macro_rules! reference {
             ids $id:literal, by_ref $by_ref:literal, selector $selector:literal $(,)?
         }
     ) => {
-        $(#[$meta])*
-        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
-        pub struct $name {
-            $(#[doc = $id_doc])*
-            #[serde(rename = $id, default, skip_serializing_if = "Vec::is_empty")]
-            pub ids: Vec<String>,
-            #[doc = concat!($target_str, " objects in this namespace, instead of ", $id, ".")]
-            #[serde(rename = $by_ref, default, skip_serializing_if = "Vec::is_empty")]
-            pub by_ref: Vec<$crate::ObjectRef>,
-            #[doc = concat!("Every ", $target_str, " in this namespace with these labels, instead of ", $id, ".")]
-            #[serde(rename = $selector, default, skip_serializing_if = "Option::is_none")]
-            pub selector: Option<$crate::Selector>,
-        }
+        $crate::reference!(@struct [$(#[$meta])*] $name, $id, $by_ref, $selector,
+            ids: Vec<String>, Vec<$crate::ObjectRef>, "Vec::is_empty", [$($id_doc)*],
+            concat!($target_str, " objects in this namespace, instead of ", $id, "."),
+            concat!("Every ", $target_str, " in this namespace with these labels, instead of ", $id, "."));
 
         impl $name {
-            $crate::reference!(@common $id, $by_ref, $selector);
-
             pub fn reference(&self) -> Option<$crate::Reference> {
                 $crate::Reference::list::<$target>(
                     $id,
@@ -207,17 +185,37 @@ macro_rules! reference {
             }
         }
     };
-    (@common $id:literal, $by_ref:literal, $selector:literal) => {
-        /// The key of the resolved id in `Target::resolved`.
-        pub const FIELD: &'static str = $id;
+    (
+        @struct [$(#[$meta:meta])*] $name:ident, $id:literal, $by_ref:literal, $selector:literal,
+        $ids:ident: $id_ty:ty, $ref_ty:ty, $skip:literal, [$($id_doc:literal)*],
+        $ref_doc:expr, $selector_doc:expr
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
+        pub struct $name {
+            $(#[doc = $id_doc])*
+            #[serde(rename = $id, default, skip_serializing_if = $skip)]
+            pub $ids: $id_ty,
+            #[doc = $ref_doc]
+            #[serde(rename = $by_ref, default, skip_serializing_if = $skip)]
+            pub by_ref: $ref_ty,
+            #[doc = $selector_doc]
+            #[serde(rename = $selector, default, skip_serializing_if = "Option::is_none")]
+            pub selector: Option<$crate::Selector>,
+        }
 
-        /// The schema rule that one of the three fields is set.
-        pub fn required(schema: &mut ::schemars::Schema) {
-            $crate::push_rule(
-                schema,
-                concat!("has(self.", $id, ") || has(self.", $by_ref, ") || has(self.", $selector, ")"),
-                concat!("one of ", $id, ", ", $by_ref, " or ", $selector, " is required"),
-            );
+        impl $name {
+            /// The key of the resolved id in `Target::resolved`.
+            pub const FIELD: &'static str = $id;
+
+            /// The schema rule that one of the three fields is set.
+            pub fn required(schema: &mut ::schemars::Schema) {
+                $crate::push_rule(
+                    schema,
+                    concat!("has(self.", $id, ") || has(self.", $by_ref, ") || has(self.", $selector, ")"),
+                    concat!("one of ", $id, ", ", $by_ref, " or ", $selector, " is required"),
+                );
+            }
         }
     };
 }
