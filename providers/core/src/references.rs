@@ -61,19 +61,12 @@ impl Reference {
         by_ref: Option<&ObjectRef>,
         selector: Option<&Selector>,
     ) -> Option<Self> {
-        let source = if let Some(id) = id {
-            RefSource::Id(id.clone())
-        } else if let Some(r) = by_ref {
-            RefSource::Names(vec![r.name.clone()])
-        } else {
-            RefSource::Selector(selector?.match_labels.clone())
+        let given = match (id, by_ref) {
+            (Some(id), _) => Some(RefSource::Id(id.clone())),
+            (None, Some(r)) => Some(RefSource::Names(vec![r.name.clone()])),
+            (None, None) => None,
         };
-        Some(Self {
-            field,
-            target: ApiResource::erase::<T>(&()),
-            source,
-            many: false,
-        })
+        Self::of::<T>(field, given, selector, false)
     }
 
     /// Builds a list reference from literal ids, refs or a selector.
@@ -83,18 +76,34 @@ impl Reference {
         refs: &[ObjectRef],
         selector: Option<&Selector>,
     ) -> Option<Self> {
-        let source = if !ids.is_empty() {
-            RefSource::Ids(ids.to_vec())
+        let given = if !ids.is_empty() {
+            Some(RefSource::Ids(ids.to_vec()))
         } else if !refs.is_empty() {
-            RefSource::Names(refs.iter().map(|r| r.name.clone()).collect())
+            Some(RefSource::Names(
+                refs.iter().map(|r| r.name.clone()).collect(),
+            ))
         } else {
-            RefSource::Selector(selector?.match_labels.clone())
+            None
+        };
+        Self::of::<T>(field, given, selector, true)
+    }
+
+    /// `given` (ids or names), else the selector; `None` if neither is set.
+    fn of<T: kube::Resource<DynamicType = ()>>(
+        field: &'static str,
+        given: Option<RefSource>,
+        selector: Option<&Selector>,
+        many: bool,
+    ) -> Option<Self> {
+        let source = match given {
+            Some(source) => source,
+            None => RefSource::Selector(selector?.match_labels.clone()),
         };
         Some(Self {
             field,
             target: ApiResource::erase::<T>(&()),
             source,
-            many: true,
+            many,
         })
     }
 }

@@ -1,11 +1,11 @@
-//! Amazon EC2 kinds (`Vpc`, `Subnet`, `SecurityGroup`, `Instance`,
-//! `InternetGateway`) and what
-//! they share: tags, filters, ownership, error mapping and batched observation.
+//! Amazon EC2 kinds, one file each, and what they share: tags, filters,
+//! ownership, error mapping, batched observation (`snapshot.rs`) and the
+//! `External` impl every EC2 kind uses (`kind.rs`).
 //!
 //! # Batched observation
 //!
 //! Observing N resources one describe call each costs N calls per poll. Instead,
-//! every ProviderConfig's session holds one [`snapshot::Snapshot`] per kind: the result of
+//! every ProviderConfig's session holds one snapshot per kind: the result of
 //! one paginated describe call filtered on `tag:driftless.dev/managed-by`, which
 //! serves the observation of every resource of that kind for up to
 //! `max_age` (the poll interval: reconciles are spread over the poll by
