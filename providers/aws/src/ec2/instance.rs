@@ -361,14 +361,14 @@ impl Ec2Kind for Instance {
         Ok(())
     }
 
+    /// Nothing blocks a termination: no dependents to wait for.
     async fn delete(ec2: &Ec2, i: &sdk::Instance) -> Result<Deletion, CloudError> {
-        let sent = ec2
-            .client
-            .terminate_instances()
-            .instance_ids(i.id())
-            .send()
-            .await;
-        ec2.deletion(i, sent).await
+        let req = ec2.client.terminate_instances().instance_ids(i.id());
+        match req.send().await {
+            Ok(_) => Ok(Deletion::Done),
+            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
+            Err(e) => Err(cloud_error(e)),
+        }
     }
 }
 
