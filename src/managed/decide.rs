@@ -22,7 +22,7 @@ pub enum Decision {
 /// Decides for an observation of an object whose external name is
 /// `external_name` (as the annotation says).
 pub fn decide<K: ManagedKind>(
-    observed: &Observation<K::AtProvider>,
+    observed: &Observation<K>,
     policies: &ManagedFields,
     external_name: Option<&str>,
 ) -> Decision {

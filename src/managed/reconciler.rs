@@ -414,7 +414,7 @@ async fn update<K: ManagedKind>(
     ctx: &Context<K>,
     external: &dyn External<K>,
     target: &Target<'_, K>,
-    observed: &Observation<K::AtProvider>,
+    observed: &Observation<K>,
 ) -> Result<(), Error> {
     external.update(target, observed).await?;
     let changes: Vec<String> = observed.diff.iter().map(ToString::to_string).collect();
@@ -448,7 +448,7 @@ async fn record_adoption<K: ManagedKind>(
     obj: &K,
     ctx: &Context<K>,
     target: &Target<'_, K>,
-    observed: &Observation<K::AtProvider>,
+    observed: &Observation<K>,
 ) -> Result<(), Error> {
     let Some(found) = &observed.external_name else {
         return Ok(());
@@ -649,7 +649,7 @@ async fn remove_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), k
 async fn write_connection_secret<K: ManagedKind>(
     ctx: &Context<K>,
     obj: &K,
-    observed: &Observation<K::AtProvider>,
+    observed: &Observation<K>,
 ) -> Result<(), kube::Error> {
     let Some(secret_ref) = &obj.managed().write_connection_secret_to_ref else {
         return Ok(());

@@ -160,7 +160,7 @@ impl<K: ManagedKind> ManagedUnit<K> {
     }
 }
 
-fn id_of<A>(obs: &Observation<A>, given: Option<&str>, identity: &Identity) -> String {
+fn id_of<K: ManagedKind>(obs: &Observation<K>, given: Option<&str>, identity: &Identity) -> String {
     obs.external_name
         .clone()
         .or_else(|| given.map(str::to_string))
@@ -188,7 +188,7 @@ impl<K: ManagedKind> Unit for ManagedUnit<K> {
         let step = match decide::<K>(&obs, self.obj.managed(), given) {
             Decision::Create => Step::Create { after: Vec::new() },
             Decision::Missing(e) | Decision::Immutable(e) => return Err(e),
-            Decision::Update => Step::Update(obs.diff),
+            Decision::Update => Step::Update(obs.diff.iter().map(FieldDiff::erase).collect()),
             Decision::Observe if !self.obj.managed().allows(ManagementPolicy::Update) => {
                 Step::Skipped("observed only (managementPolicies)".into())
             }

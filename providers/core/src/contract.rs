@@ -108,31 +108,50 @@ pub struct Target<'a, K: ManagedKind> {
     pub resolved: &'a BTreeMap<String, String>,
 }
 
+/// A field of a kind's spec that `observe` compares, as an enum per kind
+/// (see [`crate::field_keys!`]): `update` matches it exhaustively, so a field
+/// observed but never updated is a compile error, not an endless drift loop.
+pub trait FieldKey: Copy + Eq + fmt::Debug + Send + Sync + 'static {
+    /// The spec path, e.g. `forProvider.versioning`.
+    fn path(&self) -> &'static str;
+    /// The cloud cannot change this field in place: a diff is refused, and
+    /// never reaches `update`.
+    fn immutable(&self) -> bool {
+        false
+    }
+}
+
+/// The erased key: what push mode's plan keeps across kinds.
+impl FieldKey for &'static str {
+    fn path(&self) -> &'static str {
+        self
+    }
+}
+
 /// One field where the cloud differs from the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldDiff {
-    /// The spec path, e.g. `forProvider.versioning`.
-    pub field: String,
+pub struct FieldDiff<F = &'static str> {
+    pub field: F,
     pub observed: String,
     pub desired: String,
     /// The cloud cannot change this field in place.
     pub immutable: bool,
 }
 
-impl FieldDiff {
-    pub fn new(field: &str, observed: impl fmt::Debug, desired: impl fmt::Debug) -> Self {
+impl<F: FieldKey> FieldDiff<F> {
+    pub fn new(field: F, observed: impl fmt::Debug, desired: impl fmt::Debug) -> Self {
         Self {
-            field: field.to_string(),
+            field,
             observed: format!("{observed:?}"),
             desired: format!("{desired:?}"),
-            immutable: false,
+            immutable: field.immutable(),
         }
     }
 
     /// The difference of two maps (tags), showing only the keys that differ:
     /// `team: "platform" -> "web"`, `+owner: "me"`, `-old`.
     pub fn map(
-        field: &str,
+        field: F,
         observed: &BTreeMap<String, String>,
         desired: &BTreeMap<String, String>,
     ) -> Self {
@@ -153,42 +172,75 @@ impl FieldDiff {
             }
         }
         Self {
-            field: field.to_string(),
+            field,
             observed: format!("{{{}}}", was.join(", ")),
             desired: format!("{{{}}}", will.join(", ")),
-            immutable: false,
+            immutable: field.immutable(),
         }
     }
 
-    pub fn immutable(mut self) -> Self {
-        self.immutable = true;
-        self
+    /// The same diff keyed by its path (push mode's plan, across kinds).
+    pub fn erase(&self) -> FieldDiff {
+        FieldDiff {
+            field: self.field.path(),
+            observed: self.observed.clone(),
+            desired: self.desired.clone(),
+            immutable: self.immutable,
+        }
     }
 }
 
-impl fmt::Display for FieldDiff {
+impl<F: FieldKey> fmt::Display for FieldDiff<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} -> {}", self.field, self.observed, self.desired)
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.field.path(),
+            self.observed,
+            self.desired
+        )
+    }
+}
+
+/// Builds a diff in `observe`, one line per compared field.
+pub trait Compare<F> {
+    /// Records `field` when the spec asks for `want` (`None`: not compared)
+    /// and the cloud has something else.
+    fn compare<H, W>(&mut self, field: F, have: H, want: Option<W>)
+    where
+        H: PartialEq<W> + fmt::Debug,
+        W: fmt::Debug;
+}
+
+impl<F: FieldKey> Compare<F> for Vec<FieldDiff<F>> {
+    fn compare<H, W>(&mut self, field: F, have: H, want: Option<W>)
+    where
+        H: PartialEq<W> + fmt::Debug,
+        W: fmt::Debug,
+    {
+        if let Some(want) = want.filter(|want| have != *want) {
+            self.push(FieldDiff::new(field, have, want));
+        }
     }
 }
 
 /// What `observe` found.
-#[derive(Clone, Debug, Default)]
-pub struct Observation<A> {
+#[derive(Clone, Debug)]
+pub struct Observation<K: ManagedKind> {
     /// The cloud resource exists.
     pub exists: bool,
     /// Its id, when the provider found it by tags rather than by external name.
     pub external_name: Option<String>,
     /// Where it differs from the spec; empty means up to date.
-    pub diff: Vec<FieldDiff>,
+    pub diff: Vec<FieldDiff<K::Field>>,
     /// It is usable (e.g. a VPC in state `available`).
     pub ready: bool,
-    pub at_provider: Option<A>,
+    pub at_provider: Option<K::AtProvider>,
     /// Written to `writeConnectionSecretToRef`.
     pub connection_details: BTreeMap<String, String>,
 }
 
-impl<A> Observation<A> {
+impl<K: ManagedKind> Observation<K> {
     pub fn absent() -> Self {
         Self {
             exists: false,
@@ -197,6 +249,15 @@ impl<A> Observation<A> {
             ready: false,
             at_provider: None,
             connection_details: BTreeMap::new(),
+        }
+    }
+
+    /// The resource `external_name` exists; the rest follows with `..`.
+    pub fn exists(external_name: &str) -> Self {
+        Self {
+            exists: true,
+            external_name: Some(external_name.to_string()),
+            ..Self::absent()
         }
     }
 
@@ -214,7 +275,9 @@ impl<A> Observation<A> {
             .map(|d| {
                 format!(
                     "{} is immutable (cloud has {}, spec asks {})",
-                    d.field, d.observed, d.desired
+                    d.field.path(),
+                    d.observed,
+                    d.desired
                 )
             })
             .collect();
@@ -308,17 +371,14 @@ impl std::error::Error for CloudError {}
 pub trait External<K: ManagedKind>: Send + Sync {
     /// Read the cloud resource (by external name, or by owner tags) and compare
     /// it with the spec. Never changes anything.
-    async fn observe(
-        &self,
-        target: &Target<'_, K>,
-    ) -> Result<Observation<K::AtProvider>, CloudError>;
+    async fn observe(&self, target: &Target<'_, K>) -> Result<Observation<K>, CloudError>;
     /// Create the resource, tagged with the owner tags.
     async fn create(&self, target: &Target<'_, K>) -> Result<Created, CloudError>;
     /// Make the resource match the spec; `observed` is the last observation.
     async fn update(
         &self,
         target: &Target<'_, K>,
-        observed: &Observation<K::AtProvider>,
+        observed: &Observation<K>,
     ) -> Result<(), CloudError>;
     /// Delete the resource, or say what it waits for.
     async fn delete(&self, target: &Target<'_, K>) -> Result<Deletion, CloudError>;
@@ -365,6 +425,24 @@ pub trait KindVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    crate::field_keys! {
+        pub enum TestField { Name = "name" immutable, Size = "size" }
+    }
+
+    #[test]
+    fn compare_records_what_the_spec_sets_and_the_cloud_lacks() {
+        let mut diff = Vec::new();
+        diff.compare(TestField::Name, "a", Some("a"));
+        diff.compare(TestField::Size, 1, None::<i32>);
+        diff.compare(TestField::Name, "a", Some("b"));
+        diff.compare(TestField::Size, 1, Some(2));
+        assert_eq!(diff.len(), 2);
+        assert!(diff[0].immutable && !diff[1].immutable, "from field_keys!");
+        assert_eq!(diff[0].to_string(), r#"forProvider.name: "a" -> "b""#);
+        let erased: FieldDiff = diff[1].erase();
+        assert_eq!(erased.to_string(), "forProvider.size: 1 -> 2");
+    }
 
     #[test]
     fn a_map_diff_shows_only_what_differs() {

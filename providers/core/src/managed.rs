@@ -178,6 +178,8 @@ pub trait ManagedKind:
         + Send
         + Sync
         + 'static;
+    /// The fields `observe` compares and `update` changes.
+    type Field: crate::FieldKey;
 
     fn for_provider(&self) -> &Self::ForProvider;
     fn managed(&self) -> &ManagedFields;
@@ -187,13 +189,16 @@ pub trait ManagedKind:
 /// Declares a managed kind in `<group>/v1alpha1`: the custom resource with the
 /// common spec, status, printer columns (READY, SYNCED, EXTERNAL-NAME, AGE) and
 /// categories (`driftless`, `managed`, and the cloud's), plus its
-/// [`ManagedKind`] impl. Extra CEL rules on the whole object may follow.
+/// [`ManagedKind`] impl, and the [`crate::References`] of `forProvider`: its
+/// [`crate::reference!`] fields, by name. Extra CEL rules on the whole
+/// object may follow.
 ///
 /// ```text
 /// managed_resource! {
 ///     kind Bucket("Bucket"), spec BucketSpec, status BucketStatus("BucketStatus"),
 ///     group "aws.driftless.dev", category "aws",
-///     for_provider BucketParameters, at_provider BucketObservation,
+///     for_provider BucketParameters, at_provider BucketObservation, fields BucketField,
+///     references(),
 ///     validation(Rule::new("self.metadata.name.size() <= 63").message("name too long")),
 /// }
 /// ```
@@ -203,7 +208,8 @@ macro_rules! managed_resource {
         $(#[doc = $doc:tt])*
         kind $kind:ident($kind_str:tt), spec $spec:ident, status $status:ident($status_str:tt),
         group $group:tt, category $category:tt,
-        for_provider $fp:ty, at_provider $ap:ty
+        for_provider $fp:ty, at_provider $ap:ty, fields $fields:ty,
+        references($($reference:ident),*)
         $(, validation($($rule:tt)*))* $(,)?
     ) => {
         /// Status of the managed resource: `atProvider` and conditions.
@@ -235,9 +241,18 @@ macro_rules! managed_resource {
             pub managed: $crate::ManagedFields,
         }
 
+        /// The [`crate::reference!`] fields of `forProvider`.
+        impl $crate::References for $fp {
+            fn references(&self) -> Vec<$crate::Reference> {
+                let all: Vec<Option<$crate::Reference>> = vec![$(self.$reference.reference()),*];
+                all.into_iter().flatten().collect()
+            }
+        }
+
         impl $crate::ManagedKind for $kind {
             type ForProvider = $fp;
             type AtProvider = $ap;
+            type Field = $fields;
             fn for_provider(&self) -> &$fp {
                 &self.spec.for_provider
             }
@@ -247,6 +262,65 @@ macro_rules! managed_resource {
             fn managed_status(&self) -> Option<&$crate::ManagedStatus<$ap>> {
                 self.status.as_ref()
             }
+        }
+    };
+}
+
+/// Declares a kind's [`crate::FieldKey`] enum: one variant per compared
+/// field, with its path under `forProvider`, marked `immutable` when the
+/// cloud cannot change it in place.
+///
+/// ```text
+/// field_keys! { pub enum VpcField { CidrBlock = "cidrBlock" immutable, Tags = "tags" } }
+/// ```
+#[macro_export]
+macro_rules! field_keys {
+    (@immutable) => { false };
+    (@immutable immutable) => { true };
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident = $path:literal $($immutable:ident)?),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $crate::FieldKey for $name {
+            fn path(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => concat!("forProvider.", $path)),+
+                }
+            }
+
+            fn immutable(&self) -> bool {
+                match self {
+                    $(Self::$variant => $crate::field_keys!(@immutable $($immutable)?)),+
+                }
+            }
+        }
+    };
+}
+
+/// Declares a kind's `atProvider` struct: every field optional, and left
+/// out when unset (what the cloud reports may be partial).
+///
+/// ```text
+/// observation! { pub struct VpcObservation { vpc_id: String, state: String } }
+/// ```
+#[macro_export]
+macro_rules! observation {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[doc = $doc:literal])* $field:ident: $ty:ty),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            $(
+                $(#[doc = $doc])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
         }
     };
 }

@@ -61,19 +61,12 @@ impl Reference {
         by_ref: Option<&ObjectRef>,
         selector: Option<&Selector>,
     ) -> Option<Self> {
-        let source = if let Some(id) = id {
-            RefSource::Id(id.clone())
-        } else if let Some(r) = by_ref {
-            RefSource::Names(vec![r.name.clone()])
-        } else {
-            RefSource::Selector(selector?.match_labels.clone())
+        let given = match (id, by_ref) {
+            (Some(id), _) => Some(RefSource::Id(id.clone())),
+            (None, Some(r)) => Some(RefSource::Names(vec![r.name.clone()])),
+            (None, None) => None,
         };
-        Some(Self {
-            field,
-            target: ApiResource::erase::<T>(&()),
-            source,
-            many: false,
-        })
+        Self::of::<T>(field, given, selector, false)
     }
 
     /// Builds a list reference from literal ids, refs or a selector.
@@ -83,18 +76,34 @@ impl Reference {
         refs: &[ObjectRef],
         selector: Option<&Selector>,
     ) -> Option<Self> {
-        let source = if !ids.is_empty() {
-            RefSource::Ids(ids.to_vec())
+        let given = if !ids.is_empty() {
+            Some(RefSource::Ids(ids.to_vec()))
         } else if !refs.is_empty() {
-            RefSource::Names(refs.iter().map(|r| r.name.clone()).collect())
+            Some(RefSource::Names(
+                refs.iter().map(|r| r.name.clone()).collect(),
+            ))
         } else {
-            RefSource::Selector(selector?.match_labels.clone())
+            None
+        };
+        Self::of::<T>(field, given, selector, true)
+    }
+
+    /// `given` (ids or names), else the selector; `None` if neither is set.
+    fn of<T: kube::Resource<DynamicType = ()>>(
+        field: &'static str,
+        given: Option<RefSource>,
+        selector: Option<&Selector>,
+        many: bool,
+    ) -> Option<Self> {
+        let source = match given {
+            Some(source) => source,
+            None => RefSource::Selector(selector?.match_labels.clone()),
         };
         Some(Self {
             field,
             target: ApiResource::erase::<T>(&()),
             source,
-            many: true,
+            many,
         })
     }
 }
@@ -104,4 +113,118 @@ pub trait References {
     fn references(&self) -> Vec<Reference> {
         Vec::new()
     }
+}
+
+/// Adds `rule` to the object's `x-kubernetes-validations` (a kind with
+/// several required references keeps every rule).
+#[doc(hidden)]
+pub fn push_rule(schema: &mut schemars::Schema, rule: &str, message: &str) {
+    let rules = schema
+        .ensure_object()
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if let serde_json::Value::Array(rules) = rules {
+        rules.push(serde_json::json!({ "rule": rule, "message": message }));
+    }
+}
+
+/// Declares the `<x>Id` / `<x>Ref` / `<x>Selector` fields of one reference
+/// as a struct to `#[serde(flatten)]` into a kind's parameters. It carries
+/// the reference's [`References`] contribution and, for the kind to attach
+/// with `#[schemars(transform = Name::required)]`, the rule "one of ... is
+/// required" (a rule on the flattened struct itself would be dropped by
+/// schemars when the kind has rules of its own).
+///
+/// `one` references a single object (`Option<String>` id, `Option<ObjectRef>`);
+/// `many` a list (`Vec<String>` ids, `Vec<ObjectRef>`, every selector match).
+///
+/// ```text
+/// reference! {
+///     pub struct VpcOf(one Vpc = "Vpc") {
+///         /// The VPC's id. Immutable.
+///         id "vpcId", by_ref "vpcRef", selector "vpcSelector"
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! reference {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident(one $target:ty = $target_str:literal) {
+            $(#[doc = $id_doc:literal])*
+            id $id:literal, by_ref $by_ref:literal, selector $selector:literal $(,)?
+        }
+    ) => {
+        $crate::reference!(@struct [$(#[$meta])*] $name, $id, $by_ref, $selector,
+            id: Option<String>, Option<$crate::ObjectRef>, "Option::is_none", [$($id_doc)*],
+            concat!("A ", $target_str, " object in this namespace, instead of ", $id, "."),
+            concat!("The first ", $target_str, " (by name) in this namespace with these labels, instead of ", $id, "."));
+
+        impl $name {
+            pub fn reference(&self) -> Option<$crate::Reference> {
+                $crate::Reference::single::<$target>(
+                    $id,
+                    self.id.as_ref(),
+                    self.by_ref.as_ref(),
+                    self.selector.as_ref(),
+                )
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident(many $target:ty = $target_str:literal) {
+            $(#[doc = $id_doc:literal])*
+            ids $id:literal, by_ref $by_ref:literal, selector $selector:literal $(,)?
+        }
+    ) => {
+        $crate::reference!(@struct [$(#[$meta])*] $name, $id, $by_ref, $selector,
+            ids: Vec<String>, Vec<$crate::ObjectRef>, "Vec::is_empty", [$($id_doc)*],
+            concat!($target_str, " objects in this namespace, instead of ", $id, "."),
+            concat!("Every ", $target_str, " in this namespace with these labels, instead of ", $id, "."));
+
+        impl $name {
+            pub fn reference(&self) -> Option<$crate::Reference> {
+                $crate::Reference::list::<$target>(
+                    $id,
+                    &self.ids,
+                    &self.by_ref,
+                    self.selector.as_ref(),
+                )
+            }
+        }
+    };
+    (
+        @struct [$(#[$meta:meta])*] $name:ident, $id:literal, $by_ref:literal, $selector:literal,
+        $ids:ident: $id_ty:ty, $ref_ty:ty, $skip:literal, [$($id_doc:literal)*],
+        $ref_doc:expr, $selector_doc:expr
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Serialize, ::serde::Deserialize, Clone, Debug, Default, PartialEq, ::schemars::JsonSchema)]
+        pub struct $name {
+            $(#[doc = $id_doc])*
+            #[serde(rename = $id, default, skip_serializing_if = $skip)]
+            pub $ids: $id_ty,
+            #[doc = $ref_doc]
+            #[serde(rename = $by_ref, default, skip_serializing_if = $skip)]
+            pub by_ref: $ref_ty,
+            #[doc = $selector_doc]
+            #[serde(rename = $selector, default, skip_serializing_if = "Option::is_none")]
+            pub selector: Option<$crate::Selector>,
+        }
+
+        impl $name {
+            /// The key of the resolved id in `Target::resolved`.
+            pub const FIELD: &'static str = $id;
+
+            /// The schema rule that one of the three fields is set.
+            pub fn required(schema: &mut ::schemars::Schema) {
+                $crate::push_rule(
+                    schema,
+                    concat!("has(self.", $id, ") || has(self.", $by_ref, ") || has(self.", $selector, ")"),
+                    concat!("one of ", $id, ", ", $by_ref, " or ", $selector, " is required"),
+                );
+            }
+        }
+    };
 }

@@ -1,35 +1,37 @@
 //! `Instance` (aws.driftless.dev/v1alpha1): an EC2 instance. Ready when
 //! running; deleting the object terminates it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{
-    self as sdk, AttributeValue, InstanceStateName, InstanceType, ResourceType,
-};
-use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, Identity, ObjectRef,
-    Observation, Reference, References, Selector, Target,
-};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use aws_sdk_ec2::types::{AttributeValue, InstanceStateName, InstanceType};
+use driftless_provider::Identity;
 
+use super::prelude::*;
 use super::security_group::SecurityGroup;
 use super::subnet::Subnet;
-use super::{
-    desired_tags, filter, is_not_found, required, resolved, split_ids, tag_map, tag_specification,
-    tags_diff, Described, Ec2, Ec2Snapshots, Snapshot, PAGE_SIZE,
-};
-use crate::errors::cloud_error;
-use crate::{AwsKind, AwsSession};
+use super::{is_not_found, split_ids, PAGE_SIZE};
+
+reference! {
+    /// The subnet an instance is launched in.
+    pub struct SubnetReference(one Subnet = "Subnet") {
+        /// The subnet's id. Immutable.
+        id "subnetId", by_ref "subnetRef", selector "subnetSelector"
+    }
+}
+
+reference! {
+    /// The security groups of an instance.
+    pub struct SecurityGroupsReference(many SecurityGroup = "SecurityGroup") {
+        /// Security group ids (unset: the VPC's default group, and not compared).
+        ids "securityGroupIds", by_ref "securityGroupRefs", selector "securityGroupSelector"
+    }
+}
 
 /// The desired state of an instance.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = SubnetReference::required)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.subnetId) || has(self.subnetRef) || has(self.subnetSelector)",
-     "message": "one of subnetId, subnetRef or subnetSelector is required"},
     {"rule": "has(self.userData) == has(oldSelf.userData) && (!has(self.userData) || self.userData == oldSelf.userData)",
      "message": "userData is immutable: it is used only when the instance is launched"}
 ]))]
@@ -41,24 +43,10 @@ pub struct InstanceParameters {
     /// starts it again.
     #[schemars(length(min = 1))]
     pub instance_type: String,
-    /// The subnet's id. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet_id: Option<String>,
-    /// A Subnet object in this namespace, instead of subnetId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet_ref: Option<ObjectRef>,
-    /// The first Subnet (by name) in this namespace with these labels, instead of subnetId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet_selector: Option<Selector>,
-    /// Security group ids (unset: the VPC's default group, and not compared).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub security_group_ids: Vec<String>,
-    /// SecurityGroup objects in this namespace, instead of securityGroupIds.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub security_group_refs: Vec<ObjectRef>,
-    /// Every SecurityGroup in this namespace with these labels, instead of securityGroupIds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_group_selector: Option<Selector>,
+    #[serde(flatten)]
+    pub subnet: SubnetReference,
+    #[serde(flatten)]
+    pub security_groups: SecurityGroupsReference,
     /// An EC2 key pair's name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
@@ -73,21 +61,28 @@ pub struct InstanceParameters {
     pub tags: BTreeMap<String, String>,
 }
 
-/// What AWS reports about the instance.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<String>,
-    /// pending, running, stopping, stopped, shutting-down or terminated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_ip_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_ip_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub availability_zone: Option<String>,
+observation! {
+    /// What AWS reports about the instance.
+    pub struct InstanceObservation {
+        instance_id: String,
+        /// pending, running, stopping, stopped, shutting-down or terminated.
+        state: String,
+        private_ip_address: String,
+        public_ip_address: String,
+        availability_zone: String,
+    }
+}
+
+field_keys! {
+    /// What an instance's observation compares.
+    pub enum InstanceField {
+        ImageId = "imageId" immutable,
+        SubnetId = "subnetId" immutable,
+        KeyName = "keyName" immutable,
+        InstanceType = "instanceType",
+        SecurityGroupIds = "securityGroupIds",
+        Tags = "tags",
+    }
 }
 
 managed_resource! {
@@ -95,31 +90,8 @@ managed_resource! {
     /// annotation; set that annotation by hand to import an existing instance.
     kind Instance("Instance"), spec InstanceSpec, status InstanceStatus("InstanceStatus"),
     group "aws.driftless.dev", category "aws",
-    for_provider InstanceParameters, at_provider InstanceObservation,
-}
-
-impl References for InstanceParameters {
-    fn references(&self) -> Vec<Reference> {
-        let subnet = Reference::single::<Subnet>(
-            "subnetId",
-            self.subnet_id.as_ref(),
-            self.subnet_ref.as_ref(),
-            self.subnet_selector.as_ref(),
-        );
-        let groups = Reference::list::<SecurityGroup>(
-            "securityGroupIds",
-            &self.security_group_ids,
-            &self.security_group_refs,
-            self.security_group_selector.as_ref(),
-        );
-        subnet.into_iter().chain(groups).collect()
-    }
-}
-
-impl AwsKind for Instance {
-    fn external(session: &AwsSession, _spec: &InstanceParameters) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
+    for_provider InstanceParameters, at_provider InstanceObservation, fields InstanceField,
+    references(subnet, security_groups),
 }
 
 fn state_of(i: &sdk::Instance) -> Option<&InstanceStateName> {
@@ -150,8 +122,9 @@ impl Described for sdk::Instance {
         (state, ready)
     }
 
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.instances
+    fn not_deletable_yet(&self) -> Option<String> {
+        (state_of(self) == Some(&InstanceStateName::ShuttingDown))
+            .then(|| format!("instance {} is shutting down", self.id()))
     }
 
     async fn list(
@@ -231,63 +204,44 @@ fn launch_token(
 }
 
 #[async_trait]
-impl External<Instance> for Ec2 {
-    async fn list_owned(&self) -> Result<Vec<driftless_provider::Owned>, CloudError> {
-        Ec2::list_owned::<sdk::Instance>(self).await
-    }
+impl Ec2Kind for Instance {
+    type Sdk = sdk::Instance;
 
     async fn observe(
-        &self,
+        _ec2: &Ec2,
         t: &Target<'_, Instance>,
-    ) -> Result<Observation<InstanceObservation>, CloudError> {
-        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
-            return Ok(Observation::absent());
-        };
+        i: &sdk::Instance,
+    ) -> Observed<Instance> {
         let id = i.id().to_string();
-        let state = state_of(&i).cloned();
+        let state = state_of(i).cloned();
         let mut diff = Vec::new();
         // Going away: nothing to change (once terminated, it is recreated).
         if state != Some(InstanceStateName::ShuttingDown) {
             let image = i.image_id().unwrap_or_default();
-            if image != t.spec.image_id {
-                diff.push(
-                    FieldDiff::new("forProvider.imageId", image, &t.spec.image_id).immutable(),
-                );
-            }
+            diff.compare(InstanceField::ImageId, image, Some(&t.spec.image_id));
             let subnet = i.subnet_id().unwrap_or_default();
-            if let Some(want) = resolved(t, "subnetId").filter(|want| *want != subnet) {
-                diff.push(FieldDiff::new("forProvider.subnetId", subnet, want).immutable());
-            }
+            diff.compare(
+                InstanceField::SubnetId,
+                subnet,
+                resolved(t, SubnetReference::FIELD),
+            );
             let key = i.key_name().unwrap_or_default();
-            if let Some(want) = t.spec.key_name.as_ref().filter(|want| *want != key) {
-                diff.push(FieldDiff::new("forProvider.keyName", key, want).immutable());
-            }
-            let instance_type = i
-                .instance_type()
-                .map(InstanceType::as_str)
-                .unwrap_or_default();
-            if instance_type != t.spec.instance_type {
-                diff.push(FieldDiff::new(
-                    "forProvider.instanceType",
-                    instance_type,
-                    &t.spec.instance_type,
-                ));
-            }
-            if let Some(want) = resolved(t, "securityGroupIds") {
-                let want: BTreeSet<String> = split_ids(want).into_iter().collect();
-                let have: BTreeSet<String> = i
-                    .security_groups()
-                    .iter()
-                    .filter_map(|g| g.group_id().map(str::to_string))
-                    .collect();
-                if have != want {
-                    diff.push(FieldDiff::new("forProvider.securityGroupIds", have, want));
-                }
-            }
-            diff.extend(tags_diff(
-                &tag_map(i.tags()),
-                &desired_tags(t.identity, &t.spec.tags),
-            ));
+            diff.compare(InstanceField::KeyName, key, t.spec.key_name.as_ref());
+            let instance_type = i.instance_type().map_or("", InstanceType::as_str);
+            diff.compare(
+                InstanceField::InstanceType,
+                instance_type,
+                Some(&t.spec.instance_type),
+            );
+            let groups: BTreeSet<String> = i
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect();
+            let want = resolved(t, SecurityGroupsReference::FIELD);
+            let want = want.map(|w| split_ids(w).into_iter().collect::<BTreeSet<_>>());
+            diff.compare(InstanceField::SecurityGroupIds, groups, want);
+            diff.extend(tags_diff(InstanceField::Tags, i, t.identity, &t.spec.tags));
         }
         let private_ip = i.private_ip_address().map(str::to_string);
         let public_ip = i.public_ip_address().map(str::to_string);
@@ -303,8 +257,6 @@ impl External<Instance> for Ec2 {
                 .map(|ip| ("publicIpAddress".to_string(), ip)),
         );
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready: state == Some(InstanceStateName::Running),
             at_provider: Some(InstanceObservation {
@@ -318,21 +270,26 @@ impl External<Instance> for Ec2 {
                     .map(str::to_string),
             }),
             connection_details: details,
+            ..Observation::exists(i.id())
         })
     }
 
-    async fn create(&self, t: &Target<'_, Instance>) -> Result<Created, CloudError> {
-        let subnet = required(t, "subnetId", "subnetId, subnetRef or subnetSelector")?;
-        let groups = resolved(t, "securityGroupIds")
+    async fn create(ec2: &Ec2, t: &Target<'_, Instance>) -> Result<Created, CloudError> {
+        let subnet = required(
+            t,
+            SubnetReference::FIELD,
+            "subnetId, subnetRef or subnetSelector",
+        )?;
+        let groups = resolved(t, SecurityGroupsReference::FIELD)
             .map(split_ids)
             .unwrap_or_default();
-        let tags = desired_tags(t.identity, &t.spec.tags);
+        let tags = tag_specification(ResourceType::Instance, t.identity, &t.spec.tags);
         let mut token = launch_token(t.identity, t, subnet, &groups);
         // A token is remembered after its instance is terminated: if it names
         // an earlier incarnation of this object, derive the next one from it
         // (deterministically, so a retry after a crash derives the same).
         for _ in 0..8 {
-            let out = self
+            let out = ec2
                 .client
                 .run_instances()
                 .image_id(&t.spec.image_id)
@@ -349,7 +306,7 @@ impl External<Instance> for Ec2 {
                         .map(aws_smithy_types::base64::encode),
                 )
                 .client_token(&token)
-                .tag_specifications(tag_specification(ResourceType::Instance, &tags))
+                .tag_specifications(tags.clone())
                 .send()
                 .await
                 .map_err(cloud_error)?;
@@ -364,7 +321,7 @@ impl External<Instance> for Ec2 {
                 token = client_token(&[&token, &id]);
                 continue;
             }
-            let _written = self.created::<sdk::Instance>(t.identity, &id);
+            let _written = ec2.created::<sdk::Instance>(t.identity, &id);
             return Ok(Created { external_name: id });
         }
         Err(CloudError::retryable(
@@ -374,30 +331,20 @@ impl External<Instance> for Ec2 {
     }
 
     async fn update(
-        &self,
+        ec2: &Ec2,
         t: &Target<'_, Instance>,
-        observed: &Observation<InstanceObservation>,
+        i: &sdk::Instance,
+        fields: Vec<InstanceField>,
     ) -> Result<(), CloudError> {
-        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
-            return Ok(());
-        };
         let id = i.id();
-        let _written = self.writing::<sdk::Instance>(id);
-        for d in &observed.diff {
-            match d.field.as_str() {
-                "forProvider.tags" => {
-                    self.sync_tags(
-                        id,
-                        &tag_map(i.tags()),
-                        &desired_tags(t.identity, &t.spec.tags),
-                    )
-                    .await?
-                }
-                "forProvider.securityGroupIds" => {
-                    let groups = resolved(t, "securityGroupIds")
+        for field in fields {
+            match field {
+                InstanceField::Tags => ec2.sync_tags(i, t.identity, &t.spec.tags).await?,
+                InstanceField::SecurityGroupIds => {
+                    let groups = resolved(t, SecurityGroupsReference::FIELD)
                         .map(split_ids)
                         .unwrap_or_default();
-                    self.client
+                    ec2.client
                         .modify_instance_attribute()
                         .instance_id(id)
                         .set_groups(Some(groups))
@@ -405,31 +352,19 @@ impl External<Instance> for Ec2 {
                         .await
                         .map_err(cloud_error)?;
                 }
-                "forProvider.instanceType" => {
-                    self.resize(id, state_of(&i), &t.spec.instance_type).await?
+                InstanceField::InstanceType => {
+                    ec2.resize(id, state_of(i), &t.spec.instance_type).await?
                 }
-                _ => {}
+                InstanceField::ImageId | InstanceField::SubnetId | InstanceField::KeyName => {}
             }
         }
         Ok(())
     }
 
-    async fn delete(&self, t: &Target<'_, Instance>) -> Result<Deletion, CloudError> {
-        let Some(i) = self.find::<sdk::Instance, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        let id = i.id();
-        if state_of(&i) == Some(&InstanceStateName::ShuttingDown) {
-            return Ok(Deletion::Waiting(format!("instance {id} is shutting down")));
-        }
-        let _written = self.writing::<sdk::Instance>(id);
-        match self
-            .client
-            .terminate_instances()
-            .instance_ids(id)
-            .send()
-            .await
-        {
+    /// Nothing blocks a termination: no dependents to wait for.
+    async fn delete(ec2: &Ec2, i: &sdk::Instance) -> Result<Deletion, CloudError> {
+        let req = ec2.client.terminate_instances().instance_ids(i.id());
+        match req.send().await {
             Ok(_) => Ok(Deletion::Done),
             Err(e) if is_not_found(&e) => Ok(Deletion::Done),
             Err(e) => Err(cloud_error(e)),

@@ -2,60 +2,50 @@
 //! attached to at most one VPC. Unlike a subnet's, its VPC can change: it is
 //! detached from the old one and attached to the new one.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{self as sdk, ResourceType};
-use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, ObjectRef, Observation,
-    Reference, References, Selector, Target,
-};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
+use super::prelude::*;
 use super::vpc::Vpc;
-use super::{
-    desired_tags, is_dependency_violation, is_not_found, resolved, tag_map, tag_specification,
-    tags_diff, waiting_on, Described, Ec2, Ec2Snapshots, Snapshot, PAGE_SIZE,
-};
-use crate::errors::{cloud_error, code_of};
-use crate::{AwsKind, AwsSession};
+use super::{is_not_found, waiting_on};
+use crate::errors::code_of;
+
+reference! {
+    /// The VPC a gateway is attached to.
+    pub struct AttachedVpc(one Vpc = "Vpc") {
+        /// The VPC to attach to (unset: detached). Changing it moves the gateway.
+        id "vpcId", by_ref "vpcRef", selector "vpcSelector"
+    }
+}
 
 /// The desired state of an internet gateway.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InternetGatewayParameters {
-    /// The VPC to attach to (unset: detached). Changing it moves the gateway.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    /// A Vpc object in this namespace, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_ref: Option<ObjectRef>,
-    /// The first Vpc (by name) in this namespace with these labels, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_selector: Option<Selector>,
+    #[serde(flatten)]
+    pub vpc: AttachedVpc,
     /// Tags of the gateway. driftless adds its own `driftless.dev/*` owner tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 40))]
     pub tags: BTreeMap<String, String>,
 }
 
-/// What AWS reports about the internet gateway.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InternetGatewayObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub internet_gateway_id: Option<String>,
-    /// The VPC it is attached to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    /// The attachment's state (`available` when attached), or `detached`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    /// The AWS account that owns the gateway.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_id: Option<String>,
+observation! {
+    /// What AWS reports about the internet gateway.
+    pub struct InternetGatewayObservation {
+        internet_gateway_id: String,
+        /// The VPC it is attached to.
+        vpc_id: String,
+        /// The attachment's state (`available` when attached), or `detached`.
+        state: String,
+        /// The AWS account that owns the gateway.
+        owner_id: String,
+    }
+}
+
+field_keys! {
+    /// What an internet gateway's observation compares.
+    pub enum InternetGatewayField {
+        VpcId = "vpcId",
+        Tags = "tags",
+    }
 }
 
 managed_resource! {
@@ -65,74 +55,18 @@ managed_resource! {
     kind InternetGateway("InternetGateway"), spec InternetGatewaySpec, status InternetGatewayStatus("InternetGatewayStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider InternetGatewayParameters, at_provider InternetGatewayObservation,
+    fields InternetGatewayField,
+    references(vpc),
 }
 
-impl References for InternetGatewayParameters {
-    fn references(&self) -> Vec<Reference> {
-        Reference::single::<Vpc>(
-            "vpcId",
-            self.vpc_id.as_ref(),
-            self.vpc_ref.as_ref(),
-            self.vpc_selector.as_ref(),
-        )
-        .into_iter()
-        .collect()
-    }
-}
-
-impl AwsKind for InternetGateway {
-    fn external(
-        session: &AwsSession,
-        _spec: &InternetGatewayParameters,
-    ) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
-}
-
-#[async_trait]
-impl Described for sdk::InternetGateway {
-    const WHAT: &'static str = "internet gateway";
-
-    fn id(&self) -> &str {
-        self.internet_gateway_id().unwrap_or_default()
-    }
-
-    fn tags(&self) -> &[sdk::Tag] {
-        sdk::InternetGateway::tags(self)
-    }
-
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.internet_gateways
-    }
-
-    async fn list(
-        ec2: &aws_sdk_ec2::Client,
-        filters: Vec<sdk::Filter>,
-    ) -> Result<Vec<Self>, CloudError> {
-        ec2.describe_internet_gateways()
-            .set_filters(Some(filters))
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(cloud_error)
-    }
-
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError> {
-        match ec2
-            .describe_internet_gateways()
-            .internet_gateway_ids(id)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.internet_gateways().first().cloned()),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(cloud_error(e)),
-        }
-    }
-}
+described!(
+    sdk::InternetGateway,
+    "internet gateway",
+    internet_gateway_id,
+    describe_internet_gateways,
+    internet_gateway_ids,
+    internet_gateways
+);
 
 /// The VPC the gateway is attached to (or attaching), if any.
 fn attached(igw: &sdk::InternetGateway) -> Option<(&str, &str)> {
@@ -184,40 +118,34 @@ impl Ec2 {
 }
 
 #[async_trait]
-impl External<InternetGateway> for Ec2 {
-    async fn list_owned(&self) -> Result<Vec<driftless_provider::Owned>, CloudError> {
-        Ec2::list_owned::<sdk::InternetGateway>(self).await
-    }
+impl Ec2Kind for InternetGateway {
+    type Sdk = sdk::InternetGateway;
 
     async fn observe(
-        &self,
+        _ec2: &Ec2,
         t: &Target<'_, InternetGateway>,
-    ) -> Result<Observation<InternetGatewayObservation>, CloudError> {
-        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
-            return Ok(Observation::absent());
-        };
+        igw: &sdk::InternetGateway,
+    ) -> Observed<InternetGateway> {
         let id = igw.id().to_string();
-        let have = attached(&igw);
-        let want = resolved(t, "vpcId");
+        let have = attached(igw);
         let mut diff = Vec::new();
-        if have.map(|(vpc, _)| vpc) != want {
-            diff.push(FieldDiff::new(
-                "forProvider.vpcId",
-                have.map(|(vpc, _)| vpc),
-                want,
-            ));
-        }
+        let want = resolved(t, AttachedVpc::FIELD);
+        diff.compare(
+            InternetGatewayField::VpcId,
+            have.map(|(vpc, _)| vpc),
+            Some(want),
+        );
         diff.extend(tags_diff(
-            &tag_map(igw.tags()),
-            &desired_tags(t.identity, &t.spec.tags),
+            InternetGatewayField::Tags,
+            igw,
+            t.identity,
+            &t.spec.tags,
         ));
         // Ready: not attaching or detaching (where to is the diff's business).
         let ready = have.is_none_or(|(_, state)| state == "available");
         let mut details = BTreeMap::from([("internetGatewayId".to_string(), id.clone())]);
         details.extend(have.map(|(vpc, _)| ("vpcId".to_string(), vpc.to_string())));
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready,
             at_provider: Some(InternetGatewayObservation {
@@ -227,100 +155,66 @@ impl External<InternetGateway> for Ec2 {
                 owner_id: igw.owner_id().map(str::to_string),
             }),
             connection_details: details,
+            ..Observation::exists(igw.id())
         })
     }
 
-    async fn create(&self, t: &Target<'_, InternetGateway>) -> Result<Created, CloudError> {
-        let tags = desired_tags(t.identity, &t.spec.tags);
-        let out = self
+    async fn create(ec2: &Ec2, t: &Target<'_, InternetGateway>) -> Result<Created, CloudError> {
+        let tags = tag_specification(ResourceType::InternetGateway, t.identity, &t.spec.tags);
+        let out = ec2
             .client
             .create_internet_gateway()
-            .tag_specifications(tag_specification(ResourceType::InternetGateway, &tags))
+            .tag_specifications(tags)
             .send()
             .await
             .map_err(cloud_error)?;
-        let id = out
+        let igw_id = out
             .internet_gateway()
-            .and_then(sdk::InternetGateway::internet_gateway_id)
-            .ok_or_else(|| {
-                CloudError::retryable(
-                    "InvalidResponse",
-                    "CreateInternetGateway returned no gateway id",
-                )
-            })?
-            .to_string();
-        let _written = self.created::<sdk::InternetGateway>(t.identity, &id);
-        self.attach(&id, None, resolved(t, "vpcId")).await?;
+            .and_then(sdk::InternetGateway::internet_gateway_id);
+        let id = new_id(igw_id, "CreateInternetGateway returned no gateway id")?;
+        let _written = ec2.created::<sdk::InternetGateway>(t.identity, &id);
+        ec2.attach(&id, None, resolved(t, AttachedVpc::FIELD))
+            .await?;
         Ok(Created { external_name: id })
     }
 
     async fn update(
-        &self,
+        ec2: &Ec2,
         t: &Target<'_, InternetGateway>,
-        observed: &Observation<InternetGatewayObservation>,
+        igw: &sdk::InternetGateway,
+        fields: Vec<InternetGatewayField>,
     ) -> Result<(), CloudError> {
-        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
-            return Ok(());
-        };
-        let id = igw.id();
-        let _written = self.writing::<sdk::InternetGateway>(id);
-        for d in &observed.diff {
-            match d.field.as_str() {
-                "forProvider.vpcId" => {
-                    let have = attached(&igw).map(|(vpc, _)| vpc);
-                    self.attach(id, have, resolved(t, "vpcId")).await?
+        for field in fields {
+            match field {
+                InternetGatewayField::VpcId => {
+                    let have = attached(igw).map(|(vpc, _)| vpc);
+                    ec2.attach(igw.id(), have, resolved(t, AttachedVpc::FIELD))
+                        .await?
                 }
-                "forProvider.tags" => {
-                    self.sync_tags(
-                        id,
-                        &tag_map(igw.tags()),
-                        &desired_tags(t.identity, &t.spec.tags),
-                    )
-                    .await?
-                }
-                _ => {}
+                InternetGatewayField::Tags => ec2.sync_tags(igw, t.identity, &t.spec.tags).await?,
             }
         }
         Ok(())
     }
 
-    async fn delete(&self, t: &Target<'_, InternetGateway>) -> Result<Deletion, CloudError> {
-        let Some(igw) = self.find::<sdk::InternetGateway, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
+    async fn delete(ec2: &Ec2, igw: &sdk::InternetGateway) -> Result<Deletion, CloudError> {
         let id = igw.id();
-        let _written = self.writing::<sdk::InternetGateway>(id);
         // A gateway is deleted detached. Detaching fails while the VPC has
         // public addresses mapped: that is a wait, not an error.
-        let have = attached(&igw).map(|(vpc, _)| vpc);
-        match self.attach(id, have, None).await {
-            Ok(()) => {}
+        let have = attached(igw).map(|(vpc, _)| vpc);
+        match ec2.attach(id, have, None).await {
             Err(e) if e.code == "DependencyViolation" => {
-                return Ok(Deletion::Waiting(waiting_on(
-                    "internet gateway",
-                    id,
-                    &[],
-                    &e.to_string(),
-                )))
+                let why = waiting_on(sdk::InternetGateway::WHAT, id, &[], &e.to_string());
+                return Ok(Deletion::Waiting(why));
             }
-            Err(e) => return Err(e),
+            other => other?,
         }
-        match self
+        let sent = ec2
             .client
             .delete_internet_gateway()
             .internet_gateway_id(id)
             .send()
-            .await
-        {
-            Ok(_) => Ok(Deletion::Done),
-            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
-            Err(e) if is_dependency_violation(&e) => Ok(Deletion::Waiting(waiting_on(
-                "internet gateway",
-                id,
-                &[],
-                &cloud_error(e).to_string(),
-            ))),
-            Err(e) => Err(cloud_error(e)),
-        }
+            .await;
+        ec2.deletion(igw, sent).await
     }
 }

@@ -1,11 +1,11 @@
-//! Amazon EC2 kinds (`Vpc`, `Subnet`, `SecurityGroup`, `Instance`,
-//! `InternetGateway`) and what
-//! they share: tags, filters, ownership, error mapping and batched observation.
+//! Amazon EC2 kinds, one file each, and what they share: tags, filters,
+//! ownership, error mapping, batched observation (`snapshot.rs`) and the
+//! `External` impl every EC2 kind uses (`kind.rs`).
 //!
 //! # Batched observation
 //!
 //! Observing N resources one describe call each costs N calls per poll. Instead,
-//! every ProviderConfig's session holds one [`Snapshot`] per kind: the result of
+//! every ProviderConfig's session holds one snapshot per kind: the result of
 //! one paginated describe call filtered on `tag:driftless.dev/managed-by`, which
 //! serves the observation of every resource of that kind for up to
 //! `max_age` (the poll interval: reconciles are spread over the poll by
@@ -20,24 +20,48 @@
 
 pub mod instance;
 pub mod internet_gateway;
+mod kind;
 pub mod security_group;
+mod snapshot;
 pub mod subnet;
 pub mod vpc;
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
 use driftless_provider::{
-    CloudError, FieldDiff, Identity, ManagedKind, Owned, Target, TAG_KIND, TAG_MANAGED_BY,
-    TAG_OWNER,
+    CloudError, Deletion, FieldDiff, FieldKey, Identity, ManagedKind, Owned, Target, TAG_KIND,
+    TAG_MANAGED_BY, TAG_OWNER,
 };
 
 use crate::errors::{cloud_error, code_of};
 use crate::AwsSession;
+pub(crate) use kind::{described, Described, Ec2Kind, Observed};
+pub use snapshot::Ec2Snapshots;
+use snapshot::Writing;
+
+/// What every EC2 kind's file uses.
+pub(crate) mod prelude {
+    pub(crate) use std::collections::BTreeMap;
+
+    pub(crate) use async_trait::async_trait;
+    pub(crate) use aws_sdk_ec2::types::{self as sdk, ResourceType};
+    pub(crate) use driftless_provider::{
+        field_keys, managed_resource, observation, reference, CloudError, Compare, Created,
+        Deletion, FieldDiff, Observation, Target,
+    };
+    pub(crate) use schemars::JsonSchema;
+    pub(crate) use serde::{Deserialize, Serialize};
+
+    pub(crate) use super::{
+        cidr_rule, described, filter, new_id, required, resolved, tag_specification, tags_diff,
+        Described, Ec2, Ec2Kind, Observed,
+    };
+    pub(crate) use crate::errors::cloud_error;
+}
 
 /// Largest page the EC2 describe calls allow: fewest calls per snapshot.
 pub(crate) const PAGE_SIZE: i32 = 1000;
@@ -98,7 +122,7 @@ impl Ec2 {
         &self,
         identity: &Identity,
     ) -> Result<Vec<R>, CloudError> {
-        let snapshot = R::snapshot(&self.snapshots);
+        let snapshot = self.snapshots.of::<R>();
         self.refresh::<R>().await?;
         let (listed, created) = snapshot.owned_by(identity);
         let mut owned = listed;
@@ -112,7 +136,8 @@ impl Ec2 {
     }
 
     async fn refresh<R: Described>(&self) -> Result<(), CloudError> {
-        R::snapshot(&self.snapshots)
+        self.snapshots
+            .of::<R>()
             .refresh_if_older(self.snapshots.max_age, || {
                 R::list(
                     &self.client,
@@ -147,7 +172,7 @@ impl Ec2 {
 
     /// A resource by id, from the snapshot when it holds a current entry.
     async fn by_id<R: Described>(&self, id: &str) -> Result<Option<R>, CloudError> {
-        let snapshot = R::snapshot(&self.snapshots);
+        let snapshot = self.snapshots.of::<R>();
         self.refresh::<R>().await?;
         if let Some(r) = snapshot.current(id) {
             return Ok(Some(r));
@@ -164,55 +189,84 @@ impl Ec2 {
     /// in flight cannot hide them, and the next observation re-reads `id`.
     /// Like [`Self::writing`], for the id a create just returned: the
     /// owner lookup of [`Self::find`] finds it before the next listing does.
-    pub(crate) fn created<R: Described>(&self, identity: &Identity, id: &str) -> Writing<'_, R> {
-        R::snapshot(&self.snapshots).created(identity, id);
+    pub(crate) fn created<R: Described>(&self, identity: &Identity, id: &str) -> Writing<R> {
+        self.snapshots.of::<R>().created(identity, id);
         self.writing::<R>(id)
     }
 
-    pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<'_, R> {
-        R::snapshot(&self.snapshots).written(id);
+    pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<R> {
+        let snapshot = self.snapshots.of::<R>();
+        snapshot.written(id);
         Writing {
-            snapshot: R::snapshot(&self.snapshots),
+            snapshot,
             id: id.to_string(),
         }
     }
 
-    /// Makes the tags of `id` equal `want` (AWS's own `aws:` tags aside).
-    pub(crate) async fn sync_tags(
+    /// Makes the tags of `r` equal the spec's plus the owner tags (AWS's own
+    /// `aws:` tags aside).
+    pub(crate) async fn sync_tags<R: Described>(
         &self,
-        id: &str,
-        have: &BTreeMap<String, String>,
-        want: &BTreeMap<String, String>,
+        r: &R,
+        identity: &Identity,
+        spec: &BTreeMap<String, String>,
     ) -> Result<(), CloudError> {
+        let (have, want) = (tag_map(r.tags()), desired_tags(identity, spec));
         let set: Vec<Tag> = want
             .iter()
             .filter(|(k, v)| have.get(*k) != Some(*v))
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        if !set.is_empty() {
-            self.client
-                .create_tags()
-                .resources(id)
-                .set_tags(Some(set))
-                .send()
-                .await
-                .map_err(cloud_error)?;
-        }
         let unset: Vec<Tag> = have
             .keys()
             .filter(|k| !want.contains_key(*k))
             .map(|k| Tag::builder().key(k).build())
             .collect();
-        if !unset.is_empty() {
-            self.client
-                .delete_tags()
-                .resources(id)
-                .set_tags(Some(unset))
-                .send()
-                .await
-                .map_err(cloud_error)?;
+        // The two calls differ only in their builder's type.
+        macro_rules! send {
+            ($call:ident, $tags:expr) => {
+                if !$tags.is_empty() {
+                    let req = self.client.$call().resources(r.id());
+                    req.set_tags(Some($tags))
+                        .send()
+                        .await
+                        .map_err(cloud_error)?;
+                }
+            };
         }
+        send!(create_tags, set);
+        send!(delete_tags, unset);
         Ok(())
+    }
+
+    /// The outcome of a delete call on `r`: NotFound is Done; a dependency
+    /// is Waiting, naming [`Described::dependents`].
+    pub(crate) async fn deletion<R: Described, O, E>(
+        &self,
+        r: &R,
+        sent: Result<O, SdkError<E, Response>>,
+    ) -> Result<Deletion, CloudError>
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        match sent {
+            Ok(_) => Ok(Deletion::Done),
+            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
+            Err(e) if is_dependency_violation(&e) => {
+                let dependents = R::dependents(self, r.id()).await?;
+                Ok(Deletion::Waiting(waiting_on(
+                    R::WHAT,
+                    r.id(),
+                    &dependents,
+                    &cloud_error(e).to_string(),
+                )))
+            }
+            Err(e) => Err(cloud_error(e)),
+        }
     }
 
     /// What is still inside VPC `vpc_id`, each named by id and owner.
@@ -287,180 +341,6 @@ impl Ec2 {
     }
 }
 
-/// See [`Ec2::writing`].
-pub(crate) struct Writing<'a, R: Described> {
-    snapshot: &'a Snapshot<R>,
-    id: String,
-}
-
-impl<R: Described> Drop for Writing<'_, R> {
-    fn drop(&mut self) {
-        self.snapshot.written(&self.id);
-    }
-}
-
-/// An EC2 resource as a describe call returns it.
-#[async_trait]
-pub(crate) trait Described: Clone + Send + Sync + 'static {
-    /// How messages name the kind, e.g. `VPC`.
-    const WHAT: &'static str;
-    fn id(&self) -> &str;
-    fn tags(&self) -> &[Tag];
-    /// Listed but no longer a resource (a terminated instance).
-    fn gone(&self) -> bool {
-        false
-    }
-    /// The cloud's word for its state, and whether that means ready.
-    fn state(&self) -> (String, bool) {
-        ("available".to_string(), true)
-    }
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self>;
-    /// Every resource matching `filters`, all pages.
-    async fn list(ec2: &aws_sdk_ec2::Client, filters: Vec<Filter>)
-        -> Result<Vec<Self>, CloudError>;
-    /// One resource by id; `None` when it does not exist.
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError>;
-}
-
-/// The per-ProviderConfig snapshots, one per kind (see the module docs).
-pub struct Ec2Snapshots {
-    max_age: Duration,
-    vpcs: Snapshot<aws_sdk_ec2::types::Vpc>,
-    subnets: Snapshot<aws_sdk_ec2::types::Subnet>,
-    security_groups: Snapshot<aws_sdk_ec2::types::SecurityGroup>,
-    instances: Snapshot<aws_sdk_ec2::types::Instance>,
-    internet_gateways: Snapshot<aws_sdk_ec2::types::InternetGateway>,
-}
-
-impl Ec2Snapshots {
-    pub(crate) fn new(max_age: Duration) -> Self {
-        Self {
-            max_age,
-            vpcs: Snapshot::default(),
-            subnets: Snapshot::default(),
-            security_groups: Snapshot::default(),
-            instances: Snapshot::default(),
-            internet_gateways: Snapshot::default(),
-        }
-    }
-}
-
-impl fmt::Debug for Ec2Snapshots {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ec2Snapshots")
-            .field("max_age", &self.max_age)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The last listing of one kind, and the ids written since.
-pub(crate) struct Snapshot<T> {
-    /// Held while listing, so concurrent observes share one refresh.
-    refresh: tokio::sync::Mutex<()>,
-    state: Mutex<SnapshotState<T>>,
-}
-
-struct SnapshotState<T> {
-    /// When the listing now held was started (`None`: never listed).
-    taken: Option<Instant>,
-    items: HashMap<String, T>,
-    /// Ids written after `taken`, with when.
-    written: HashMap<String, Instant>,
-    /// Ids created after `taken`, by owner, with when.
-    created: HashMap<String, (String, Instant)>,
-}
-
-impl<T> Default for Snapshot<T> {
-    fn default() -> Self {
-        Self {
-            refresh: tokio::sync::Mutex::new(()),
-            state: Mutex::new(SnapshotState {
-                taken: None,
-                items: HashMap::new(),
-                written: HashMap::new(),
-                created: HashMap::new(),
-            }),
-        }
-    }
-}
-
-impl<T: Described> Snapshot<T> {
-    fn fresh(&self, max_age: Duration) -> bool {
-        let state = self.state.lock().expect("snapshot poisoned");
-        state.taken.is_some_and(|t| t.elapsed() < max_age)
-    }
-
-    async fn refresh_if_older<F, Fut>(&self, max_age: Duration, list: F) -> Result<(), CloudError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<T>, CloudError>>,
-    {
-        if self.fresh(max_age) {
-            return Ok(());
-        }
-        let _one_at_a_time = self.refresh.lock().await;
-        if self.fresh(max_age) {
-            return Ok(()); // another observe refreshed it while we waited
-        }
-        let started = Instant::now();
-        let items = list().await?;
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        state.items = items.into_iter().map(|r| (r.id().to_string(), r)).collect();
-        state.taken = Some(started);
-        state.written.retain(|_, at| *at >= started);
-        state.created.retain(|_, (_, at)| *at >= started);
-        Ok(())
-    }
-
-    /// The listed resources that carry `identity`'s owner tags, and the ids
-    /// created for it since the listing.
-    fn owned_by(&self, identity: &Identity) -> (Vec<T>, Vec<String>) {
-        let state = self.state.lock().expect("snapshot poisoned");
-        let listed = state
-            .items
-            .values()
-            .filter(|r| identity.owns(&tag_map(r.tags())))
-            .cloned()
-            .collect();
-        let created = state
-            .created
-            .get(&identity.owner())
-            .map(|(id, _)| vec![id.clone()])
-            .unwrap_or_default();
-        (listed, created)
-    }
-
-    fn created(&self, identity: &Identity, id: &str) {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        state
-            .created
-            .insert(identity.owner(), (id.to_string(), Instant::now()));
-    }
-
-    /// The entry for `id`, unless absent or written since the listing (then
-    /// the caller re-reads it, once: the write mark is consumed here).
-    fn current(&self, id: &str) -> Option<T> {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        if state.written.remove(id).is_some() {
-            return None;
-        }
-        state.items.get(id).cloned()
-    }
-
-    fn store(&self, id: &str, item: Option<T>) {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        match item {
-            Some(r) => state.items.insert(id.to_string(), r),
-            None => state.items.remove(id),
-        };
-    }
-
-    fn written(&self, id: &str) {
-        let mut state = self.state.lock().expect("snapshot poisoned");
-        state.written.insert(id.to_string(), Instant::now());
-    }
-}
-
 /// An EC2 describe filter.
 pub(crate) fn filter<I, S>(name: &str, values: I) -> Filter
 where
@@ -508,24 +388,43 @@ pub(crate) fn desired_tags(
 /// for an instant, so a lost create result is always found again.
 pub(crate) fn tag_specification(
     rt: ResourceType,
-    tags: &BTreeMap<String, String>,
+    identity: &Identity,
+    spec: &BTreeMap<String, String>,
 ) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(rt)
         .set_tags(Some(
-            tags.iter()
+            desired_tags(identity, spec)
+                .iter()
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect(),
         ))
         .build()
 }
 
-/// The tag diff, if the cloud's tags differ from `want`.
-pub(crate) fn tags_diff(
-    have: &BTreeMap<String, String>,
-    want: &BTreeMap<String, String>,
-) -> Option<FieldDiff> {
-    (have != want).then(|| FieldDiff::map("forProvider.tags", have, want))
+/// The tag diff, if the tags of `r` differ from the spec's plus the owner tags.
+pub(crate) fn tags_diff<F: FieldKey>(
+    field: F,
+    r: &impl Described,
+    identity: &Identity,
+    spec: &BTreeMap<String, String>,
+) -> Option<FieldDiff<F>> {
+    let (have, want) = (tag_map(r.tags()), desired_tags(identity, spec));
+    (have != want).then(|| FieldDiff::map(field, &have, &want))
+}
+
+/// The id a create call returned; `missing` says which call returned none.
+pub(crate) fn new_id(id: Option<&str>, missing: &str) -> Result<String, CloudError> {
+    id.map(str::to_string)
+        .ok_or_else(|| CloudError::retryable("InvalidResponse", missing))
+}
+
+/// The CEL rule of an IPv4 CIDR field, prefix /16 to /28 as EC2 allows.
+pub(crate) fn cidr_rule(example: &str) -> serde_json::Value {
+    serde_json::json!({
+        "rule": "self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(1[6-9]|2[0-8])$')",
+        "message": format!("cidrBlock must be an IPv4 CIDR block with a prefix from /16 to /28, e.g. {example}")
+    })
 }
 
 /// Refuses a resource that another driftless object owns.

@@ -6,29 +6,15 @@
 //! allow-all egress rule, and a spec without `egress` keeps whatever egress the
 //! group has. `egress: []` removes every egress rule, that default included.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{
-    self as sdk, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, UserIdGroupPair,
-};
-use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, ObjectRef, Observation,
-    Reference, References, Selector, Target,
-};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, PrefixListId, UserIdGroupPair};
 
-use super::vpc::Vpc;
-use super::{
-    desired_tags, filter, is_dependency_violation, is_not_found, label, required, resolved,
-    tag_map, tag_specification, tags_diff, waiting_on, Described, Ec2, Ec2Snapshots, Snapshot,
-    PAGE_SIZE,
-};
-use crate::errors::{cloud_error, code_of};
-use crate::{AwsKind, AwsSession};
+use super::label;
+use super::prelude::*;
+use super::vpc::VpcReference;
+use crate::errors::code_of;
 
 /// One rule. Each CIDR block and group it names is one permission in AWS.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -70,20 +56,10 @@ pub struct SecurityGroupRule {
 /// The desired state of a security group.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.vpcId) || has(self.vpcRef) || has(self.vpcSelector)",
-    "message": "one of vpcId, vpcRef or vpcSelector is required"
-}]))]
+#[schemars(transform = VpcReference::required)]
 pub struct SecurityGroupParameters {
-    /// The VPC's id. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    /// A Vpc object in this namespace, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_ref: Option<ObjectRef>,
-    /// The first Vpc (by name) in this namespace with these labels, instead of vpcId.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_selector: Option<Selector>,
+    #[serde(flatten)]
+    pub vpc: VpcReference,
     /// The group's name (default: `metadata.name`; compared only when set). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
@@ -110,18 +86,26 @@ pub struct SecurityGroupParameters {
     pub tags: BTreeMap<String, String>,
 }
 
-/// What AWS reports about the security group.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecurityGroupObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_group_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arn: Option<String>,
+observation! {
+    /// What AWS reports about the security group.
+    pub struct SecurityGroupObservation {
+        security_group_id: String,
+        group_name: String,
+        vpc_id: String,
+        arn: String,
+    }
+}
+
+field_keys! {
+    /// What a security group's observation compares.
+    pub enum SecurityGroupField {
+        VpcId = "vpcId" immutable,
+        GroupName = "groupName" immutable,
+        Description = "description" immutable,
+        Ingress = "ingress",
+        Egress = "egress",
+        Tags = "tags",
+    }
 }
 
 managed_resource! {
@@ -131,66 +115,29 @@ managed_resource! {
     kind SecurityGroup("SecurityGroup"), spec SecurityGroupSpec, status SecurityGroupStatus("SecurityGroupStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider SecurityGroupParameters, at_provider SecurityGroupObservation,
+    fields SecurityGroupField,
+    references(vpc),
 }
 
-impl References for SecurityGroupParameters {
-    fn references(&self) -> Vec<Reference> {
-        Reference::single::<Vpc>(
-            "vpcId",
-            self.vpc_id.as_ref(),
-            self.vpc_ref.as_ref(),
-            self.vpc_selector.as_ref(),
-        )
-        .into_iter()
-        .collect()
-    }
-}
-
-impl AwsKind for SecurityGroup {
-    fn external(session: &AwsSession, _spec: &SecurityGroupParameters) -> Arc<dyn External<Self>> {
-        Arc::new(Ec2::new(session))
-    }
-}
-
-#[async_trait]
-impl Described for sdk::SecurityGroup {
-    const WHAT: &'static str = "security group";
-
-    fn id(&self) -> &str {
-        self.group_id().unwrap_or_default()
-    }
-
-    fn tags(&self) -> &[sdk::Tag] {
-        sdk::SecurityGroup::tags(self)
-    }
-
-    fn snapshot(s: &Ec2Snapshots) -> &Snapshot<Self> {
-        &s.security_groups
-    }
-
-    async fn list(
-        ec2: &aws_sdk_ec2::Client,
-        filters: Vec<sdk::Filter>,
-    ) -> Result<Vec<Self>, CloudError> {
-        ec2.describe_security_groups()
-            .set_filters(Some(filters))
-            .into_paginator()
-            .page_size(PAGE_SIZE)
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(cloud_error)
-    }
-
-    async fn describe_one(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Self>, CloudError> {
-        match ec2.describe_security_groups().group_ids(id).send().await {
-            Ok(out) => Ok(out.security_groups().first().cloned()),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(cloud_error(e)),
+described!(sdk::SecurityGroup, "security group", group_id, describe_security_groups, group_ids, security_groups {
+    /// Instances, interfaces, and groups whose rules name it.
+    async fn dependents(ec2: &Ec2, id: &str) -> Result<Vec<String>, CloudError> {
+        let mut found = ec2.instances_where(filter("instance.group-id", [id])).await?;
+        found.extend(ec2.interfaces_where(filter("group-id", [id])).await?);
+        for key in ["ip-permission.group-id", "egress.ip-permission.group-id"] {
+            for g in Self::list(&ec2.client, vec![filter(key, [id])]).await? {
+                let name = format!(
+                    "{} whose rules name it",
+                    label("security group", g.id(), g.tags())
+                );
+                if g.id() != id && !found.contains(&name) {
+                    found.push(name);
+                }
+            }
         }
+        Ok(found)
     }
-}
+});
 
 /// One normalized permission: a protocol, a port range and one source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -229,7 +176,7 @@ impl fmt::Display for Permission {
 }
 
 /// Names and numbers of the same protocol compare equal; `all` is `-1`.
-fn protocol(p: &str) -> String {
+fn normalized(p: &str) -> String {
     match p.to_ascii_lowercase().as_str() {
         "all" | "-1" => "-1".into(),
         "6" => "tcp".into(),
@@ -248,62 +195,52 @@ fn ports(protocol: &str, from: Option<i32>, to: Option<i32>) -> Option<(i32, i32
     }
 }
 
+/// One permission per source of a rule.
+fn expand(
+    protocol: &str,
+    from: Option<i32>,
+    to: Option<i32>,
+    sources: impl Iterator<Item = Source>,
+) -> impl Iterator<Item = Permission> {
+    let protocol = normalized(protocol);
+    let ports = ports(&protocol, from, to);
+    sources.map(move |source| Permission {
+        protocol: protocol.clone(),
+        ports,
+        source,
+    })
+}
+
 fn desired(rules: &[SecurityGroupRule]) -> BTreeSet<Permission> {
-    let mut set = BTreeSet::new();
-    for r in rules {
-        let protocol = protocol(&r.protocol);
-        let ports = ports(&protocol, r.from_port, r.to_port);
+    let expanded = rules.iter().map(|r| {
         let sources = r.cidr_blocks.iter().cloned().map(Source::Cidr);
         let sources = sources.chain(r.ipv6_cidr_blocks.iter().cloned().map(Source::Ipv6));
         let sources = sources.chain(r.security_group_ids.iter().cloned().map(Source::Group));
-        for source in sources {
-            set.insert(Permission {
-                protocol: protocol.clone(),
-                ports,
-                source,
-            });
-        }
-    }
-    set
+        expand(&r.protocol, r.from_port, r.to_port, sources)
+    });
+    expanded.flatten().collect()
 }
 
 fn observed(perms: &[IpPermission]) -> BTreeSet<Permission> {
-    let mut set = BTreeSet::new();
-    for p in perms {
-        let protocol = protocol(p.ip_protocol().unwrap_or("-1"));
-        let ports = ports(&protocol, p.from_port(), p.to_port());
-        let sources = p
-            .ip_ranges()
+    let expanded = perms.iter().map(|p| {
+        let ranges = p.ip_ranges().iter().filter_map(IpRange::cidr_ip);
+        let sources = ranges.map(|c| Source::Cidr(c.into()));
+        let ipv6 = p.ipv6_ranges().iter().filter_map(Ipv6Range::cidr_ipv6);
+        let sources = sources.chain(ipv6.map(|c| Source::Ipv6(c.into())));
+        let groups = p
+            .user_id_group_pairs()
             .iter()
-            .filter_map(IpRange::cidr_ip)
-            .map(|c| Source::Cidr(c.into()));
-        let sources = sources.chain(
-            p.ipv6_ranges()
-                .iter()
-                .filter_map(Ipv6Range::cidr_ipv6)
-                .map(|c| Source::Ipv6(c.into())),
-        );
-        let sources = sources.chain(
-            p.user_id_group_pairs()
-                .iter()
-                .filter_map(UserIdGroupPair::group_id)
-                .map(|g| Source::Group(g.into())),
-        );
-        let sources = sources.chain(
-            p.prefix_list_ids()
-                .iter()
-                .filter_map(PrefixListId::prefix_list_id)
-                .map(|g| Source::PrefixList(g.into())),
-        );
-        for source in sources {
-            set.insert(Permission {
-                protocol: protocol.clone(),
-                ports,
-                source,
-            });
-        }
-    }
-    set
+            .filter_map(UserIdGroupPair::group_id);
+        let sources = sources.chain(groups.map(|g| Source::Group(g.into())));
+        let lists = p
+            .prefix_list_ids()
+            .iter()
+            .filter_map(PrefixListId::prefix_list_id);
+        let sources = sources.chain(lists.map(|l| Source::PrefixList(l.into())));
+        let protocol = p.ip_protocol().unwrap_or("-1");
+        expand(protocol, p.from_port(), p.to_port(), sources)
+    });
+    expanded.flatten().collect()
 }
 
 fn ip_permission(p: &Permission) -> IpPermission {
@@ -323,10 +260,10 @@ fn ip_permission(p: &Permission) -> IpPermission {
 }
 
 fn rules_diff(
-    field: &str,
+    field: SecurityGroupField,
     have: &BTreeSet<Permission>,
     want: &BTreeSet<Permission>,
-) -> Option<FieldDiff> {
+) -> Option<FieldDiff<SecurityGroupField>> {
     let show = |s: &BTreeSet<Permission>| s.iter().map(ToString::to_string).collect::<Vec<_>>();
     (have != want).then(|| FieldDiff::new(field, show(have), show(want)))
 }
@@ -335,6 +272,24 @@ fn rules_diff(
 enum Direction {
     Ingress,
     Egress,
+}
+
+/// One rules call; the four differ only in their builder's type. The
+/// error says whether it is `InvalidPermission.NotFound`.
+macro_rules! rules_call {
+    ($ec2:ident.$call:ident($id:expr, $permissions:expr)) => {
+        $ec2.client
+            .$call()
+            .group_id($id)
+            .set_ip_permissions(Some($permissions))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let gone = code_of(&e) == Some("InvalidPermission.NotFound");
+                (gone, cloud_error(e))
+            })
+    };
 }
 
 impl Ec2 {
@@ -351,57 +306,15 @@ impl Ec2 {
         let remove: Vec<IpPermission> = have.difference(want).map(ip_permission).collect();
         if !add.is_empty() {
             let sent = match direction {
-                Direction::Ingress => self
-                    .client
-                    .authorize_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(add))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(cloud_error),
-                Direction::Egress => self
-                    .client
-                    .authorize_security_group_egress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(add))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(cloud_error),
+                Direction::Ingress => rules_call!(self.authorize_security_group_ingress(id, add)),
+                Direction::Egress => rules_call!(self.authorize_security_group_egress(id, add)),
             };
-            sent?;
+            sent.map_err(|(_, e)| e)?;
         }
         if !remove.is_empty() {
             let sent = match direction {
-                Direction::Ingress => self
-                    .client
-                    .revoke_security_group_ingress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(remove))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        (
-                            code_of(&e) == Some("InvalidPermission.NotFound"),
-                            cloud_error(e),
-                        )
-                    }),
-                Direction::Egress => self
-                    .client
-                    .revoke_security_group_egress()
-                    .group_id(id)
-                    .set_ip_permissions(Some(remove))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        (
-                            code_of(&e) == Some("InvalidPermission.NotFound"),
-                            cloud_error(e),
-                        )
-                    }),
+                Direction::Ingress => rules_call!(self.revoke_security_group_ingress(id, remove)),
+                Direction::Egress => rules_call!(self.revoke_security_group_egress(id, remove)),
             };
             match sent {
                 // Already gone: what revoke wanted.
@@ -411,81 +324,56 @@ impl Ec2 {
         }
         Ok(())
     }
-
-    /// What keeps security group `id` from being deleted, by name.
-    async fn group_dependents(&self, id: &str) -> Result<Vec<String>, CloudError> {
-        let mut found = self
-            .instances_where(filter("instance.group-id", [id]))
-            .await?;
-        found.extend(self.interfaces_where(filter("group-id", [id])).await?);
-        for key in ["ip-permission.group-id", "egress.ip-permission.group-id"] {
-            for g in <sdk::SecurityGroup as Described>::list(&self.client, vec![filter(key, [id])])
-                .await?
-            {
-                let name = format!(
-                    "{} whose rules name it",
-                    label("security group", g.id(), g.tags())
-                );
-                if g.id() != id && !found.contains(&name) {
-                    found.push(name);
-                }
-            }
-        }
-        Ok(found)
-    }
 }
 
 #[async_trait]
-impl External<SecurityGroup> for Ec2 {
-    async fn list_owned(&self) -> Result<Vec<driftless_provider::Owned>, CloudError> {
-        Ec2::list_owned::<sdk::SecurityGroup>(self).await
-    }
+impl Ec2Kind for SecurityGroup {
+    type Sdk = sdk::SecurityGroup;
 
     async fn observe(
-        &self,
+        _ec2: &Ec2,
         t: &Target<'_, SecurityGroup>,
-    ) -> Result<Observation<SecurityGroupObservation>, CloudError> {
-        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
-            return Ok(Observation::absent());
-        };
+        sg: &sdk::SecurityGroup,
+    ) -> Observed<SecurityGroup> {
         let id = sg.id().to_string();
         let vpc_id = sg.vpc_id().unwrap_or_default();
         let name = sg.group_name().unwrap_or_default();
         let mut diff = Vec::new();
-        if let Some(want) = resolved(t, "vpcId").filter(|want| *want != vpc_id) {
-            diff.push(FieldDiff::new("forProvider.vpcId", vpc_id, want).immutable());
-        }
-        if let Some(want) = t.spec.group_name.as_ref().filter(|want| *want != name) {
-            diff.push(FieldDiff::new("forProvider.groupName", name, want).immutable());
-        }
+        diff.compare(
+            SecurityGroupField::VpcId,
+            vpc_id,
+            resolved(t, VpcReference::FIELD),
+        );
+        diff.compare(
+            SecurityGroupField::GroupName,
+            name,
+            t.spec.group_name.as_ref(),
+        );
         let description = sg.description().unwrap_or_default();
-        if let Some(want) = t
-            .spec
-            .description
-            .as_ref()
-            .filter(|want| *want != description)
-        {
-            diff.push(FieldDiff::new("forProvider.description", description, want).immutable());
-        }
+        diff.compare(
+            SecurityGroupField::Description,
+            description,
+            t.spec.description.as_ref(),
+        );
         diff.extend(rules_diff(
-            "forProvider.ingress",
+            SecurityGroupField::Ingress,
             &observed(sg.ip_permissions()),
             &desired(&t.spec.ingress),
         ));
         if let Some(egress) = &t.spec.egress {
             diff.extend(rules_diff(
-                "forProvider.egress",
+                SecurityGroupField::Egress,
                 &observed(sg.ip_permissions_egress()),
                 &desired(egress),
             ));
         }
         diff.extend(tags_diff(
-            &tag_map(sg.tags()),
-            &desired_tags(t.identity, &t.spec.tags),
+            SecurityGroupField::Tags,
+            sg,
+            t.identity,
+            &t.spec.tags,
         ));
         Ok(Observation {
-            exists: true,
-            external_name: Some(id.clone()),
             diff,
             ready: true,
             at_provider: Some(SecurityGroupObservation {
@@ -498,13 +386,14 @@ impl External<SecurityGroup> for Ec2 {
                 ("securityGroupId".to_string(), id),
                 ("groupName".to_string(), name.to_string()),
             ]),
+            ..Observation::exists(sg.id())
         })
     }
 
-    async fn create(&self, t: &Target<'_, SecurityGroup>) -> Result<Created, CloudError> {
-        let vpc_id = required(t, "vpcId", "vpcId, vpcRef or vpcSelector")?;
-        let tags = desired_tags(t.identity, &t.spec.tags);
-        let out = self
+    async fn create(ec2: &Ec2, t: &Target<'_, SecurityGroup>) -> Result<Created, CloudError> {
+        let vpc_id = required(t, VpcReference::FIELD, "vpcId, vpcRef or vpcSelector")?;
+        let tags = tag_specification(ResourceType::SecurityGroup, t.identity, &t.spec.tags);
+        let out = ec2
             .client
             .create_security_group()
             .vpc_id(vpc_id)
@@ -515,21 +404,13 @@ impl External<SecurityGroup> for Ec2 {
                     .as_deref()
                     .unwrap_or("managed by driftless"),
             )
-            .tag_specifications(tag_specification(ResourceType::SecurityGroup, &tags))
+            .tag_specifications(tags)
             .send()
             .await
             .map_err(cloud_error)?;
-        let id = out
-            .group_id()
-            .ok_or_else(|| {
-                CloudError::retryable(
-                    "InvalidResponse",
-                    "CreateSecurityGroup returned no group id",
-                )
-            })?
-            .to_string();
-        let _written = self.created::<sdk::SecurityGroup>(t.identity, &id);
-        self.sync_rules(
+        let id = new_id(out.group_id(), "CreateSecurityGroup returned no group id")?;
+        let _written = ec2.created::<sdk::SecurityGroup>(t.identity, &id);
+        ec2.sync_rules(
             &id,
             Direction::Ingress,
             &BTreeSet::new(),
@@ -546,76 +427,48 @@ impl External<SecurityGroup> for Ec2 {
                 ipv6_cidr_blocks: Vec::new(),
                 security_group_ids: Vec::new(),
             }]);
-            self.sync_rules(&id, Direction::Egress, &default, &desired(egress))
+            ec2.sync_rules(&id, Direction::Egress, &default, &desired(egress))
                 .await?;
         }
         Ok(Created { external_name: id })
     }
 
     async fn update(
-        &self,
+        ec2: &Ec2,
         t: &Target<'_, SecurityGroup>,
-        observed_diff: &Observation<SecurityGroupObservation>,
+        sg: &sdk::SecurityGroup,
+        fields: Vec<SecurityGroupField>,
     ) -> Result<(), CloudError> {
-        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
-            return Ok(());
-        };
         let id = sg.id();
-        let _written = self.writing::<sdk::SecurityGroup>(id);
-        for d in &observed_diff.diff {
-            match d.field.as_str() {
-                "forProvider.ingress" => {
+        for field in fields {
+            match field {
+                SecurityGroupField::Ingress => {
                     let (have, want) = (observed(sg.ip_permissions()), desired(&t.spec.ingress));
-                    self.sync_rules(id, Direction::Ingress, &have, &want)
-                        .await?
+                    ec2.sync_rules(id, Direction::Ingress, &have, &want).await?
                 }
-                "forProvider.egress" => {
+                SecurityGroupField::Egress => {
                     if let Some(egress) = &t.spec.egress {
                         let (have, want) = (observed(sg.ip_permissions_egress()), desired(egress));
-                        self.sync_rules(id, Direction::Egress, &have, &want).await?
+                        ec2.sync_rules(id, Direction::Egress, &have, &want).await?
                     }
                 }
-                "forProvider.tags" => {
-                    self.sync_tags(
-                        id,
-                        &tag_map(sg.tags()),
-                        &desired_tags(t.identity, &t.spec.tags),
-                    )
-                    .await?
-                }
-                _ => {}
+                SecurityGroupField::Tags => ec2.sync_tags(sg, t.identity, &t.spec.tags).await?,
+                SecurityGroupField::VpcId
+                | SecurityGroupField::GroupName
+                | SecurityGroupField::Description => {}
             }
         }
         Ok(())
     }
 
-    async fn delete(&self, t: &Target<'_, SecurityGroup>) -> Result<Deletion, CloudError> {
-        let Some(sg) = self.find::<sdk::SecurityGroup, _>(t).await? else {
-            return Ok(Deletion::Done);
-        };
-        let id = sg.id();
-        let _written = self.writing::<sdk::SecurityGroup>(id);
-        match self
+    async fn delete(ec2: &Ec2, sg: &sdk::SecurityGroup) -> Result<Deletion, CloudError> {
+        let sent = ec2
             .client
             .delete_security_group()
-            .group_id(id)
+            .group_id(sg.id())
             .send()
-            .await
-        {
-            Ok(_) => Ok(Deletion::Done),
-            Err(e) if is_not_found(&e) => Ok(Deletion::Done),
-            Err(e) if is_dependency_violation(&e) => {
-                let dependents = self.group_dependents(id).await?;
-                let msg = waiting_on(
-                    "security group",
-                    id,
-                    &dependents,
-                    &cloud_error(e).to_string(),
-                );
-                Ok(Deletion::Waiting(msg))
-            }
-            Err(e) => Err(cloud_error(e)),
-        }
+            .await;
+        ec2.deletion(sg, sent).await
     }
 }
 

@@ -12,8 +12,8 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use driftless_provider::{
-    managed_resource, CloudError, Created, Deletion, External, FieldDiff, Observation, Owned,
-    Target, TAG_MANAGED_BY, TAG_OWNER,
+    field_keys, managed_resource, observation, CloudError, Compare, Created, Deletion, External,
+    FieldDiff, Observation, Owned, Target, TAG_MANAGED_BY, TAG_OWNER,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -94,16 +94,24 @@ pub struct BucketParameters {
     pub force_destroy: bool,
 }
 
-/// What AWS reports about the bucket.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BucketObservation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
+observation! {
+    /// What AWS reports about the bucket.
+    pub struct BucketObservation {
+        arn: String,
+        region: String,
+        endpoint: String,
+    }
+}
+
+field_keys! {
+    /// What a bucket's observation compares.
+    pub enum BucketField {
+        Region = "region" immutable,
+        Tags = "tags",
+        Versioning = "versioning",
+        PublicAccessBlock = "publicAccessBlock",
+        ServerSideEncryption = "serverSideEncryption",
+    }
 }
 
 managed_resource! {
@@ -111,7 +119,8 @@ managed_resource! {
     /// `driftless.dev/external-name` annotation when set.
     kind Bucket("Bucket"), spec BucketSpec, status BucketStatus("BucketStatus"),
     group "aws.driftless.dev", category "aws",
-    for_provider BucketParameters, at_provider BucketObservation,
+    for_provider BucketParameters, at_provider BucketObservation, fields BucketField,
+    references(),
     validation(Rule::new("self.metadata.name.size() >= 3 && self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9][a-z0-9.-]*[a-z0-9]$') && !self.metadata.name.contains('..') && !self.metadata.name.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$') && !self.metadata.name.startsWith('xn--') && !self.metadata.name.endsWith('-s3alias')")
         .message("invalid bucket name: S3 bucket names are 3 to 63 characters of lowercase letters, digits, dots and hyphens, start and end with a letter or digit, and are not formatted like an IP address")),
 }
@@ -393,10 +402,7 @@ impl BucketClient {
 
 #[async_trait]
 impl External<Bucket> for BucketClient {
-    async fn observe(
-        &self,
-        t: &Target<'_, Bucket>,
-    ) -> Result<Observation<BucketObservation>, CloudError> {
+    async fn observe(&self, t: &Target<'_, Bucket>) -> Result<Observation<Bucket>, CloudError> {
         let name = bucket_name(t);
         let head = match self.s3.head_bucket().bucket(&name).send().await {
             Ok(out) => out,
@@ -429,32 +435,28 @@ impl External<Bucket> for BucketClient {
         }
 
         let mut diff = Vec::new();
-        if let Some(want) = &t.spec.region {
-            if *want != region {
-                diff.push(FieldDiff::new("forProvider.region", &region, want).immutable());
-            }
-        }
+        diff.compare(BucketField::Region, &region, t.spec.region.as_ref());
         let want_tags = desired_tags(t);
         if tags != want_tags {
-            diff.push(FieldDiff::map("forProvider.tags", &tags, &want_tags));
+            diff.push(FieldDiff::map(BucketField::Tags, &tags, &want_tags));
         }
         if let Some(want) = t.spec.versioning {
             let have = self.versioning(&name).await?;
             if have != Some(want) {
-                diff.push(FieldDiff::new("forProvider.versioning", have, want));
+                diff.push(FieldDiff::new(BucketField::Versioning, have, want));
             }
         }
         if let Some(want) = &t.spec.public_access_block {
             let have = self.public_access_block(&name).await?.unwrap_or_default();
             if have != *want {
-                diff.push(FieldDiff::new("forProvider.publicAccessBlock", have, want));
+                diff.push(FieldDiff::new(BucketField::PublicAccessBlock, have, want));
             }
         }
         if let Some(want) = &t.spec.server_side_encryption {
             let have = self.encryption(&name).await?;
             if have.as_ref() != Some(want) {
                 diff.push(FieldDiff::new(
-                    "forProvider.serverSideEncryption",
+                    BucketField::ServerSideEncryption,
                     have,
                     want,
                 ));
@@ -506,28 +508,28 @@ impl External<Bucket> for BucketClient {
     async fn update(
         &self,
         t: &Target<'_, Bucket>,
-        observed: &Observation<BucketObservation>,
+        observed: &Observation<Bucket>,
     ) -> Result<(), CloudError> {
         let name = bucket_name(t);
         for d in &observed.diff {
-            match d.field.as_str() {
-                "forProvider.tags" => self.put_tags(&name, &desired_tags(t)).await?,
-                "forProvider.versioning" => {
+            match d.field {
+                BucketField::Tags => self.put_tags(&name, &desired_tags(t)).await?,
+                BucketField::Versioning => {
                     if let Some(v) = t.spec.versioning {
                         self.put_versioning(&name, v).await?
                     }
                 }
-                "forProvider.publicAccessBlock" => {
+                BucketField::PublicAccessBlock => {
                     if let Some(p) = &t.spec.public_access_block {
                         self.put_public_access_block(&name, p).await?
                     }
                 }
-                "forProvider.serverSideEncryption" => {
+                BucketField::ServerSideEncryption => {
                     if let Some(enc) = &t.spec.server_side_encryption {
                         self.put_encryption(&name, enc).await?
                     }
                 }
-                _ => {}
+                BucketField::Region => {} // immutable
             }
         }
         Ok(())
@@ -588,5 +590,3 @@ impl External<Bucket> for BucketClient {
         Ok(owned)
     }
 }
-
-impl driftless_provider::References for BucketParameters {}

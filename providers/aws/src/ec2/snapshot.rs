@@ -1,0 +1,169 @@
+//! The batched listings of the module docs, one per kind per
+//! ProviderConfig, and the write marks that make an entry be re-read.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use driftless_provider::{CloudError, Identity};
+
+use super::{tag_map, Described};
+
+/// See [`super::Ec2::writing`].
+pub(crate) struct Writing<R: Described> {
+    pub(super) snapshot: Arc<Snapshot<R>>,
+    pub(super) id: String,
+}
+
+impl<R: Described> Drop for Writing<R> {
+    fn drop(&mut self) {
+        self.snapshot.written(&self.id);
+    }
+}
+
+/// The per-ProviderConfig snapshots, one per kind, made on first use (see
+/// the module docs): keyed by type, so a new kind touches only its own file.
+pub struct Ec2Snapshots {
+    pub(super) max_age: Duration,
+    by_kind: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Ec2Snapshots {
+    pub(crate) fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            by_kind: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn of<R: Described>(&self) -> Arc<Snapshot<R>> {
+        let mut by_kind = self.by_kind.lock().expect("snapshots poisoned");
+        let any = by_kind
+            .entry(TypeId::of::<R>())
+            .or_insert_with(|| Arc::new(Snapshot::<R>::default()))
+            .clone();
+        any.downcast().expect("snapshot keyed by its own type")
+    }
+}
+
+impl fmt::Debug for Ec2Snapshots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ec2Snapshots")
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last listing of one kind, and the ids written since.
+pub(crate) struct Snapshot<T> {
+    /// Held while listing, so concurrent observes share one refresh.
+    refresh: tokio::sync::Mutex<()>,
+    state: Mutex<SnapshotState<T>>,
+}
+
+struct SnapshotState<T> {
+    /// When the listing now held was started (`None`: never listed).
+    taken: Option<Instant>,
+    items: HashMap<String, T>,
+    /// Ids written after `taken`, with when.
+    written: HashMap<String, Instant>,
+    /// Ids created after `taken`, by owner, with when.
+    created: HashMap<String, (String, Instant)>,
+}
+
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Self {
+            refresh: tokio::sync::Mutex::new(()),
+            state: Mutex::new(SnapshotState {
+                taken: None,
+                items: HashMap::new(),
+                written: HashMap::new(),
+                created: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<T: Described> Snapshot<T> {
+    pub(super) fn fresh(&self, max_age: Duration) -> bool {
+        let state = self.state.lock().expect("snapshot poisoned");
+        state.taken.is_some_and(|t| t.elapsed() < max_age)
+    }
+
+    pub(super) async fn refresh_if_older<F, Fut>(
+        &self,
+        max_age: Duration,
+        list: F,
+    ) -> Result<(), CloudError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, CloudError>>,
+    {
+        if self.fresh(max_age) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.refresh.lock().await;
+        if self.fresh(max_age) {
+            return Ok(()); // another observe refreshed it while we waited
+        }
+        let started = Instant::now();
+        let items = list().await?;
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state.items = items.into_iter().map(|r| (r.id().to_string(), r)).collect();
+        state.taken = Some(started);
+        state.written.retain(|_, at| *at >= started);
+        state.created.retain(|_, (_, at)| *at >= started);
+        Ok(())
+    }
+
+    /// The listed resources that carry `identity`'s owner tags, and the ids
+    /// created for it since the listing.
+    pub(super) fn owned_by(&self, identity: &Identity) -> (Vec<T>, Vec<String>) {
+        let state = self.state.lock().expect("snapshot poisoned");
+        let listed = state
+            .items
+            .values()
+            .filter(|r| identity.owns(&tag_map(r.tags())))
+            .cloned()
+            .collect();
+        let created = state
+            .created
+            .get(&identity.owner())
+            .map(|(id, _)| vec![id.clone()])
+            .unwrap_or_default();
+        (listed, created)
+    }
+
+    pub(super) fn created(&self, identity: &Identity, id: &str) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state
+            .created
+            .insert(identity.owner(), (id.to_string(), Instant::now()));
+    }
+
+    /// The entry for `id`, unless absent or written since the listing (then
+    /// the caller re-reads it, once: the write mark is consumed here).
+    pub(super) fn current(&self, id: &str) -> Option<T> {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        if state.written.remove(id).is_some() {
+            return None;
+        }
+        state.items.get(id).cloned()
+    }
+
+    pub(super) fn store(&self, id: &str, item: Option<T>) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        match item {
+            Some(r) => state.items.insert(id.to_string(), r),
+            None => state.items.remove(id),
+        };
+    }
+
+    pub(super) fn written(&self, id: &str) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state.written.insert(id.to_string(), Instant::now());
+    }
+}
