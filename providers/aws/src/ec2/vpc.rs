@@ -82,41 +82,38 @@ described!(sdk::Vpc, "VPC", vpc_id, describe_vpcs, vpc_ids, vpcs, state, depende
 fn dns_flags(spec: &VpcParameters) -> impl Iterator<Item = (VpcField, bool)> {
     let support = (VpcField::DnsSupport, spec.enable_dns_support);
     let hostnames = (VpcField::DnsHostnames, spec.enable_dns_hostnames);
-    [support, hostnames]
-        .into_iter()
-        .filter_map(|(f, v)| Some((f, v?)))
+    let flags = [support, hostnames];
+    flags.into_iter().filter_map(|(f, v)| Some((f, v?)))
 }
 
-impl Ec2 {
-    async fn dns(&self, id: &str, field: VpcField) -> Result<Option<bool>, CloudError> {
-        let name = match field == VpcField::DnsSupport {
-            true => VpcAttributeName::EnableDnsSupport,
-            false => VpcAttributeName::EnableDnsHostnames,
-        };
-        let req = self.client.describe_vpc_attribute().vpc_id(id);
-        let out = req.attribute(name).send().await.map_err(cloud_error)?;
-        // Only the attribute asked for is returned.
-        let value = out.enable_dns_support().or(out.enable_dns_hostnames());
-        Ok(value.and_then(AttributeBooleanValue::value))
-    }
+async fn dns(ec2: &Ec2, id: &str, field: VpcField) -> Result<Option<bool>, CloudError> {
+    let name = match field == VpcField::DnsSupport {
+        true => VpcAttributeName::EnableDnsSupport,
+        false => VpcAttributeName::EnableDnsHostnames,
+    };
+    let req = ec2.client.describe_vpc_attribute().vpc_id(id);
+    let out = req.attribute(name).send().await.map_err(cloud_error)?;
+    // Only the attribute asked for is returned.
+    let value = out.enable_dns_support().or(out.enable_dns_hostnames());
+    Ok(value.and_then(AttributeBooleanValue::value))
+}
 
-    /// Sets `flags`, one per call (the API refuses two). Hostnames need
-    /// support: support goes on first and off last.
-    async fn set_dns(&self, id: &str, mut flags: Vec<(VpcField, bool)>) -> Result<(), CloudError> {
-        if flags.contains(&(VpcField::DnsSupport, false)) {
-            flags.reverse();
-        }
-        for (field, value) in flags {
-            let v = AttributeBooleanValue::builder().value(value).build();
-            let req = self.client.modify_vpc_attribute().vpc_id(id);
-            let req = match field == VpcField::DnsSupport {
-                true => req.enable_dns_support(v),
-                false => req.enable_dns_hostnames(v),
-            };
-            req.send().await.map_err(cloud_error)?;
-        }
-        Ok(())
+/// Sets `flags`, one per call (the API refuses two). Hostnames need
+/// support: support goes on first and off last.
+async fn set_dns(ec2: &Ec2, id: &str, mut flags: Vec<(VpcField, bool)>) -> Result<(), CloudError> {
+    if flags.contains(&(VpcField::DnsSupport, false)) {
+        flags.reverse();
     }
+    for (field, value) in flags {
+        let v = AttributeBooleanValue::builder().value(value).build();
+        let req = ec2.client.modify_vpc_attribute().vpc_id(id);
+        let req = match field == VpcField::DnsSupport {
+            true => req.enable_dns_support(v),
+            false => req.enable_dns_hostnames(v),
+        };
+        req.send().await.map_err(cloud_error)?;
+    }
+    Ok(())
 }
 
 impl InstanceTenancy {
@@ -141,7 +138,7 @@ impl Ec2Kind for Vpc {
         let want = t.spec.instance_tenancy.map(InstanceTenancy::as_str);
         diff.compare(VpcField::InstanceTenancy, tenancy, want);
         for (field, want) in dns_flags(t.spec) {
-            let have = ec2.dns(&id, field).await?;
+            let have = dns(ec2, &id, field).await?;
             if have != Some(want) {
                 diff.push(FieldDiff::new(field, have, want));
             }
@@ -166,19 +163,14 @@ impl Ec2Kind for Vpc {
 
     async fn create(ec2: &Ec2, t: &Target<'_, Vpc>) -> Result<Created, CloudError> {
         let tags = tag_specification(ResourceType::Vpc, t.identity, &t.spec.tags);
-        let out = ec2
-            .client
-            .create_vpc()
-            .cidr_block(&t.spec.cidr_block)
-            .set_instance_tenancy(t.spec.instance_tenancy.map(|i| Tenancy::from(i.as_str())))
-            .tag_specifications(tags)
-            .send()
-            .await
-            .map_err(cloud_error)?;
+        let tenancy = t.spec.instance_tenancy.map(|i| Tenancy::from(i.as_str()));
+        let req = ec2.client.create_vpc().cidr_block(&t.spec.cidr_block);
+        let req = req.set_instance_tenancy(tenancy).tag_specifications(tags);
+        let out = req.send().await.map_err(cloud_error)?;
         let vpc_id = out.vpc().and_then(sdk::Vpc::vpc_id);
         let id = new_id(vpc_id, "CreateVpc returned no VPC id")?;
         let _written = ec2.created::<sdk::Vpc>(t.identity, &id);
-        ec2.set_dns(&id, dns_flags(t.spec).collect()).await?;
+        set_dns(ec2, &id, dns_flags(t.spec).collect()).await?;
         Ok(Created { external_name: id })
     }
 
@@ -188,20 +180,17 @@ impl Ec2Kind for Vpc {
         vpc: &sdk::Vpc,
         fields: Vec<VpcField>,
     ) -> Result<(), CloudError> {
-        let (mut dns, mut tags) = (Vec::new(), false);
+        let mut dns = Vec::new();
         for field in fields {
             match field {
-                VpcField::DnsSupport | VpcField::DnsHostnames => dns.push(field),
-                VpcField::Tags => tags = true,
-                VpcField::CidrBlock | VpcField::InstanceTenancy => {} // immutable
+                VpcField::DnsSupport | VpcField::DnsHostnames => {
+                    dns.extend(dns_flags(t.spec).filter(|(f, _)| *f == field))
+                }
+                VpcField::Tags => ec2.sync_tags(vpc, t.identity, &t.spec.tags).await?,
+                VpcField::CidrBlock | VpcField::InstanceTenancy => {} // immutable: never updated
             }
         }
-        let flags = dns_flags(t.spec).filter(|(f, _)| dns.contains(f)).collect();
-        ec2.set_dns(vpc.id(), flags).await?;
-        if tags {
-            ec2.sync_tags(vpc, t.identity, &t.spec.tags).await?;
-        }
-        Ok(())
+        set_dns(ec2, vpc.id(), dns).await
     }
 
     async fn delete(ec2: &Ec2, vpc: &sdk::Vpc) -> Result<Deletion, CloudError> {
