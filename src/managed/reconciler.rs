@@ -226,6 +226,8 @@ struct Outcome<K: ManagedKind> {
     at_provider: Option<K::AtProvider>,
     resolved: Option<BTreeMap<String, String>>,
     action: Action,
+    /// Ready now, and not before: wake what waits on this object.
+    turned_ready: bool,
 }
 
 impl<K: ManagedKind> Outcome<K> {
@@ -235,6 +237,7 @@ impl<K: ManagedKind> Outcome<K> {
             at_provider: None,
             resolved: None,
             action,
+            turned_ready: false,
         }
     }
 }
@@ -253,6 +256,11 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         outcome.resolved,
     )
     .await?;
+    if outcome.turned_ready {
+        // Only once Ready is written: a woken dependent reads it.
+        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        ctx.waiters.ready(&K::kind(&()), &ns, &name);
+    }
     Ok(outcome.action)
 }
 
@@ -312,15 +320,12 @@ async fn steps<K: ManagedKind>(
         requeue = requeue.min(Duration::from_secs(2));
         Cond::creating("the cloud resource is not ready yet")
     };
-    if observed.ready && !conditions_of(obj).iter().any(is_ready) {
-        ctx.waiters
-            .ready(&K::kind(&()), &identity.namespace, &identity.name);
-    }
     Ok(Outcome {
         conds: vec![ready, Cond::reconcile_success()],
         at_provider: observed.at_provider,
         resolved: Some(resolved),
         action: Action::requeue(requeue),
+        turned_ready: observed.ready && !conditions_of(obj).iter().any(is_ready),
     })
 }
 
