@@ -9,3 +9,4 @@ pub mod decide;
 pub mod reconciler;
 pub mod resolve;
 pub mod waiters;
+mod writes;

@@ -10,14 +10,10 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use driftless_provider::{
     CloudError, ConfigSource, Connector, Deletion, DeletionPolicy, ErrorClass, External, Identity,
-    ManagedKind, ManagedStatus, ManagementPolicy, Observation, References, Target, CREATE_PENDING,
-    EXTERNAL_NAME, PAUSED,
+    ManagedKind, ManagementPolicy, Observation, References, Target, CREATE_PENDING, EXTERNAL_NAME,
+    PAUSED,
 };
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::ByteString;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -29,10 +25,13 @@ use tracing::{info, warn};
 use super::decide::{decide, Decision};
 use super::resolve::{resolve, Resolution};
 use super::waiters::Waiters;
+use super::writes::{
+    add_finalizer, annotate, remove_finalizer, write_connection_secret, write_status,
+};
 use crate::conditions::{self, Cond};
 use crate::ops::notify::{Event as NotifyEvent, Notification};
 use crate::ops::Shared;
-use crate::{Settings, FIELD_MANAGER, FINALIZER};
+use crate::{Settings, FINALIZER};
 
 /// The reasons of the Events a managed resource gets.
 pub mod reason {
@@ -313,7 +312,7 @@ async fn steps<K: ManagedKind>(
         Decision::Observe => {}
     }
     record_adoption(api, obj, ctx, &target, &observed).await?;
-    write_connection_secret(ctx, obj, &observed).await?;
+    write_connection_secret(&ctx.client, obj, &observed).await?;
     let ready = if observed.ready {
         Cond::available()
     } else {
@@ -560,142 +559,6 @@ fn last_synced_generation<K: ManagedKind>(obj: &K) -> Option<i64> {
         .and_then(|s| s.condition(conditions::SYNCED))
         .filter(|c| c.status == "True")
         .and_then(|c| c.observed_generation)
-}
-
-/// Writes conditions (and `atProvider`, resolved references when given) in one
-/// place, and only when something changed.
-pub(crate) async fn write_status<K: ManagedKind>(
-    api: &Api<K>,
-    obj: &K,
-    at_provider: Option<K::AtProvider>,
-    conds: &[Cond],
-    resolved: Option<BTreeMap<String, String>>,
-) -> Result<(), kube::Error> {
-    let old: ManagedStatus<K::AtProvider> = obj.managed_status().cloned().unwrap_or_default();
-    let mut new = old.clone();
-    if at_provider.is_some() {
-        new.at_provider = at_provider;
-    }
-    if let Some(r) = resolved {
-        new.resolved_references = r;
-    }
-    for c in conds {
-        conditions::set(&mut new.conditions, c, obj.meta().generation);
-    }
-    if new == old {
-        return Ok(());
-    }
-    let patch = json!({ "status": new });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn annotate<K: ManagedKind>(
-    api: &Api<K>,
-    obj: &K,
-    annotations: serde_json::Value,
-) -> Result<(), kube::Error> {
-    let patch = json!({ "metadata": { "annotations": annotations } });
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn add_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), kube::Error> {
-    let patch = if obj.finalizers().is_empty() {
-        json!([{ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }])
-    } else {
-        json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }])
-    };
-    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn remove_finalizer<K: ManagedKind>(api: &Api<K>, obj: &K) -> Result<(), kube::Error> {
-    let Some(index) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
-        return Ok(());
-    };
-    // Test before remove: never drop someone else's finalizer by index.
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
-        { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
-    ]))
-    .expect("a valid JSON patch");
-    match api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes `writeConnectionSecretToRef`: ids, arn, endpoint for apps to mount.
-async fn write_connection_secret<K: ManagedKind>(
-    ctx: &Context<K>,
-    obj: &K,
-    observed: &Observation<K>,
-) -> Result<(), kube::Error> {
-    let Some(secret_ref) = &obj.managed().write_connection_secret_to_ref else {
-        return Ok(());
-    };
-    if observed.connection_details.is_empty() {
-        return Ok(());
-    }
-    let ns = obj.namespace().unwrap_or_default();
-    let owner = OwnerReference {
-        api_version: K::api_version(&()).to_string(),
-        kind: K::kind(&()).to_string(),
-        name: obj.name_any(),
-        uid: obj.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: None,
-    };
-    let data: BTreeMap<String, ByteString> = observed
-        .connection_details
-        .iter()
-        .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
-        .collect();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(secret_ref.name.clone()),
-            namespace: Some(ns.clone()),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        data: Some(data),
-        type_: Some("connection.driftless.dev/v1alpha1".into()),
-        ..Default::default()
-    };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    // Apply is idempotent: an unchanged secret is not rewritten.
-    api.patch(
-        &secret_ref.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn publish<K: ManagedKind>(
