@@ -216,88 +216,90 @@ impl Stack {
         prune: bool,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Vec<(Key, Result<&'static str, CloudError>)> {
-        let total = self.units.len();
         let mut ids: HashMap<usize, String> = HashMap::new();
         let mut results: HashMap<usize, Result<&'static str, CloudError>> = HashMap::new();
         let mut done = 0;
         for wave in &self.waves {
-            let ids_so_far = &ids;
-            let failed_so_far = &results;
-            let mut stream = futures::stream::iter(wave.iter().copied())
-                .map(|i| async move {
-                    let started = Instant::now();
-                    let failed: Vec<String> = self.depends_on[i]
-                        .iter()
-                        .filter(|d| matches!(failed_so_far.get(d), Some(Err(_))))
-                        .map(|&d| self.units[d].key().to_string())
-                        .collect();
-                    if !failed.is_empty() {
-                        let e = CloudError::terminal(
-                            "DependencyFailed",
-                            format!("not applied: {} failed", failed.join(", ")),
-                        );
-                        return (i, Err(e), started);
-                    }
-                    let resolved = self
-                        .resolve(i, ids_so_far)
-                        .expect("earlier waves gave every id");
-                    (
-                        i,
-                        self.units[i].apply(&resolved, self.options.timeout).await,
-                        started,
-                    )
-                })
-                .buffer_unordered(self.options.concurrency);
-            let mut finished = Vec::new();
-            while let Some((i, result, started)) = stream.next().await {
-                done += 1;
-                progress(Progress {
-                    done,
-                    total,
-                    key: self.units[i].key(),
-                    outcome: result
-                        .as_ref()
-                        .map(|(id, what)| (*what, id.as_str()))
-                        .map_err(|e| e.to_string()),
-                    elapsed: started.elapsed(),
-                });
-                finished.push((i, result));
-            }
-            drop(stream);
+            let finished = self
+                .apply_wave(wave, &ids, &results, &mut done, progress)
+                .await;
             for (i, result) in finished {
-                results.insert(
-                    i,
-                    result.map(|(id, what)| {
-                        ids.insert(i, id);
-                        what
-                    }),
-                );
+                let what = result.map(|(id, what)| {
+                    ids.insert(i, id);
+                    what
+                });
+                results.insert(i, what);
             }
         }
-        let mut out: Vec<(Key, Result<&'static str, CloudError>)> = (0..total)
+        let mut out: Vec<(Key, Result<&'static str, CloudError>)> = (0..self.units.len())
             .map(|i| {
-                (
-                    self.units[i].key().clone(),
-                    results.remove(&i).expect("every unit is applied"),
-                )
+                let result = results.remove(&i).expect("every unit is applied");
+                (self.units[i].key().clone(), result)
             })
             .collect();
         // Never prune after a failure: a broken run must not remove what it
         // could not replace.
-        if prune {
-            if out.iter().any(|(_, r)| r.is_err()) {
-                out.push((
-                    prune_key(),
-                    Err(CloudError::terminal(
-                        "PruneSkipped",
-                        "not pruned: some objects failed",
-                    )),
-                ));
-            } else {
-                out.extend(self.prune().await);
-            }
+        if prune && out.iter().any(|(_, r)| r.is_err()) {
+            let skipped = CloudError::terminal("PruneSkipped", "not pruned: some objects failed");
+            out.push((prune_key(), Err(skipped)));
+        } else if prune {
+            out.extend(self.prune().await);
         }
         out
+    }
+
+    /// Applies one wave's units, independent ones in parallel, given the ids
+    /// and results of earlier waves; reports each as it finishes.
+    async fn apply_wave(
+        &self,
+        wave: &[usize],
+        ids: &HashMap<usize, String>,
+        earlier: &HashMap<usize, Result<&'static str, CloudError>>,
+        done: &mut usize,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Vec<(usize, Result<(String, &'static str), CloudError>)> {
+        let mut stream = futures::stream::iter(wave.iter().copied())
+            .map(|i| async move {
+                let started = Instant::now();
+                (i, self.apply_unit(i, ids, earlier).await, started)
+            })
+            .buffer_unordered(self.options.concurrency);
+        let mut finished = Vec::new();
+        while let Some((i, result, started)) = stream.next().await {
+            *done += 1;
+            progress(Progress {
+                done: *done,
+                total: self.units.len(),
+                key: self.units[i].key(),
+                outcome: result
+                    .as_ref()
+                    .map(|(id, what)| (*what, id.as_str()))
+                    .map_err(|e| e.to_string()),
+                elapsed: started.elapsed(),
+            });
+            finished.push((i, result));
+        }
+        finished
+    }
+
+    /// Applies unit `i`, unless something it references failed.
+    async fn apply_unit(
+        &self,
+        i: usize,
+        ids: &HashMap<usize, String>,
+        earlier: &HashMap<usize, Result<&'static str, CloudError>>,
+    ) -> Result<(String, &'static str), CloudError> {
+        let failed: Vec<String> = self.depends_on[i]
+            .iter()
+            .filter(|d| matches!(earlier.get(d), Some(Err(_))))
+            .map(|&d| self.units[d].key().to_string())
+            .collect();
+        if !failed.is_empty() {
+            let why = format!("not applied: {} failed", failed.join(", "));
+            return Err(CloudError::terminal("DependencyFailed", why));
+        }
+        let resolved = self.resolve(i, ids).expect("earlier waves gave every id");
+        self.units[i].apply(&resolved, self.options.timeout).await
     }
 
     /// The stack's resources in the cloud that the manifests no longer declare.
