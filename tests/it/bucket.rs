@@ -5,8 +5,7 @@ use std::time::Duration;
 use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, VersioningConfiguration};
 use driftless_aws::Bucket;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
 
@@ -77,18 +76,8 @@ async fn bucket_exists(s3: &aws_sdk_s3::Client, name: &str) -> bool {
 }
 
 async fn event_reasons(scope: &Scope, name: &str) -> Vec<String> {
-    let events: Api<Event> = scope.api();
-    events
-        .list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-                .filter_map(|e| e.reason)
-                .collect()
-        })
-        .unwrap_or_default()
+    let events = support::events_about(scope, name).await;
+    events.into_iter().filter_map(|e| e.reason).collect()
 }
 
 #[tokio::test]

@@ -10,12 +10,10 @@ use driftless::gitsync::{GitRef, GitSync, REQUESTED_AT};
 use driftless_aws::Bucket;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -191,19 +189,11 @@ pub(crate) fn new_gitsync(name: &str, url: &str, spec: serde_json::Value) -> Git
 }
 
 async fn event_notes(scope: &Scope, name: &str, reason: &str) -> Vec<String> {
-    let events: Api<Event> = scope.api();
-    events
-        .list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-                .filter(|e| e.reason.as_deref() == Some(reason))
-                .filter_map(|e| e.note)
-                .collect()
-        })
-        .unwrap_or_default()
+    let events = support::events_about(scope, name).await;
+    let theirs = events
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason));
+    theirs.filter_map(|e| e.note).collect()
 }
 
 async fn image_of(api: &Api<Deployment>) -> Option<String> {
@@ -1108,7 +1098,6 @@ async fn credentials_are_never_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_webhook_triggers_a_sync() {
     use aws_lc_rs::hmac;
-    use std::io::{Read, Write};
 
     let mut scope = Scope::new("hook").await;
     let repo = Repo::new();
@@ -1157,20 +1146,8 @@ async fn a_signed_webhook_triggers_a_sync() {
     .await;
 
     let post = |path: String, headers: Vec<(&'static str, String)>, body: &'static [u8]| {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let mut req = format!("POST {path} HTTP/1.0\r\ncontent-length: {}\r\n", body.len());
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.split(' ')
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .unwrap_or(0)
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        support::http_request(addr, "POST", &path, &headers, body).0
     };
     let body: &'static [u8] = br#"{"ref":"refs/heads/main"}"#;
     let sign = |key: &[u8]| {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -444,7 +444,7 @@ spec:
         let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         format!("sha256={hex}")
     };
-    let (status, _) = http_request(
+    let (status, _) = crate::support::http_request(
         addr,
         "POST",
         &format!("/hooks/{ns}/rbac"),
@@ -521,39 +521,6 @@ spec:
             seen.contains(&a)
         );
     }
-}
-
-/// One plain HTTP/1.0 request; returns (status, body).
-fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nhost: test\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A loopback receiver that records every JSON body POSTed to it.
@@ -726,10 +693,13 @@ spec:
         .count();
     assert_eq!(failures, 1, "a failing resource is reported once");
 
-    let (status, body) = http_request(addr, "GET", "/healthz", &[], b"");
+    let (status, body) = crate::support::http_request(addr, "GET", "/healthz", &[], b"");
     assert_eq!((status, body.trim()), (200, "ok"));
-    assert_eq!(http_request(addr, "GET", "/readyz", &[], b"").0, 200);
-    let (status, metrics) = http_request(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(
+        crate::support::http_request(addr, "GET", "/readyz", &[], b"").0,
+        200
+    );
+    let (status, metrics) = crate::support::http_request(addr, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);
     for want in [
         r#"driftless_reconciles_total{kind="Bucket",result="success"}"#,
@@ -746,7 +716,8 @@ spec:
     }
     // Webhook bodies are bounded (signatures: tests/it/gitsync.rs).
     let big = vec![b'x'; driftless::ops::http::MAX_BODY + 1];
-    let (status, _) = http_request(addr, "POST", &format!("/hooks/{ns}/nope"), &[], &big);
+    let (status, _) =
+        crate::support::http_request(addr, "POST", &format!("/hooks/{ns}/nope"), &[], &big);
     assert_eq!(status, 413, "bodies are bounded");
 
     let (ok, out, err) = kubectl(
