@@ -435,6 +435,104 @@ pub async fn wait_established(
     Ok(())
 }
 
+/// How long a kind whose CRD was just established may take to be served.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// One applied object: its plan, the object the server returned, and
+/// whether the apply changed it.
+pub struct Applied {
+    pub planned: Planned,
+    pub live: Value,
+    pub changed: bool,
+}
+
+/// Plans and applies `manifests` stage by stage. With `atomic`, every object
+/// is dry-run first and nothing is applied unless all pass; objects that
+/// can only be dry-run once this revision's new Namespaces and CRDs exist
+/// are dry-run right after those are applied, before anything else is.
+pub async fn revision(
+    client: &kube::Client,
+    kinds: &Kinds,
+    manifests: &[Manifest],
+    owner: &Owner,
+    atomic: bool,
+    timeout: Duration,
+) -> Result<Vec<Applied>, ApplyError> {
+    let (planned, later) = plan(client, kinds, manifests, manifests, owner).await?;
+    // Objects in a Namespace this revision creates: the server refuses any
+    // request for them, dry-run included, until that Namespace exists.
+    let new_namespaces = missing_namespaces(client, &planned).await?;
+    let (mut planned, mut deferred): (Vec<Planned>, Vec<Planned>) = planned
+        .into_iter()
+        .partition(|p| !(p.namespaced && new_namespaces.contains(&p.entry.namespace)));
+    if atomic {
+        dry_run(client, &planned).await?;
+    }
+    let mut applied = Vec::new();
+    for stage in [Stage::Foundation, Stage::ProviderConfigs, Stage::Rest] {
+        if stage == Stage::ProviderConfigs && !later.is_empty() {
+            deferred.extend(served_later(client, kinds, &later, manifests, owner, timeout).await?);
+        }
+        if stage == Stage::ProviderConfigs && !deferred.is_empty() {
+            if atomic {
+                dry_run(client, &deferred).await?;
+            }
+            planned.append(&mut deferred);
+        }
+        let these: Vec<&Planned> = planned.iter().filter(|p| p.stage == stage).collect();
+        // A re-apply (not atomic: the applied revision) tells what it changed.
+        let objects = apply(client, &these, !atomic).await?;
+        if stage == Stage::Foundation {
+            wait_established(client, &these, timeout).await?;
+        }
+        applied.extend(
+            these
+                .into_iter()
+                .zip(objects)
+                .map(|(p, (live, changed))| Applied {
+                    planned: p.clone(),
+                    live,
+                    changed,
+                }),
+        );
+    }
+    Ok(applied)
+}
+
+/// Plans the objects of kinds whose CRDs this revision brings: established
+/// now, and served once the API server's discovery has caught up (it lags
+/// the Established condition by a moment).
+async fn served_later(
+    client: &kube::Client,
+    kinds: &Kinds,
+    later: &[Manifest],
+    manifests: &[Manifest],
+    owner: &Owner,
+    timeout: Duration,
+) -> Result<Vec<Planned>, ApplyError> {
+    let since = Instant::now();
+    let (more, unserved) = loop {
+        kinds.forget();
+        let (more, unserved) = plan(client, kinds, later, manifests, owner).await?;
+        if unserved.is_empty() || since.elapsed() >= timeout.min(DISCOVERY_WAIT) {
+            break (more, unserved);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if let Some(m) = unserved.first() {
+        return Err(ManifestError::new(
+            &m.origin,
+            format!(
+                "its CRD is established, but the cluster serves no kind {} in {}",
+                m.kind(),
+                m.api_version()
+            ),
+        )
+        .into());
+    }
+    Ok(more)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

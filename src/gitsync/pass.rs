@@ -17,10 +17,10 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tracing::{info, warn};
 
-use super::apply::{self, ApplyError, Owner, Planned, Stage};
+use super::apply::{self, Applied, ApplyError, Owner};
 use super::context::{publish, Context, Error};
 use super::render::{Manifest, ManifestError};
 use super::source::{self, Revision};
@@ -36,8 +36,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How soon health is looked at again while objects are not ready (their
 /// watch usually triggers sooner).
 const HEALTH_RECHECK: Duration = Duration::from_secs(5);
-/// How long a kind whose CRD was just established may take to be served.
-const DISCOVERY_WAIT: Duration = Duration::from_secs(30);
 
 /// The reasons a GitSync's conditions and Warning Events carry.
 pub mod reason {
@@ -271,7 +269,16 @@ impl<'a> Pass<'a> {
         manifests: &[Manifest],
         is_new: bool,
     ) -> Result<Vec<Applied>, End> {
-        match apply_all(self.ctx, manifests, &self.owner, is_new, self.timeout).await {
+        match apply::revision(
+            &self.ctx.client,
+            &self.ctx.kinds,
+            manifests,
+            &self.owner,
+            is_new,
+            self.timeout,
+        )
+        .await
+        {
             Ok(applied) => {
                 for a in &applied {
                     self.ctx.watches.ensure(&a.planned.resource);
@@ -460,7 +467,16 @@ impl<'a> Pass<'a> {
                 return;
             }
         };
-        match apply_all(self.ctx, &manifests, &self.owner, false, DEFAULT_TIMEOUT).await {
+        match apply::revision(
+            &self.ctx.client,
+            &self.ctx.kinds,
+            &manifests,
+            &self.owner,
+            false,
+            DEFAULT_TIMEOUT,
+        )
+        .await
+        {
             Ok(applied) => {
                 for a in &applied {
                     self.ctx.watches.ensure(&a.planned.resource);
@@ -553,99 +569,4 @@ fn was_deleting(old: &GitSyncStatus, e: &InventoryEntry) -> bool {
     old.conditions
         .iter()
         .any(|c| c.type_ == READY && c.message.contains(&format!("{e} (being deleted)")))
-}
-
-/// One applied object: its plan, the object the server returned, and
-/// whether the apply changed it.
-struct Applied {
-    planned: Planned,
-    live: Value,
-    changed: bool,
-}
-
-/// Plans and applies `manifests` stage by stage. With `atomic`, every object
-/// is dry-run first and nothing is applied unless all pass; objects that
-/// can only be dry-run once this revision's new Namespaces and CRDs exist
-/// are dry-run right after those are applied, before anything else is.
-async fn apply_all(
-    ctx: &Context,
-    manifests: &[Manifest],
-    owner: &Owner,
-    atomic: bool,
-    timeout: Duration,
-) -> Result<Vec<Applied>, ApplyError> {
-    let client = &ctx.client;
-    let (planned, later) = apply::plan(client, &ctx.kinds, manifests, manifests, owner).await?;
-    // Objects in a Namespace this revision creates: the server refuses any
-    // request for them, dry-run included, until that Namespace exists.
-    let new_namespaces = apply::missing_namespaces(client, &planned).await?;
-    let (mut planned, mut deferred): (Vec<Planned>, Vec<Planned>) = planned
-        .into_iter()
-        .partition(|p| !(p.namespaced && new_namespaces.contains(&p.entry.namespace)));
-    if atomic {
-        apply::dry_run(client, &planned).await?;
-    }
-    let mut applied = Vec::new();
-    for stage in [Stage::Foundation, Stage::ProviderConfigs, Stage::Rest] {
-        if stage == Stage::ProviderConfigs && !later.is_empty() {
-            deferred.extend(served_later(ctx, &later, manifests, owner, timeout).await?);
-        }
-        if stage == Stage::ProviderConfigs && !deferred.is_empty() {
-            if atomic {
-                apply::dry_run(client, &deferred).await?;
-            }
-            planned.append(&mut deferred);
-        }
-        let these: Vec<&Planned> = planned.iter().filter(|p| p.stage == stage).collect();
-        // A re-apply (not atomic: the applied revision) tells what it changed.
-        let objects = apply::apply(client, &these, !atomic).await?;
-        if stage == Stage::Foundation {
-            apply::wait_established(client, &these, timeout).await?;
-        }
-        applied.extend(
-            these
-                .into_iter()
-                .zip(objects)
-                .map(|(p, (live, changed))| Applied {
-                    planned: p.clone(),
-                    live,
-                    changed,
-                }),
-        );
-    }
-    Ok(applied)
-}
-
-/// Plans the objects of kinds whose CRDs this revision brings: established
-/// now, and served once the API server's discovery has caught up (it lags
-/// the Established condition by a moment).
-async fn served_later(
-    ctx: &Context,
-    later: &[Manifest],
-    manifests: &[Manifest],
-    owner: &Owner,
-    timeout: Duration,
-) -> Result<Vec<Planned>, ApplyError> {
-    let since = Instant::now();
-    let (more, unserved) = loop {
-        ctx.kinds.forget();
-        let (more, unserved) =
-            apply::plan(&ctx.client, &ctx.kinds, later, manifests, owner).await?;
-        if unserved.is_empty() || since.elapsed() >= timeout.min(DISCOVERY_WAIT) {
-            break (more, unserved);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    if let Some(m) = unserved.first() {
-        return Err(ManifestError::new(
-            &m.origin,
-            format!(
-                "its CRD is established, but the cluster serves no kind {} in {}",
-                m.kind(),
-                m.api_version()
-            ),
-        )
-        .into());
-    }
-    Ok(more)
 }
