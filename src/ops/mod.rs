@@ -28,7 +28,8 @@ pub struct Shared {
     pub calls: Arc<CallCounter>,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
-    /// Finished reconcile passes per object (see [`passes`]).
+    /// Finished reconcile passes per object (see [`passes`]); off unless a
+    /// test turns it on.
     pub passes: Arc<Passes>,
 }
 
@@ -38,7 +39,7 @@ impl Shared {
         Self {
             metrics: Arc::new(Metrics::new(calls.clone())),
             notifier: Arc::new(Notifier::disabled()),
-            passes: Arc::default(),
+            passes: Arc::new(Passes::off()),
             calls,
         }
     }

@@ -2,8 +2,9 @@
 //! that the controller looked at an object again, without sleeping.
 //!
 //! One `u64` per `(kind, namespace, name)` ever reconciled by this process;
-//! entries are small (the key and a counter), so 10k objects cost well under
-//! a megabyte. A pass is counted when the reconcile entry point returns,
+//! entries are small (the key and a counter), so 10k objects cost about a
+//! megabyte: the controller process keeps them off ([`Passes::off`]), tests
+//! turn them on. A pass is counted when the reconcile entry point returns,
 //! however it returns (success, error, or an early `await_change`).
 
 use std::collections::HashMap;
@@ -15,7 +16,8 @@ use tokio::sync::watch;
 /// Counts finished reconcile passes per object; waiters are woken on every
 /// pass (no polling).
 pub struct Passes {
-    counts: Mutex<HashMap<Box<str>, u64>>,
+    /// `None`: counting is off, and passes cost nothing.
+    counts: Option<Mutex<HashMap<Box<str>, u64>>>,
     /// Bumped on every pass; a waiter re-checks its object when it changes.
     tick: watch::Sender<u64>,
 }
@@ -23,7 +25,7 @@ pub struct Passes {
 impl Default for Passes {
     fn default() -> Self {
         Self {
-            counts: Mutex::default(),
+            counts: Some(Mutex::default()),
             tick: watch::Sender::new(0),
         }
     }
@@ -49,17 +51,29 @@ impl Drop for Pass<'_> {
 }
 
 impl Passes {
-    /// A pass of the object begins; it is counted when the guard drops.
-    pub fn pass(&self, kind: &str, namespace: &str, name: &str) -> Pass<'_> {
-        Pass {
-            passes: self,
-            key: key(kind, namespace, name),
+    /// Counts nothing (the controller process: only tests read counts).
+    pub fn off() -> Self {
+        Self {
+            counts: None,
+            ..Self::default()
         }
     }
 
+    /// A pass of the object begins; it is counted when the guard drops.
+    pub fn pass(&self, kind: &str, namespace: &str, name: &str) -> Pass<'_> {
+        let key = match self.counts {
+            Some(_) => key(kind, namespace, name),
+            None => String::new(),
+        };
+        Pass { passes: self, key }
+    }
+
     fn finished(&self, key: String) {
+        let Some(counts) = &self.counts else {
+            return;
+        };
         {
-            let mut counts = self.counts.lock().expect("passes poisoned");
+            let mut counts = counts.lock().expect("passes poisoned");
             match counts.get_mut(key.as_str()) {
                 Some(n) => *n += 1,
                 None => {
@@ -72,7 +86,10 @@ impl Passes {
 
     /// Finished passes of the object so far.
     pub fn count(&self, kind: &str, namespace: &str, name: &str) -> u64 {
-        let counts = self.counts.lock().expect("passes poisoned");
+        let Some(counts) = &self.counts else {
+            return 0;
+        };
+        let counts = counts.lock().expect("passes poisoned");
         counts
             .get(key(kind, namespace, name).as_str())
             .copied()
