@@ -73,8 +73,9 @@ func init() {
 		&rbacv1.ClusterRoleBinding{}, &rbacv1.ClusterRoleBindingList{},
 	)
 	add(authorizationv1.SchemeGroupVersion,
-		&authorizationv1.SelfSubjectAccessReview{}, &authorizationv1.SelfSubjectRulesReview{})
-	add(authenticationv1.SchemeGroupVersion, &authenticationv1.SelfSubjectReview{})
+		&authorizationv1.SelfSubjectAccessReview{}, &authorizationv1.SelfSubjectRulesReview{},
+		&authorizationv1.SubjectAccessReview{}, &authorizationv1.LocalSubjectAccessReview{})
+	add(authenticationv1.SchemeGroupVersion, &authenticationv1.SelfSubjectReview{}, &authenticationv1.TokenRequest{})
 
 	// events.k8s.io/v1 is a view of the core/v1 events (the hub type is corev1.Event).
 	builtinScheme.AddKnownTypes(eventsv1.SchemeGroupVersion, &eventsv1.Event{}, &eventsv1.EventList{})
@@ -310,7 +311,8 @@ func restOptionsGetter(etcdOpts *genericoptions.EtcdOptions, c *genericapiserver
 	return etcdOpts.CreateRESTOptionsGetter(&genericoptions.SimpleStorageFactory{StorageConfig: cfg}, c.ResourceTransformers)
 }
 
-func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *genericoptions.EtcdOptions, c *genericapiserver.RecommendedConfig) (*namespaceREST, error) {
+func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *genericoptions.EtcdOptions, c *genericapiserver.RecommendedConfig,
+	authz *rbacAuthorizer, saTokens *saTokens) (*namespaceREST, error) {
 	core := restOptionsGetter(etcdOpts, c, corev1.SchemeGroupVersion)
 	apps := restOptionsGetter(etcdOpts, c, appsv1.SchemeGroupVersion)
 	coordination := restOptionsGetter(etcdOpts, c, coordinationv1.SchemeGroupVersion)
@@ -402,16 +404,18 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 	if err != nil {
 		return nil, err
 	}
+	saTokens.getSA = getServiceAccount(serviceaccounts)
 	nsREST := &namespaceREST{REST: namespaces}
 	coreInfo := genericapiserver.NewDefaultAPIGroupInfo("", builtinScheme, metav1.ParameterCodec, builtinCodecs)
 	coreInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
-		"namespaces":        nsREST,
-		"namespaces/status": newStatusREST(namespaces, resetPaths(corev1.SchemeGroupVersion, []interface{}{"spec"})),
-		"secrets":           secrets,
-		"configmaps":        configmaps,
-		"serviceaccounts":   serviceaccounts,
-		"services":          services,
-		"events":            events,
+		"namespaces":            nsREST,
+		"namespaces/status":     newStatusREST(namespaces, resetPaths(corev1.SchemeGroupVersion, []interface{}{"spec"})),
+		"secrets":               secrets,
+		"configmaps":            configmaps,
+		"serviceaccounts":       serviceaccounts,
+		"serviceaccounts/token": &tokenREST{tokens: saTokens, sas: serviceaccounts},
+		"services":              services,
+		"events":                events,
 	}
 	if err := server.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreInfo); err != nil {
 		return nil, fmt.Errorf("installing core/v1: %w", err)
@@ -483,8 +487,10 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 
 	authorizationInfo := genericapiserver.NewDefaultAPIGroupInfo(authorizationv1.GroupName, builtinScheme, metav1.ParameterCodec, builtinCodecs)
 	authorizationInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
-		"selfsubjectaccessreviews": &selfSubjectAccessReviewREST{},
-		"selfsubjectrulesreviews":  &selfSubjectRulesReviewREST{},
+		"selfsubjectaccessreviews":  &selfSubjectAccessReviewREST{authz: authz},
+		"selfsubjectrulesreviews":   &selfSubjectRulesReviewREST{rules: authz},
+		"subjectaccessreviews":      &subjectAccessReviewREST{authz: authz},
+		"localsubjectaccessreviews": &subjectAccessReviewREST{authz: authz, namespaced: true},
 	}
 	authenticationInfo := genericapiserver.NewDefaultAPIGroupInfo(authenticationv1.GroupName, builtinScheme, metav1.ParameterCodec, builtinCodecs)
 	authenticationInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{

@@ -4,9 +4,10 @@
 // k8s.io/client-go, k8s.io/api) and adds what those libraries leave to
 // kube-apiserver:
 //
-//   - authentication: x509 client certificates (plus an optional static token
-//     file); authorization: every authenticated user may do everything
-//     (RBAC objects are stored, never enforced);
+//   - authentication: x509 client certificates, ServiceAccount tokens from
+//     the TokenRequest subresource (plus an optional static token file) and
+//     impersonation; authorization: RBAC from the stored Roles, ClusterRoles
+//     and their bindings (system:masters may do everything);
 //   - discovery for /api and /apis (legacy and aggregated), including the
 //     groups of CustomResourceDefinitions;
 //   - storage-only REST endpoints for the built-in kinds a controller and
@@ -129,15 +130,22 @@ func run(ctx context.Context, o options) error {
 	}
 
 	// Authentication and authorization.
-	authn, clientCA, err := newAuthenticator(o.certDir+"/ca.crt", o.tokenFile)
+	saTokens, err := newSATokens()
+	if err != nil {
+		return err
+	}
+	authn, clientCA, err := newAuthenticator(o.certDir+"/ca.crt", o.tokenFile, saTokens)
 	if err != nil {
 		return err
 	}
 	serverConfig.Authentication.Authenticator = authn
+	serverConfig.Authentication.APIAudiences = []string{saIssuer}
 	if err := serverConfig.Authentication.ApplyClientCert(clientCA, serverConfig.SecureServing); err != nil {
 		return err
 	}
-	serverConfig.Authorization.Authorizer = newAuthorizer()
+	// RBAC (rbac.go); its informers are wired below, once there is a client.
+	rbacAuthz := &rbacAuthorizer{}
+	serverConfig.Authorization.Authorizer = rbacAuthz
 	genericapiserver.AuthorizeClientBearerToken(serverConfig.LoopbackClientConfig, &serverConfig.Authentication, &serverConfig.Authorization)
 
 	// Clients and informers on the loopback connection (namespace lifecycle admission needs them).
@@ -151,6 +159,11 @@ func run(ctx context.Context, o options) error {
 	}
 	serverConfig.ClientConfig = serverConfig.LoopbackClientConfig
 	serverConfig.SharedInformerFactory = clientgoinformers.NewSharedInformerFactory(kubeClient, 10*time.Minute)
+	rbacInformers := serverConfig.SharedInformerFactory.Rbac().V1()
+	rbacAuthz.roles = rbacInformers.Roles().Lister()
+	rbacAuthz.roleBindings = rbacInformers.RoleBindings().Lister()
+	rbacAuthz.clusterRoles = rbacInformers.ClusterRoles().Lister()
+	rbacAuthz.clusterRoleBindings = rbacInformers.ClusterRoleBindings().Lister()
 
 	// Admission: namespace lifecycle only (no webhooks, no admission policies:
 	// their configuration APIs are not served here).
@@ -194,7 +207,7 @@ func run(ctx context.Context, o options) error {
 	}
 	server := crdServer.GenericAPIServer
 
-	nsREST, err := installBuiltins(server, etcdOpts, serverConfig)
+	nsREST, err := installBuiltins(server, etcdOpts, serverConfig, rbacAuthz, saTokens)
 	if err != nil {
 		return err
 	}
