@@ -455,13 +455,21 @@ spec:
     let buckets: Api<driftless_aws::Bucket> = scope.api();
     let instances: Api<driftless_aws::Instance> = scope.api();
     let vpcs: Api<driftless_aws::Vpc> = scope.api();
+    let namespaces: Api<Namespace> = Api::all(scope.client.clone());
     wait_for("the prune", Duration::from_secs(120), || async {
         let g = gitsyncs.get("rbac").await.ok()?;
         let applied = g.status?.last_applied_revision?;
         let gone = buckets.get_opt(&git_bucket).await.ok()?.is_none()
             && instances.get_opt("git-vm").await.ok()?.is_none()
             && vpcs.get_opt("git-net").await.ok()?.is_none();
-        (applied.contains(&pruned) && gone).then_some(())
+        // The Namespace is the last stage of the prune (deleted, or being
+        // emptied by the server).
+        let ns_deleted = namespaces
+            .get_opt(&app_ns)
+            .await
+            .ok()?
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+        (applied.contains(&pruned) && gone && ns_deleted).then_some(())
     })
     .await;
 
