@@ -9,6 +9,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -88,8 +89,12 @@ func init() {
 		panic(err)
 	}
 
+	// autoscaling/v2 serves HorizontalPodAutoscalers (stored.go); v1 is only deployments/scale's Scale.
+	if err := builtinScheme.SetVersionPriority(autoscalingv2.SchemeGroupVersion, autoscalingv1.SchemeGroupVersion); err != nil {
+		panic(err)
+	}
 	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, appsv1.SchemeGroupVersion,
-		autoscalingv1.SchemeGroupVersion, coordinationv1.SchemeGroupVersion, rbacv1.SchemeGroupVersion,
+		coordinationv1.SchemeGroupVersion, rbacv1.SchemeGroupVersion,
 		eventsv1.SchemeGroupVersion, authorizationv1.SchemeGroupVersion, authenticationv1.SchemeGroupVersion} {
 		if err := builtinScheme.SetVersionPriority(gv); err != nil {
 			panic(err)
@@ -417,6 +422,9 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 		"services":              services,
 		"events":                events,
 	}
+	if err := addStored(core, corev1.SchemeGroupVersion, storedCore, coreInfo.VersionedResourcesStorageMap["v1"]); err != nil {
+		return nil, err
+	}
 	if err := server.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreInfo); err != nil {
 		return nil, fmt.Errorf("installing core/v1: %w", err)
 	}
@@ -440,6 +448,9 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 		"deployments":        deployments,
 		"deployments/status": newStatusREST(deployments, resetPaths(appsv1.SchemeGroupVersion, []interface{}{"spec"}, []interface{}{"metadata", "labels"})),
 		"deployments/scale":  &scaleREST{store: deployments.Store},
+	}
+	if err := addStored(apps, appsv1.SchemeGroupVersion, storedApps, appsInfo.VersionedResourcesStorageMap["v1"]); err != nil {
+		return nil, err
 	}
 
 	leases, err := newREST(coordination, kind{
@@ -497,7 +508,12 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 		"selfsubjectreviews": &selfSubjectReviewREST{},
 	}
 
-	if err := server.InstallAPIGroups(&appsInfo, &coordinationInfo, &eventsInfo, &rbacInfo, &authorizationInfo, &authenticationInfo); err != nil {
+	stored, err := storedGroupInfos(etcdOpts, c)
+	if err != nil {
+		return nil, err
+	}
+	groups := append([]*genericapiserver.APIGroupInfo{&appsInfo, &coordinationInfo, &eventsInfo, &rbacInfo, &authorizationInfo, &authenticationInfo}, stored...)
+	if err := server.InstallAPIGroups(groups...); err != nil {
 		return nil, fmt.Errorf("installing built-in groups: %w", err)
 	}
 	return nsREST, nil

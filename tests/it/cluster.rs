@@ -446,3 +446,253 @@ subjects: [{{kind: ServiceAccount, name: reader, namespace: {ns}}}]
         assert!(out.contains(want), "can-i --list shows {want}: {out}");
     }
 }
+
+/// Every storage-only kind: (apiVersion, kind, the manifest without
+/// apiVersion, kind and metadata). `NS` is replaced with the test namespace.
+const STORED_KINDS: &[(&str, &str, &str)] = &[
+    (
+        "v1",
+        "Pod",
+        r#"{"spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}"#,
+    ),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        r#"{"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}"#,
+    ),
+    (
+        "v1",
+        "ResourceQuota",
+        r#"{"spec": {"hard": {"pods": "10"}}}"#,
+    ),
+    (
+        "v1",
+        "LimitRange",
+        r#"{"spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"}}]}}"#,
+    ),
+    (
+        "v1",
+        "Endpoints",
+        r#"{"subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]}"#,
+    ),
+    (
+        "apps/v1",
+        "StatefulSet",
+        r#"{"spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "postgres:17"}]}}}}"#,
+    ),
+    (
+        "apps/v1",
+        "DaemonSet",
+        r#"{"spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "agent", "image": "agent:1"}]}}}}"#,
+    ),
+    (
+        "apps/v1",
+        "ReplicaSet",
+        r#"{"spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}"#,
+    ),
+    (
+        "batch/v1",
+        "Job",
+        r#"{"spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "once", "image": "busybox:1"}]}}}}"#,
+    ),
+    (
+        "batch/v1",
+        "CronJob",
+        r#"{"spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "tick", "image": "busybox:1"}]}}}}}}"#,
+    ),
+    (
+        "networking.k8s.io/v1",
+        "Ingress",
+        r#"{"spec": {"rules": [{"host": "example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}"#,
+    ),
+    (
+        "networking.k8s.io/v1",
+        "IngressClass",
+        r#"{"spec": {"controller": "example.com/ingress"}}"#,
+    ),
+    (
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        r#"{"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}"#,
+    ),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        r#"{"spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}"#,
+    ),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        r#"{"spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}}"#,
+    ),
+    (
+        "storage.k8s.io/v1",
+        "StorageClass",
+        r#"{"provisioner": "example.com/disk", "reclaimPolicy": "Retain"}"#,
+    ),
+    (
+        "scheduling.k8s.io/v1",
+        "PriorityClass",
+        r#"{"value": 1000, "description": "important"}"#,
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        r#"{"webhooks": [{"name": "check.example.com", "clientConfig": {"url": "https://example.com/check"}, "admissionReviewVersions": ["v1"], "sideEffects": "None"}]}"#,
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        r#"{"webhooks": [{"name": "mutate.example.com", "clientConfig": {"url": "https://example.com/mutate"}, "admissionReviewVersions": ["v1"], "sideEffects": "None"}]}"#,
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+        r#"{"spec": {"validations": [{"expression": "true"}]}}"#,
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+        r#"{"spec": {"policyName": "p", "validationActions": ["Deny"]}}"#,
+    ),
+];
+
+#[tokio::test]
+async fn every_storage_only_kind_is_discovered_and_round_trips_server_side_apply() {
+    use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+    use kube::discovery::{Discovery, Scope};
+
+    let client = kube_client().await;
+    let ns = unique("stored");
+    create_namespace(&ns);
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    let mut listed = Vec::new();
+    for (api_version, kind, body) in STORED_KINDS {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (ar, caps) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("{api_version} {kind} is not in discovery"));
+        let namespaced = caps.scope == Scope::Namespaced;
+        let name = if namespaced {
+            "it".to_string()
+        } else {
+            format!("{ns}-it")
+        };
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(client.clone(), &ns, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        let mut manifest: serde_json::Value = serde_json::from_str(body).unwrap();
+        manifest["apiVersion"] = json!(api_version);
+        manifest["kind"] = json!(kind);
+        manifest["metadata"] = json!({"name": name, "labels": {"round": "1"}});
+        let ssa = PatchParams::apply("driftless-tests");
+        let applied = api
+            .patch(&name, &ssa, &Patch::Apply(&manifest))
+            .await
+            .unwrap_or_else(|e| panic!("server-side apply of {kind}: {e}"));
+        let stored = serde_json::to_value(api.get(&name).await.unwrap()).unwrap();
+        for (key, want) in manifest.as_object().unwrap() {
+            if key == "metadata" {
+                continue;
+            }
+            // What was applied comes back (defaulted fields may be added).
+            assert_json_includes(&stored[key], want, &format!("{kind} .{key}"));
+        }
+        let managers: Vec<_> = applied
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                (
+                    m.manager.unwrap_or_default(),
+                    m.operation.unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert!(
+            managers.contains(&("driftless-tests".to_string(), "Apply".to_string())),
+            "{kind}: managed fields {managers:?}"
+        );
+        // A second apply changes what the same field manager owns.
+        manifest["metadata"] = json!({"name": name, "labels": {"round": "2"}});
+        let again = api
+            .patch(&name, &ssa, &Patch::Apply(&manifest))
+            .await
+            .unwrap();
+        assert_eq!(
+            again
+                .metadata
+                .labels
+                .unwrap()
+                .get("round")
+                .map(String::as_str),
+            Some("2"),
+            "{kind}"
+        );
+        listed.push((ar.plural.clone(), namespaced, name));
+    }
+
+    // Structured merge: Pod containers are a list keyed by name, so a second
+    // manager's container is added, not a replacement of the list.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let sidecar = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "it"},
+        "spec": {"containers": [{"name": "sidecar", "image": "busybox:1"}]}});
+    let pod = pods
+        .patch(
+            "it",
+            &PatchParams::apply("another-manager"),
+            &Patch::Apply(&sidecar),
+        )
+        .await
+        .expect("second manager's apply");
+    let names: Vec<String> = pod
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["app", "sidecar"]);
+
+    // kubectl get prints them.
+    for (plural, namespaced, name) in listed {
+        let mut args = vec!["get", plural.as_str()];
+        if namespaced {
+            args.extend_from_slice(&["-n", &ns]);
+        }
+        let (ok, out, err) = kubectl(&args, None);
+        assert!(
+            ok && out.lines().any(|l| l.starts_with(&name)),
+            "kubectl get {plural}: {out}{err}"
+        );
+    }
+}
+
+/// Every field of `want` is in `got` with the same value.
+fn assert_json_includes(got: &serde_json::Value, want: &serde_json::Value, at: &str) {
+    match (got, want) {
+        (serde_json::Value::Object(g), serde_json::Value::Object(w)) => {
+            for (k, v) in w {
+                assert_json_includes(
+                    g.get(k).unwrap_or(&serde_json::Value::Null),
+                    v,
+                    &format!("{at}.{k}"),
+                );
+            }
+        }
+        (serde_json::Value::Array(g), serde_json::Value::Array(w)) => {
+            assert_eq!(g.len(), w.len(), "{at}: {got} vs {want}");
+            for (i, (g, w)) in g.iter().zip(w).enumerate() {
+                assert_json_includes(g, w, &format!("{at}[{i}]"));
+            }
+        }
+        _ => assert_eq!(got, want, "{at}"),
+    }
+}
