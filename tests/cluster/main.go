@@ -10,10 +10,13 @@
 //     and their bindings (system:masters may do everything);
 //   - discovery for /api and /apis (legacy and aggregated), including the
 //     groups of CustomResourceDefinitions;
-//   - storage-only REST endpoints for the built-in kinds a controller and
-//     kubectl touch (namespaces, secrets, configmaps, serviceaccounts, services, events
-//     in core/v1 and events.k8s.io/v1, leases, deployments with status and
-//     scale, RBAC), with OpenAPI models so server-side apply works on them;
+//   - storage-only REST endpoints for the built-in kinds a controller, kubectl
+//     and real repositories touch (namespaces, secrets, configmaps,
+//     serviceaccounts, services, events in core/v1 and events.k8s.io/v1,
+//     leases, deployments with status and scale, RBAC; workloads, batch,
+//     networking, policy, autoscaling/v2, storage, scheduling and admission
+//     configuration in stored.go), with OpenAPI models so server-side apply
+//     works on them; no controller acts on any of them;
 //   - the namespaces default, kube-system, kube-public and kube-node-lease.
 //
 // It is built offline in GOPATH mode by tests/cluster/build; see README.md.
@@ -165,8 +168,8 @@ func run(ctx context.Context, o options) error {
 	rbacAuthz.clusterRoles = rbacInformers.ClusterRoles().Lister()
 	rbacAuthz.clusterRoleBindings = rbacInformers.ClusterRoleBindings().Lister()
 
-	// Admission: namespace lifecycle only (no webhooks, no admission policies:
-	// their configuration APIs are not served here).
+	// Admission: namespace lifecycle only. Webhook configurations and
+	// admission policies are stored (stored.go) but never called.
 	admissionOpts := genericoptions.NewAdmissionOptions()
 	admissionOpts.RecommendedPluginOrder = []string{lifecycle.PluginName}
 	if err := admissionOpts.ApplyTo(&serverConfig.Config, serverConfig.SharedInformerFactory, kubeClient, dynamicClient,
