@@ -2,16 +2,16 @@ package main
 
 import (
 	"context"
-	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	rbaclisters "k8s.io/client-go/listers/rbac/v1"
 	"k8s.io/klog/v2"
+
+	"driftless.dev/cluster/rbacrules"
 )
 
 // rbacAuthorizer evaluates the stored Roles, ClusterRoles, RoleBindings and
@@ -71,12 +71,12 @@ func (r *rbacAuthorizer) Authorize(ctx context.Context, a authorizer.Attributes)
 	if u == nil {
 		return authorizer.DecisionNoOpinion, "no user on the request", nil
 	}
-	if hasString(u.GetGroups(), user.SystemPrivilegedGroup) {
+	if rbacrules.Has(u.GetGroups(), user.SystemPrivilegedGroup) {
 		return authorizer.DecisionAllow, "", nil
 	}
 	allowed := false
 	r.visitRules(u, a.GetNamespace(), func(rule *rbacv1.PolicyRule) bool {
-		if ruleAllows(a, rule) {
+		if rbacrules.Allows(a, rule) {
 			allowed = true
 			return false
 		}
@@ -90,7 +90,7 @@ func (r *rbacAuthorizer) Authorize(ctx context.Context, a authorizer.Attributes)
 
 // RulesFor lists what u may do in namespace (SelfSubjectRulesReview).
 func (r *rbacAuthorizer) RulesFor(ctx context.Context, u user.Info, namespace string) ([]authorizer.ResourceRuleInfo, []authorizer.NonResourceRuleInfo, bool, error) {
-	if hasString(u.GetGroups(), user.SystemPrivilegedGroup) {
+	if rbacrules.Has(u.GetGroups(), user.SystemPrivilegedGroup) {
 		return []authorizer.ResourceRuleInfo{&authorizer.DefaultResourceRuleInfo{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}}},
 			[]authorizer.NonResourceRuleInfo{&authorizer.DefaultNonResourceRuleInfo{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}}, false, nil
 	}
@@ -113,7 +113,7 @@ func (r *rbacAuthorizer) RulesFor(ctx context.Context, u user.Info, namespace st
 func (r *rbacAuthorizer) visitRules(u user.Info, namespace string, visit func(*rbacv1.PolicyRule) bool) {
 	groups := u.GetGroups()
 	for g, rules := range implicitRules {
-		if !hasString(groups, g) {
+		if !rbacrules.Has(groups, g) {
 			continue
 		}
 		for i := range rules {
@@ -127,7 +127,7 @@ func (r *rbacAuthorizer) visitRules(u user.Info, namespace string, visit func(*r
 		klog.Errorf("RBAC: listing clusterrolebindings: %v", err)
 	}
 	for _, b := range crbs {
-		if !appliesTo(u, b.Subjects, "") {
+		if !rbacrules.AppliesTo(u, b.Subjects, "") {
 			continue
 		}
 		if !r.visitRoleRef(b.RoleRef, "", visit) {
@@ -142,7 +142,7 @@ func (r *rbacAuthorizer) visitRules(u user.Info, namespace string, visit func(*r
 		klog.Errorf("RBAC: listing rolebindings in %s: %v", namespace, err)
 	}
 	for _, b := range rbs {
-		if !appliesTo(u, b.Subjects, namespace) {
+		if !rbacrules.AppliesTo(u, b.Subjects, namespace) {
 			continue
 		}
 		if !r.visitRoleRef(b.RoleRef, namespace, visit) {
@@ -215,101 +215,4 @@ func visitAll(rules []rbacv1.PolicyRule, visit func(*rbacv1.PolicyRule) bool) bo
 		}
 	}
 	return true
-}
-
-// appliesTo: one of subjects is u. namespace is the RoleBinding's ("" for a
-// ClusterRoleBinding), the default namespace of ServiceAccount subjects.
-func appliesTo(u user.Info, subjects []rbacv1.Subject, namespace string) bool {
-	for _, s := range subjects {
-		switch s.Kind {
-		case rbacv1.UserKind:
-			if s.Name == u.GetName() {
-				return true
-			}
-		case rbacv1.GroupKind:
-			if hasString(u.GetGroups(), s.Name) {
-				return true
-			}
-		case rbacv1.ServiceAccountKind:
-			ns := s.Namespace
-			if ns == "" {
-				ns = namespace
-			}
-			if ns != "" && serviceaccount.MakeUsername(ns, s.Name) == u.GetName() {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// ruleAllows: rule grants the request a.
-func ruleAllows(a authorizer.Attributes, rule *rbacv1.PolicyRule) bool {
-	if !matchesOrStar(rule.Verbs, a.GetVerb()) {
-		return false
-	}
-	if !a.IsResourceRequest() {
-		return nonResourceURLMatches(rule.NonResourceURLs, a.GetPath())
-	}
-	return matchesOrStar(rule.APIGroups, a.GetAPIGroup()) &&
-		resourceMatches(rule.Resources, a.GetResource(), a.GetSubresource()) &&
-		resourceNameMatches(rule.ResourceNames, a.GetName())
-}
-
-func matchesOrStar(set []string, s string) bool {
-	for _, v := range set {
-		if v == rbacv1.VerbAll || v == s {
-			return true
-		}
-	}
-	return false
-}
-
-// resourceMatches: "*" matches everything, "pods" only pods (not pods/log),
-// "pods/log" the subresource, "*/scale" the scale subresource of anything.
-func resourceMatches(rules []string, resource, subresource string) bool {
-	combined := resource
-	if subresource != "" {
-		combined = resource + "/" + subresource
-	}
-	for _, r := range rules {
-		switch {
-		case r == rbacv1.ResourceAll, r == combined:
-			return true
-		case subresource != "" && r == "*/"+subresource:
-			return true
-		}
-	}
-	return false
-}
-
-// resourceNameMatches: no names = every object; otherwise the request must
-// name one of them (so list, watch and create never match a named rule).
-func resourceNameMatches(names []string, name string) bool {
-	if len(names) == 0 {
-		return true
-	}
-	return name != "" && hasString(names, name)
-}
-
-// nonResourceURLMatches: exact paths, "*" and prefixes ending in "*".
-func nonResourceURLMatches(rules []string, path string) bool {
-	for _, r := range rules {
-		switch {
-		case r == rbacv1.NonResourceAll, r == path:
-			return true
-		case strings.HasSuffix(r, "*") && strings.HasPrefix(path, strings.TrimSuffix(r, "*")):
-			return true
-		}
-	}
-	return false
-}
-
-func hasString(set []string, s string) bool {
-	for _, v := range set {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
