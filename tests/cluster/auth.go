@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -14,17 +13,17 @@ import (
 	"k8s.io/apiserver/pkg/authentication/request/union"
 	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
 	"k8s.io/apiserver/pkg/authentication/token/tokenfile"
-	"k8s.io/apiserver/pkg/authentication/user"
-	"k8s.io/apiserver/pkg/authorization/authorizer"
+	tokenunion "k8s.io/apiserver/pkg/authentication/token/union"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/apiserver/pkg/util/webhook"
 )
 
 // newAuthenticator accepts x509 client certificates signed by the CA in
-// caFile (user = CN, groups = O) and, if tokenFile is set, the bearer tokens
-// listed there. Requests without any credentials are anonymous; the
-// authorizer lets them read only the health and version endpoints.
-func newAuthenticator(caFile, tokenFile string) (authenticator.Request, dynamiccertificates.CAContentProvider, error) {
+// caFile (user = CN, groups = O), ServiceAccount tokens (serviceaccount.go)
+// and, if tokenFile is set, the bearer tokens listed there. Requests without
+// any credentials are anonymous; the authorizer (rbac.go) lets them read
+// only the health and version endpoints.
+func newAuthenticator(caFile, tokenFile string, saTokens authenticator.Token) (authenticator.Request, dynamiccertificates.CAContentProvider, error) {
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client CA: %w", err)
@@ -36,13 +35,15 @@ func newAuthenticator(caFile, tokenFile string) (authenticator.Request, dynamicc
 	authenticators := []authenticator.Request{
 		x509request.NewDynamic(clientCA.VerifyOptions, x509request.CommonNameUserConversion),
 	}
+	tokens := []authenticator.Token{saTokens}
 	if tokenFile != "" {
-		tokens, err := tokenfile.NewCSV(tokenFile)
+		fileTokens, err := tokenfile.NewCSV(tokenFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("token file: %w", err)
 		}
-		authenticators = append(authenticators, bearertoken.New(tokens))
+		tokens = append(tokens, fileTokens)
 	}
+	authenticators = append(authenticators, bearertoken.New(tokenunion.New(tokens...)))
 	authenticated := group.NewAuthenticatedGroupAdder(union.New(authenticators...))
 	return union.New(authenticated, anonymousWithoutCredentials{anonymous.NewAuthenticator(nil)}), clientCA, nil
 }
@@ -56,30 +57,6 @@ func (a anonymousWithoutCredentials) AuthenticateRequest(req *http.Request) (*au
 		return nil, false, nil
 	}
 	return a.delegate.AuthenticateRequest(req)
-}
-
-var publicPaths = map[string]bool{
-	"/healthz": true, "/livez": true, "/readyz": true, "/version": true, "/version/": true,
-}
-
-// newAuthorizer allows everything to every authenticated user. RBAC objects
-// are stored by this server but never evaluated.
-func newAuthorizer() authorizer.Authorizer {
-	return authorizer.AuthorizerFunc(func(ctx context.Context, a authorizer.Attributes) (authorizer.Decision, string, error) {
-		u := a.GetUser()
-		if u == nil {
-			return authorizer.DecisionNoOpinion, "no user", nil
-		}
-		for _, g := range u.GetGroups() {
-			if g == user.AllAuthenticated || g == user.SystemPrivilegedGroup {
-				return authorizer.DecisionAllow, "", nil
-			}
-		}
-		if !a.IsResourceRequest() && a.GetVerb() == "get" && publicPaths[a.GetPath()] {
-			return authorizer.DecisionAllow, "", nil
-		}
-		return authorizer.DecisionNoOpinion, "anonymous requests may only read /healthz, /livez, /readyz and /version", nil
-	})
 }
 
 // noServiceResolver: there are no Services here, so CRD conversion webhooks

@@ -9,6 +9,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -73,8 +74,9 @@ func init() {
 		&rbacv1.ClusterRoleBinding{}, &rbacv1.ClusterRoleBindingList{},
 	)
 	add(authorizationv1.SchemeGroupVersion,
-		&authorizationv1.SelfSubjectAccessReview{}, &authorizationv1.SelfSubjectRulesReview{})
-	add(authenticationv1.SchemeGroupVersion, &authenticationv1.SelfSubjectReview{})
+		&authorizationv1.SelfSubjectAccessReview{}, &authorizationv1.SelfSubjectRulesReview{},
+		&authorizationv1.SubjectAccessReview{}, &authorizationv1.LocalSubjectAccessReview{})
+	add(authenticationv1.SchemeGroupVersion, &authenticationv1.SelfSubjectReview{}, &authenticationv1.TokenRequest{})
 
 	// events.k8s.io/v1 is a view of the core/v1 events (the hub type is corev1.Event).
 	builtinScheme.AddKnownTypes(eventsv1.SchemeGroupVersion, &eventsv1.Event{}, &eventsv1.EventList{})
@@ -87,8 +89,12 @@ func init() {
 		panic(err)
 	}
 
+	// autoscaling/v2 serves HorizontalPodAutoscalers (stored.go); v1 is only deployments/scale's Scale.
+	if err := builtinScheme.SetVersionPriority(autoscalingv2.SchemeGroupVersion, autoscalingv1.SchemeGroupVersion); err != nil {
+		panic(err)
+	}
 	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, appsv1.SchemeGroupVersion,
-		autoscalingv1.SchemeGroupVersion, coordinationv1.SchemeGroupVersion, rbacv1.SchemeGroupVersion,
+		coordinationv1.SchemeGroupVersion, rbacv1.SchemeGroupVersion,
 		eventsv1.SchemeGroupVersion, authorizationv1.SchemeGroupVersion, authenticationv1.SchemeGroupVersion} {
 		if err := builtinScheme.SetVersionPriority(gv); err != nil {
 			panic(err)
@@ -310,7 +316,8 @@ func restOptionsGetter(etcdOpts *genericoptions.EtcdOptions, c *genericapiserver
 	return etcdOpts.CreateRESTOptionsGetter(&genericoptions.SimpleStorageFactory{StorageConfig: cfg}, c.ResourceTransformers)
 }
 
-func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *genericoptions.EtcdOptions, c *genericapiserver.RecommendedConfig) (*namespaceREST, error) {
+func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *genericoptions.EtcdOptions, c *genericapiserver.RecommendedConfig,
+	authz *rbacAuthorizer, saTokens *saTokens) (*namespaceREST, error) {
 	core := restOptionsGetter(etcdOpts, c, corev1.SchemeGroupVersion)
 	apps := restOptionsGetter(etcdOpts, c, appsv1.SchemeGroupVersion)
 	coordination := restOptionsGetter(etcdOpts, c, coordinationv1.SchemeGroupVersion)
@@ -402,16 +409,21 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 	if err != nil {
 		return nil, err
 	}
+	saTokens.getSA = getServiceAccount(serviceaccounts)
 	nsREST := &namespaceREST{REST: namespaces}
 	coreInfo := genericapiserver.NewDefaultAPIGroupInfo("", builtinScheme, metav1.ParameterCodec, builtinCodecs)
 	coreInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
-		"namespaces":        nsREST,
-		"namespaces/status": newStatusREST(namespaces, resetPaths(corev1.SchemeGroupVersion, []interface{}{"spec"})),
-		"secrets":           secrets,
-		"configmaps":        configmaps,
-		"serviceaccounts":   serviceaccounts,
-		"services":          services,
-		"events":            events,
+		"namespaces":            nsREST,
+		"namespaces/status":     newStatusREST(namespaces, resetPaths(corev1.SchemeGroupVersion, []interface{}{"spec"})),
+		"secrets":               secrets,
+		"configmaps":            configmaps,
+		"serviceaccounts":       serviceaccounts,
+		"serviceaccounts/token": &tokenREST{tokens: saTokens, sas: serviceaccounts},
+		"services":              services,
+		"events":                events,
+	}
+	if err := addStored(core, corev1.SchemeGroupVersion, storedCore, coreInfo.VersionedResourcesStorageMap["v1"]); err != nil {
+		return nil, err
 	}
 	if err := server.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreInfo); err != nil {
 		return nil, fmt.Errorf("installing core/v1: %w", err)
@@ -436,6 +448,9 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 		"deployments":        deployments,
 		"deployments/status": newStatusREST(deployments, resetPaths(appsv1.SchemeGroupVersion, []interface{}{"spec"}, []interface{}{"metadata", "labels"})),
 		"deployments/scale":  &scaleREST{store: deployments.Store},
+	}
+	if err := addStored(apps, appsv1.SchemeGroupVersion, storedApps, appsInfo.VersionedResourcesStorageMap["v1"]); err != nil {
+		return nil, err
 	}
 
 	leases, err := newREST(coordination, kind{
@@ -483,15 +498,22 @@ func installBuiltins(server *genericapiserver.GenericAPIServer, etcdOpts *generi
 
 	authorizationInfo := genericapiserver.NewDefaultAPIGroupInfo(authorizationv1.GroupName, builtinScheme, metav1.ParameterCodec, builtinCodecs)
 	authorizationInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
-		"selfsubjectaccessreviews": &selfSubjectAccessReviewREST{},
-		"selfsubjectrulesreviews":  &selfSubjectRulesReviewREST{},
+		"selfsubjectaccessreviews":  &selfSubjectAccessReviewREST{authz: authz},
+		"selfsubjectrulesreviews":   &selfSubjectRulesReviewREST{rules: authz},
+		"subjectaccessreviews":      &subjectAccessReviewREST{authz: authz},
+		"localsubjectaccessreviews": &subjectAccessReviewREST{authz: authz, namespaced: true},
 	}
 	authenticationInfo := genericapiserver.NewDefaultAPIGroupInfo(authenticationv1.GroupName, builtinScheme, metav1.ParameterCodec, builtinCodecs)
 	authenticationInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
 		"selfsubjectreviews": &selfSubjectReviewREST{},
 	}
 
-	if err := server.InstallAPIGroups(&appsInfo, &coordinationInfo, &eventsInfo, &rbacInfo, &authorizationInfo, &authenticationInfo); err != nil {
+	stored, err := storedGroupInfos(etcdOpts, c)
+	if err != nil {
+		return nil, err
+	}
+	groups := append([]*genericapiserver.APIGroupInfo{&appsInfo, &coordinationInfo, &eventsInfo, &rbacInfo, &authorizationInfo, &authenticationInfo}, stored...)
+	if err := server.InstallAPIGroups(groups...); err != nil {
 		return nil, fmt.Errorf("installing built-in groups: %w", err)
 	}
 	return nsREST, nil

@@ -4,15 +4,19 @@
 // k8s.io/client-go, k8s.io/api) and adds what those libraries leave to
 // kube-apiserver:
 //
-//   - authentication: x509 client certificates (plus an optional static token
-//     file); authorization: every authenticated user may do everything
-//     (RBAC objects are stored, never enforced);
+//   - authentication: x509 client certificates, ServiceAccount tokens from
+//     the TokenRequest subresource (plus an optional static token file) and
+//     impersonation; authorization: RBAC from the stored Roles, ClusterRoles
+//     and their bindings (system:masters may do everything);
 //   - discovery for /api and /apis (legacy and aggregated), including the
 //     groups of CustomResourceDefinitions;
-//   - storage-only REST endpoints for the built-in kinds a controller and
-//     kubectl touch (namespaces, secrets, configmaps, serviceaccounts, services, events
-//     in core/v1 and events.k8s.io/v1, leases, deployments with status and
-//     scale, RBAC), with OpenAPI models so server-side apply works on them;
+//   - storage-only REST endpoints for the built-in kinds a controller, kubectl
+//     and real repositories touch (namespaces, secrets, configmaps,
+//     serviceaccounts, services, events in core/v1 and events.k8s.io/v1,
+//     leases, deployments with status and scale, RBAC; workloads, batch,
+//     networking, policy, autoscaling/v2, storage, scheduling and admission
+//     configuration in stored.go), with OpenAPI models so server-side apply
+//     works on them; no controller acts on any of them;
 //   - the namespaces default, kube-system, kube-public and kube-node-lease.
 //
 // It is built offline in GOPATH mode by tests/cluster/build; see README.md.
@@ -129,15 +133,22 @@ func run(ctx context.Context, o options) error {
 	}
 
 	// Authentication and authorization.
-	authn, clientCA, err := newAuthenticator(o.certDir+"/ca.crt", o.tokenFile)
+	saTokens, err := newSATokens()
+	if err != nil {
+		return err
+	}
+	authn, clientCA, err := newAuthenticator(o.certDir+"/ca.crt", o.tokenFile, saTokens)
 	if err != nil {
 		return err
 	}
 	serverConfig.Authentication.Authenticator = authn
+	serverConfig.Authentication.APIAudiences = []string{saIssuer}
 	if err := serverConfig.Authentication.ApplyClientCert(clientCA, serverConfig.SecureServing); err != nil {
 		return err
 	}
-	serverConfig.Authorization.Authorizer = newAuthorizer()
+	// RBAC (rbac.go); its informers are wired below, once there is a client.
+	rbacAuthz := &rbacAuthorizer{}
+	serverConfig.Authorization.Authorizer = rbacAuthz
 	genericapiserver.AuthorizeClientBearerToken(serverConfig.LoopbackClientConfig, &serverConfig.Authentication, &serverConfig.Authorization)
 
 	// Clients and informers on the loopback connection (namespace lifecycle admission needs them).
@@ -151,9 +162,14 @@ func run(ctx context.Context, o options) error {
 	}
 	serverConfig.ClientConfig = serverConfig.LoopbackClientConfig
 	serverConfig.SharedInformerFactory = clientgoinformers.NewSharedInformerFactory(kubeClient, 10*time.Minute)
+	rbacInformers := serverConfig.SharedInformerFactory.Rbac().V1()
+	rbacAuthz.roles = rbacInformers.Roles().Lister()
+	rbacAuthz.roleBindings = rbacInformers.RoleBindings().Lister()
+	rbacAuthz.clusterRoles = rbacInformers.ClusterRoles().Lister()
+	rbacAuthz.clusterRoleBindings = rbacInformers.ClusterRoleBindings().Lister()
 
-	// Admission: namespace lifecycle only (no webhooks, no admission policies:
-	// their configuration APIs are not served here).
+	// Admission: namespace lifecycle only. Webhook configurations and
+	// admission policies are stored (stored.go) but never called.
 	admissionOpts := genericoptions.NewAdmissionOptions()
 	admissionOpts.RecommendedPluginOrder = []string{lifecycle.PluginName}
 	if err := admissionOpts.ApplyTo(&serverConfig.Config, serverConfig.SharedInformerFactory, kubeClient, dynamicClient,
@@ -194,7 +210,7 @@ func run(ctx context.Context, o options) error {
 	}
 	server := crdServer.GenericAPIServer
 
-	nsREST, err := installBuiltins(server, etcdOpts, serverConfig)
+	nsREST, err := installBuiltins(server, etcdOpts, serverConfig, rbacAuthz, saTokens)
 	if err != nil {
 		return err
 	}

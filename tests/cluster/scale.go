@@ -5,15 +5,12 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 )
@@ -124,70 +121,4 @@ func (i *scaleUpdatedObjectInfo) UpdatedObject(ctx context.Context, oldObj runti
 	replicas := scale.Spec.Replicas
 	d.Spec.Replicas = &replicas
 	return d, nil
-}
-
-// --- authorization.k8s.io and authentication.k8s.io self reviews ----------
-// `kubectl auth can-i` and `kubectl auth whoami` work; the answers reflect
-// this server's policy: every authenticated user may do everything.
-
-type selfSubjectAccessReviewREST struct{}
-
-func (r *selfSubjectAccessReviewREST) New() runtime.Object {
-	return &authorizationv1.SelfSubjectAccessReview{}
-}
-func (r *selfSubjectAccessReviewREST) Destroy()                {}
-func (r *selfSubjectAccessReviewREST) NamespaceScoped() bool   { return false }
-func (r *selfSubjectAccessReviewREST) GetSingularName() string { return "selfsubjectaccessreview" }
-func (r *selfSubjectAccessReviewREST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
-	review, ok := obj.(*authorizationv1.SelfSubjectAccessReview)
-	if !ok {
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a SelfSubjectAccessReview: %T", obj))
-	}
-	if _, ok := genericapirequest.UserFrom(ctx); !ok {
-		return nil, apierrors.NewBadRequest("no user present on request")
-	}
-	review.Status = authorizationv1.SubjectAccessReviewStatus{Allowed: true, Reason: "the driftless test API server allows every authenticated user"}
-	return review, nil
-}
-
-type selfSubjectRulesReviewREST struct{}
-
-func (r *selfSubjectRulesReviewREST) New() runtime.Object {
-	return &authorizationv1.SelfSubjectRulesReview{}
-}
-func (r *selfSubjectRulesReviewREST) Destroy()                {}
-func (r *selfSubjectRulesReviewREST) NamespaceScoped() bool   { return false }
-func (r *selfSubjectRulesReviewREST) GetSingularName() string { return "selfsubjectrulesreview" }
-func (r *selfSubjectRulesReviewREST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
-	review, ok := obj.(*authorizationv1.SelfSubjectRulesReview)
-	if !ok {
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a SelfSubjectRulesReview: %T", obj))
-	}
-	review.Status = authorizationv1.SubjectRulesReviewStatus{
-		ResourceRules:    []authorizationv1.ResourceRule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}}},
-		NonResourceRules: []authorizationv1.NonResourceRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
-	}
-	return review, nil
-}
-
-type selfSubjectReviewREST struct{}
-
-func (r *selfSubjectReviewREST) New() runtime.Object     { return &authenticationv1.SelfSubjectReview{} }
-func (r *selfSubjectReviewREST) Destroy()                {}
-func (r *selfSubjectReviewREST) NamespaceScoped() bool   { return false }
-func (r *selfSubjectReviewREST) GetSingularName() string { return "selfsubjectreview" }
-func (r *selfSubjectReviewREST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
-	u, ok := genericapirequest.UserFrom(ctx)
-	if !ok {
-		return nil, apierrors.NewBadRequest("no user present on request")
-	}
-	review := &authenticationv1.SelfSubjectReview{}
-	review.Status.UserInfo = authenticationv1.UserInfo{Username: u.GetName(), UID: u.GetUID(), Groups: u.GetGroups()}
-	if extra := u.GetExtra(); len(extra) > 0 {
-		review.Status.UserInfo.Extra = map[string]authenticationv1.ExtraValue{}
-		for k, v := range extra {
-			review.Status.UserInfo.Extra[k] = v
-		}
-	}
-	return review, nil
 }

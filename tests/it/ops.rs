@@ -126,6 +126,9 @@ fn granted(rules: &[Value]) -> BTreeSet<Access> {
     out
 }
 
+/// The user of deploy/'s ServiceAccount.
+const CONTROLLER_USER: &str = "system:serviceaccount:driftless-system:driftless";
+
 /// Grants deploy/rbac.yaml needs that the RBAC test cannot exercise: (verb,
 /// group, resource, why). Everything else granted must have been used.
 const UNUSED_GRANTS: &[(&str, &str, &str, &str)] = &[(
@@ -220,7 +223,33 @@ async fn deploy_applies_with_server_side_dry_run() {
 async fn the_cluster_role_grants_exactly_what_the_controller_uses() {
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let mut scope = Scope::new("rbac").await;
-    let client = recording_client(scope.client.clone(), &scope.ns, seen.clone());
+    // The controller runs as deploy/'s ServiceAccount (the admin certificate
+    // impersonates it), so a request deploy/rbac.yaml does not grant is a
+    // real 403, not only a recorded miss.
+    let deploy = repo_root().join("deploy");
+    let (ok, out, err) = kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            deploy.join("namespace.yaml").to_str().unwrap(),
+            "-f",
+            deploy.join("rbac.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let mut config = crate::support::kube_config().await;
+    config.auth_info.impersonate = Some(CONTROLLER_USER.to_string());
+    let as_controller = kube::Client::try_from(config).expect("impersonating client");
+    let probe: Api<driftless_aws::Bucket> = Api::namespaced(as_controller.clone(), &scope.ns);
+    wait_for(
+        "deploy/rbac.yaml's bindings to take effect",
+        Duration::from_secs(10),
+        || async { probe.list(&Default::default()).await.ok() },
+    )
+    .await;
+    let client = recording_client(as_controller, &scope.ns, seen.clone());
     scope.start_controller_client(client.clone(), Duration::from_secs(2));
     let bucket = crate::support::unique("rbac");
     let pc = scope.provider_config.clone();
@@ -455,22 +484,31 @@ spec:
     let buckets: Api<driftless_aws::Bucket> = scope.api();
     let instances: Api<driftless_aws::Instance> = scope.api();
     let vpcs: Api<driftless_aws::Vpc> = scope.api();
+    let namespaces: Api<Namespace> = Api::all(scope.client.clone());
     wait_for("the prune", Duration::from_secs(120), || async {
         let g = gitsyncs.get("rbac").await.ok()?;
         let applied = g.status?.last_applied_revision?;
         let gone = buckets.get_opt(&git_bucket).await.ok()?.is_none()
             && instances.get_opt("git-vm").await.ok()?.is_none()
             && vpcs.get_opt("git-net").await.ok()?.is_none();
-        (applied.contains(&pruned) && gone).then_some(())
+        // The Namespace is the last stage of the prune (deleted, or being
+        // emptied by the server).
+        let ns_deleted = namespaces
+            .get_opt(&app_ns)
+            .await
+            .ok()?
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+        (applied.contains(&pruned) && gone && ns_deleted).then_some(())
     })
     .await;
 
-    // Leader election, as the controller process does it.
+    // Leader election, as the controller process does it: in its own
+    // namespace, the only one where deploy/rbac.yaml grants Leases.
     let elector = driftless::ops::leader::Elector::new(
         client.clone(),
         driftless::ops::leader::LeaseConfig {
-            namespace: ns.clone(),
-            name: "driftless-controller".into(),
+            namespace: "driftless-system".into(),
+            name: format!("driftless-controller-{ns}"),
             identity: "rbac-test".into(),
             duration: Duration::from_secs(3),
         },

@@ -128,14 +128,18 @@ pub fn env() -> &'static TestEnv {
     })
 }
 
-/// A client for this test's runtime.
-pub async fn kube_client() -> kube::Client {
+/// The configuration of the test cluster's admin (all-powerful) client.
+pub async fn kube_config() -> kube::Config {
     let env = env();
     let kc = Kubeconfig::read_from(&env.kubeconfig).expect("readable kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .expect("valid kubeconfig");
-    kube::Client::try_from(config).expect("kube client")
+        .expect("valid kubeconfig")
+}
+
+/// A client for this test's runtime.
+pub async fn kube_client() -> kube::Client {
+    kube::Client::try_from(kube_config().await).expect("kube client")
 }
 
 pub async fn aws_config() -> aws_config::SdkConfig {
