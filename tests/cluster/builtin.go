@@ -46,16 +46,20 @@ var (
 	builtinCodecs = serializer.NewCodecFactory(builtinScheme)
 )
 
+// addKnownTypes registers objs in gv (and its internal version) of the
+// scheme every storage-only kind is served from.
+func addKnownTypes(gv schema.GroupVersion, objs ...runtime.Object) {
+	builtinScheme.AddKnownTypes(gv, objs...)
+	builtinScheme.AddKnownTypes(internal(gv.Group), objs...)
+	metav1.AddToGroupVersion(builtinScheme, gv)
+}
+
 func internal(group string) schema.GroupVersion {
 	return schema.GroupVersion{Group: group, Version: runtime.APIVersionInternal}
 }
 
 func init() {
-	add := func(gv schema.GroupVersion, objs ...runtime.Object) {
-		builtinScheme.AddKnownTypes(gv, objs...)
-		builtinScheme.AddKnownTypes(internal(gv.Group), objs...)
-		metav1.AddToGroupVersion(builtinScheme, gv)
-	}
+	add := addKnownTypes
 	add(corev1.SchemeGroupVersion,
 		&corev1.Namespace{}, &corev1.NamespaceList{},
 		&corev1.Secret{}, &corev1.SecretList{},

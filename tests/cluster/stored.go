@@ -44,11 +44,7 @@ type storedKind struct {
 }
 
 func init() {
-	add := func(gv schema.GroupVersion, objs ...runtime.Object) {
-		builtinScheme.AddKnownTypes(gv, objs...)
-		builtinScheme.AddKnownTypes(internal(gv.Group), objs...)
-		metav1.AddToGroupVersion(builtinScheme, gv)
-	}
+	add := addKnownTypes
 	add(corev1.SchemeGroupVersion,
 		&corev1.Pod{}, &corev1.PodList{},
 		&corev1.PersistentVolumeClaim{}, &corev1.PersistentVolumeClaimList{},
