@@ -35,8 +35,10 @@ impl Env {
             ),
             _ => {
                 let script = root.join("localstack/start");
-                let vars = run_start(&script)?;
-                started.push(script);
+                let (vars, reused) = run_start(&script)?;
+                if !reused {
+                    started.push(script);
+                }
                 (
                     vars.get("AWS_ENDPOINT_URL")
                         .context("localstack/start printed no AWS_ENDPOINT_URL")?
@@ -57,8 +59,10 @@ impl Env {
             Ok(k) if !k.is_empty() => PathBuf::from(k),
             _ => {
                 let script = root.join("tests/cluster/start");
-                let vars = run_start(&script)?;
-                env.started.push(script);
+                let (vars, reused) = run_start(&script)?;
+                if !reused {
+                    env.started.push(script);
+                }
                 PathBuf::from(
                     vars.get("KUBECONFIG")
                         .context("tests/cluster/start printed no KUBECONFIG")?,
@@ -101,8 +105,10 @@ impl Drop for Env {
     }
 }
 
-/// Runs a `start` script; returns what its `export NAME=value` lines set.
-fn run_start(script: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+/// Runs a `start` script; returns what its `export NAME=value` lines set,
+/// and whether it only reused a running server (`# reused: ...`): then it
+/// is not this run's to stop.
+fn run_start(script: &Path) -> anyhow::Result<(BTreeMap<String, String>, bool)> {
     eprintln!("bench: running {}", script.display());
     let out = Command::new(script)
         .stderr(Stdio::inherit())
@@ -111,7 +117,9 @@ fn run_start(script: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     if !out.status.success() {
         bail!("{} failed (see its message above)", script.display());
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reused = stdout.lines().any(|l| l.starts_with("# reused"));
+    let vars = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|kv| kv.split_once('='))
@@ -121,5 +129,6 @@ fn run_start(script: &Path) -> anyhow::Result<BTreeMap<String, String>> {
                 v.trim_matches(|c| c == '\'' || c == '"').to_string(),
             )
         })
-        .collect())
+        .collect();
+    Ok((vars, reused))
 }

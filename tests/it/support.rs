@@ -59,14 +59,16 @@ fn run_start(script: &Path) -> BTreeMap<String, String> {
         "{} failed (see its message above)",
         script.display()
     );
-    {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // `# reused: ...`: it was running before this test run; not ours to stop.
+    if !stdout.lines().any(|l| l.starts_with("# reused")) {
         let mut started = STARTED.lock().unwrap();
         if started.is_empty() {
             unsafe { libc::atexit(stop_started) };
         }
         started.push(script.to_path_buf());
     }
-    String::from_utf8_lossy(&out.stdout)
+    stdout
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|kv| kv.split_once('='))
