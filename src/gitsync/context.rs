@@ -270,38 +270,29 @@ impl Context {
         dir: &Path,
         timeout: Duration,
     ) -> Result<Revision, String> {
-        fetch_latest(self, gs, dir, timeout).await
-    }
-}
-
-async fn fetch_latest(
-    ctx: &Context,
-    gs: &GitSync,
-    dir: &Path,
-    timeout: Duration,
-) -> Result<Revision, String> {
-    let ns = gs.namespace().unwrap_or_default();
-    let creds = match &gs.spec.secret_ref {
-        Some(r) => Some(read_credentials(&ctx.client, &ns, &r.name).await?),
-        None => None,
-    };
-    let (dir, url, git_ref) = (
-        dir.to_path_buf(),
-        gs.spec.url.clone(),
-        gs.spec.git_ref.clone(),
-    );
-    let deadline = Instant::now() + timeout;
-    let task = tokio::task::spawn_blocking(move || {
-        source::latest(&dir, &url, &git_ref, creds.as_ref(), deadline)
-    });
-    match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(format!("the git task failed: {e}")),
-        Err(_) => Err(format!(
-            "fetching {} took longer than {}",
-            source::redact_url(&gs.spec.url),
-            humantime::format_duration(timeout)
-        )),
+        let ns = gs.namespace().unwrap_or_default();
+        let creds = match &gs.spec.secret_ref {
+            Some(r) => Some(read_credentials(&self.client, &ns, &r.name).await?),
+            None => None,
+        };
+        let (dir, url, git_ref) = (
+            dir.to_path_buf(),
+            gs.spec.url.clone(),
+            gs.spec.git_ref.clone(),
+        );
+        let deadline = Instant::now() + timeout;
+        let task = tokio::task::spawn_blocking(move || {
+            source::latest(&dir, &url, &git_ref, creds.as_ref(), deadline)
+        });
+        match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(format!("the git task failed: {e}")),
+            Err(_) => Err(format!(
+                "fetching {} took longer than {}",
+                source::redact_url(&gs.spec.url),
+                humantime::format_duration(timeout)
+            )),
+        }
     }
 }
 

@@ -91,6 +91,8 @@ struct Pass<'a> {
     owner: Owner,
     /// The status as read at the start of the pass.
     old: GitSyncStatus,
+    /// The revision `old` records as applied, parsed once.
+    applied: Option<Revision>,
     /// The status this pass writes, once, at its end.
     status: GitSyncStatus,
     interval: Duration,
@@ -152,6 +154,10 @@ impl<'a> Pass<'a> {
             gs,
             key,
             owner,
+            applied: old
+                .last_applied_revision
+                .as_deref()
+                .and_then(Revision::parse),
             old,
             status,
             dir,
@@ -163,8 +169,8 @@ impl<'a> Pass<'a> {
     async fn steps(&mut self) -> Result<End, End> {
         let (revision, checked_now) = self.source().await?;
         self.suspended(&revision)?;
-        self.known_failure(&revision, checked_now).await?;
-        let is_new = self.applied_revision().as_ref() != Some(&revision);
+        let is_new = self.applied.as_ref() != Some(&revision);
+        self.known_failure(&revision, is_new, checked_now).await?;
         if is_new {
             self.status.last_attempted_revision = Some(revision.to_string());
         }
@@ -173,14 +179,6 @@ impl<'a> Pass<'a> {
         self.report(&revision, &applied, is_new).await;
         let pending = self.prune(&applied).await?;
         Ok(self.health(&revision, &applied, &pending))
-    }
-
-    /// The revision last applied, as the status records it.
-    fn applied_revision(&self) -> Option<Revision> {
-        self.old
-            .last_applied_revision
-            .as_deref()
-            .and_then(Revision::parse)
     }
 
     /// Step 1, source: the latest revision, asked of the remote when due
@@ -215,13 +213,13 @@ impl<'a> Pass<'a> {
         if !self.gs.spec.suspend {
             return Ok(());
         }
-        let state = match self.applied_revision() {
-            Some(applied) if &applied == latest => State::Suspended,
+        let state = match &self.applied {
+            Some(applied) if applied == latest => State::Suspended,
             applied => State::Failed(
                 reason::OUT_OF_SYNC,
                 format!(
                     "suspended: applied revision {}, latest {latest}; nothing is applied while spec.suspend is true",
-                    applied.map_or("none".to_string(), |r| r.to_string())
+                    applied.as_ref().map_or("none".to_string(), Revision::to_string)
                 ),
             ),
         };
@@ -231,8 +229,12 @@ impl<'a> Pass<'a> {
     /// Step 3: a new revision that already failed, with nothing changed
     /// since (no new remote check): keep the last good revision's objects
     /// as applied, and the status (with its file:line reason) as it is.
-    async fn known_failure(&self, latest: &Revision, checked_now: bool) -> Result<(), End> {
-        let is_new = self.applied_revision().as_ref() != Some(latest);
+    async fn known_failure(
+        &self,
+        latest: &Revision,
+        is_new: bool,
+        checked_now: bool,
+    ) -> Result<(), End> {
         let failed_before = self
             .ctx
             .with(self.key, |t| t.failed.as_ref() == Some(latest));
@@ -453,7 +455,7 @@ impl<'a> Pass<'a> {
     /// While the latest revision is refused, the last applied one stays the
     /// desired state: re-apply it (self-heal), without dry-run or prune.
     async fn heal_last_applied(&self) {
-        let Some(applied) = self.applied_revision() else {
+        let Some(applied) = &self.applied else {
             return;
         };
         let manifests = match self

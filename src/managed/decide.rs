@@ -15,8 +15,11 @@ pub enum Decision {
     Update,
     /// Differs in a field the cloud cannot change: a terminal error.
     Immutable(CloudError),
-    /// Exists and matches the spec (or only observed: the policies forbid updates).
-    Observe,
+    /// Exists and matches the spec.
+    UpToDate,
+    /// Exists, and the policies forbid updates (`["Observe"]`): differences
+    /// are shown, never acted on or reported as errors.
+    ObserveOnly,
 }
 
 /// Decides for an observation of an object whose external name is
@@ -33,8 +36,11 @@ pub fn decide<K: ManagedKind>(
             Decision::Missing(missing(external_name))
         };
     }
-    if observed.up_to_date() || !policies.allows(ManagementPolicy::Update) {
-        return Decision::Observe;
+    if !policies.allows(ManagementPolicy::Update) {
+        return Decision::ObserveOnly;
+    }
+    if observed.up_to_date() {
+        return Decision::UpToDate;
     }
     match observed.immutable_error() {
         Some(e) => Decision::Immutable(e),
@@ -51,4 +57,52 @@ fn missing(external_name: Option<&str>) -> CloudError {
             external_name.unwrap_or("(no external-name annotation)")
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use driftless_aws::s3::bucket::BucketField;
+    use driftless_aws::Bucket;
+    use driftless_provider::FieldDiff;
+
+    use super::*;
+
+    fn policies(p: &[ManagementPolicy]) -> ManagedFields {
+        ManagedFields {
+            management_policies: p.to_vec(),
+            ..ManagedFields::default()
+        }
+    }
+
+    fn differing(field: BucketField) -> Observation<Bucket> {
+        let mut o = Observation::exists("b");
+        o.diff.push(FieldDiff::new(field, "have", "want"));
+        o
+    }
+
+    #[test]
+    fn the_policies_decide_what_an_observation_leads_to() {
+        use ManagementPolicy::*;
+        let all = policies(&[All]);
+        let observe = policies(&[Observe]);
+        let absent = Observation::<Bucket>::absent();
+        assert_eq!(decide(&absent, &all, None), Decision::Create);
+        assert!(
+            matches!(decide(&absent, &observe, Some("b")), Decision::Missing(e) if e.message.contains("external resource b does not exist"))
+        );
+        let same = Observation::<Bucket>::exists("b");
+        assert_eq!(decide(&same, &all, None), Decision::UpToDate);
+        assert_eq!(decide(&same, &observe, None), Decision::ObserveOnly);
+        let drifted = differing(BucketField::Tags);
+        assert_eq!(decide(&drifted, &all, None), Decision::Update);
+        assert_eq!(decide(&drifted, &observe, None), Decision::ObserveOnly);
+        assert_eq!(
+            decide(&drifted, &policies(&[Observe, Create]), None),
+            Decision::ObserveOnly
+        );
+        let moved = differing(BucketField::Region);
+        assert!(
+            matches!(decide(&moved, &all, None), Decision::Immutable(e) if e.code == "ImmutableField")
+        );
+    }
 }

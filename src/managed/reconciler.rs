@@ -309,7 +309,7 @@ async fn steps<K: ManagedKind>(
             // Re-read soon: a single resource is re-read only after a write.
             requeue = Duration::from_secs(1);
         }
-        Decision::Observe => {}
+        Decision::UpToDate | Decision::ObserveOnly => {}
     }
     record_adoption(api, obj, ctx, &target, &observed).await?;
     write_connection_secret(&ctx.client, obj, &observed).await?;

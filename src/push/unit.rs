@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use driftless_provider::{
     CloudError, ConfigSource, Connector, Deletion, DeletionPolicy, External, FieldDiff, Identity,
-    KindVisitor, ManagedKind, ManagementPolicy, Observation, Owned, Reference, References, Target,
-    EXTERNAL_NAME, PAUSED, TAG_STACK,
+    KindVisitor, ManagedKind, Observation, Owned, Reference, References, Target, EXTERNAL_NAME,
+    PAUSED, TAG_STACK,
 };
 use kube::ResourceExt;
 
@@ -147,10 +147,8 @@ impl<K: ManagedKind> Unit for ManagedUnit<K> {
             Decision::Create => Step::Create { after: Vec::new() },
             Decision::Missing(e) | Decision::Immutable(e) => return Err(e),
             Decision::Update => Step::Update(obs.diff.iter().map(FieldDiff::erase).collect()),
-            Decision::Observe if !self.obj.managed().allows(ManagementPolicy::Update) => {
-                Step::Skipped("observed only (managementPolicies)".into())
-            }
-            Decision::Observe => Step::Unchanged,
+            Decision::ObserveOnly => Step::Skipped("observed only (managementPolicies)".into()),
+            Decision::UpToDate => Step::Unchanged,
         };
         Ok((step, id))
     }
@@ -180,10 +178,8 @@ impl<K: ManagedKind> Unit for ManagedUnit<K> {
                     .await?;
                 (id, "updated")
             }
-            Decision::Observe if !self.obj.managed().allows(ManagementPolicy::Update) => {
-                return Ok((id_of(&obs, given, &self.identity), "observed"));
-            }
-            Decision::Observe => (id_of(&obs, given, &self.identity), "unchanged"),
+            Decision::ObserveOnly => return Ok((id_of(&obs, given, &self.identity), "observed")),
+            Decision::UpToDate => (id_of(&obs, given, &self.identity), "unchanged"),
         };
         self.wait_ready(external.as_ref(), &id, resolved, timeout)
             .await?;

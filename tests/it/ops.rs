@@ -19,7 +19,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::support::{env, kube_client, kubectl, repo_root, wait_for, Scope};
+use crate::support::{env, kube_client, kubectl, kubectl_wait_ready, repo_root, wait_for, Scope};
 
 /// (verb, API group, resource[/subresource]) of one request.
 type Access = (String, String, String);
@@ -304,18 +304,7 @@ spec:
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
     let all = "buckets,vpcs,subnets,securitygroups,internetgateways,instances";
-    let (ok, out, err) = kubectl(
-        &[
-            "wait",
-            "-n",
-            &ns,
-            "--for=condition=Ready",
-            "--timeout=90s",
-            all,
-            "--all",
-        ],
-        None,
-    );
+    let (ok, out, err) = kubectl_wait_ready(&ns, "90s", &[all, "--all"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
         &[
@@ -435,13 +424,10 @@ spec:
         )
         .await
         .unwrap();
-    let (ok, out, err) = kubectl(
+    let (ok, out, err) = kubectl_wait_ready(
+        &ns,
+        "90s",
         &[
-            "wait",
-            "-n",
-            &ns,
-            "--for=condition=Ready",
-            "--timeout=90s",
             "gitsync/rbac",
             &format!("bucket/{git_bucket}"),
             "vpc/git-net",
@@ -450,7 +436,6 @@ spec:
             "internetgateway/git-igw",
             "instance/git-vm",
         ],
-        None,
     );
     assert!(ok, "{out}{err}");
     // Prune all but the CRD (CRDs are never pruned: that would delete every
@@ -652,17 +637,7 @@ spec:
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
-    let (ok, out, err) = kubectl(
-        &[
-            "wait",
-            "-n",
-            &ns,
-            "--for=condition=Ready",
-            "--timeout=60s",
-            &format!("bucket/{good}"),
-        ],
-        None,
-    );
+    let (ok, out, err) = kubectl_wait_ready(&ns, "60s", &[&format!("bucket/{good}")]);
     assert!(ok, "{out}{err}");
     // Drift: a tag changed out of band is put back, and reported.
     crate::support::s3()
@@ -952,18 +927,7 @@ async fn a_standby_takes_over_when_the_leader_dies() {
         "took over in {took:?}, lease duration {lease_secs} s"
     );
     // The new leader finishes the converge.
-    let (ok, out, err) = kubectl(
-        &[
-            "wait",
-            "-n",
-            &ns,
-            "--for=condition=Ready",
-            "--timeout=120s",
-            "vpcs",
-            "--all",
-        ],
-        None,
-    );
+    let (ok, out, err) = kubectl_wait_ready(&ns, "120s", &["vpcs", "--all"]);
     assert!(ok, "{out}{err}");
     eprintln!(
         "the standby finished the converge {:?} after the kill",
@@ -1034,17 +998,7 @@ async fn a_controller_outside_a_pod_runs_without_leader_election() {
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&vpc));
     assert!(ok, "{out}{err}");
-    let (ok, out, err) = kubectl(
-        &[
-            "wait",
-            "-n",
-            &ns,
-            "--for=condition=Ready",
-            "--timeout=60s",
-            "vpc/net",
-        ],
-        None,
-    );
+    let (ok, out, err) = kubectl_wait_ready(&ns, "60s", &["vpc/net"]);
     let logged = std::fs::read_to_string(log.path()).unwrap();
     assert!(ok, "{out}{err}\ncontroller log:\n{logged}");
     assert!(

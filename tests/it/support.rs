@@ -411,6 +411,14 @@ impl Drop for Scope {
     }
 }
 
+/// `kubectl wait --for=condition=Ready` on `targets` in `ns`.
+pub fn kubectl_wait_ready(ns: &str, timeout: &str, targets: &[&str]) -> (bool, String, String) {
+    let timeout = format!("--timeout={timeout}");
+    let mut args = vec!["wait", "-n", ns, "--for=condition=Ready", timeout.as_str()];
+    args.extend_from_slice(targets);
+    kubectl(&args, None)
+}
+
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     let mut child = Command::new("kubectl")
