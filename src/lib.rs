@@ -5,6 +5,7 @@
 //! - [`push`]: `plan` / `apply` / `get` straight against the cloud, no cluster;
 //! - [`gitsync`]: the GitSync kind and its pipeline (source, render, apply, prune, health);
 //! - [`managed`]: the generic managed-resource controller and reconciler;
+//! - [`render`]: a directory to objects (plain YAML, kustomize, helm), for GitSync and push mode;
 //! - [`manifests`]: one `Manifest` type, one directory walker, offline validation;
 //! - [`registry`]: the one list of provider kinds every caller visits;
 //! - [`ops`]: settings, metrics, notifications, leader election, HTTP, shutdown;
@@ -21,6 +22,7 @@ pub mod manifests;
 pub mod ops;
 pub mod push;
 pub mod registry;
+pub mod render;
 
 pub use ops::settings::Settings;
 

@@ -14,8 +14,8 @@ use kube::runtime::{conditions, wait::await_condition};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
-use super::render::{Manifest, ManifestError, Origin};
 use super::{InventoryEntry, LABEL_NAME, LABEL_NAMESPACE};
+use crate::manifests::{Manifest, ManifestError, Origin};
 use crate::FIELD_MANAGER;
 
 /// API calls in flight at once while applying one revision.

@@ -20,11 +20,14 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::debug;
 
 use super::apply::Kinds;
-use super::render::{self, Manifest, ManifestError, Origin};
 use super::source::{self, Credentials, Revision};
 use super::{GitSync, LABEL_NAME, LABEL_NAMESPACE};
+use crate::manifests::{Manifest, ManifestError, Origin};
 use crate::ops::notify::{Event as NotifyEvent, Notification};
 use crate::ops::Shared;
+use crate::render::chart_repo::{self, ChartSource, RepoAuth};
+use crate::render::process::TempDir;
+use crate::render::{self, Capabilities, Rendered, Renderer};
 use crate::Settings;
 
 /// What one GitSync's reconciles remember between runs (in memory only: a
@@ -33,7 +36,8 @@ use crate::Settings;
 pub(super) struct Tracked {
     /// The last remote check: when, for which spec generation, what it found.
     pub(super) checked: Option<(Instant, Option<i64>, Revision)>,
-    /// Parsed manifests by commit: the latest and the last applied one.
+    /// Rendered manifests by (commit, render options): the latest and the
+    /// last applied one.
     manifests: HashMap<String, Arc<Vec<Manifest>>>,
     /// A revision that failed to load or apply, so that re-applies triggered
     /// by watches do not retry it before the next remote check.
@@ -51,6 +55,8 @@ pub struct Context {
     pub(super) kinds: Kinds,
     tracked: Mutex<HashMap<String, Tracked>>,
     pub(super) watches: Watches,
+    /// `.Capabilities` for helm, and when they were looked up.
+    capabilities: Mutex<Option<(Instant, Capabilities)>>,
 }
 
 impl Context {
@@ -85,6 +91,7 @@ impl Context {
                 started: Mutex::default(),
                 trigger,
             },
+            capabilities: Mutex::default(),
             settings,
             shared,
             client,
@@ -230,36 +237,163 @@ impl Context {
         })
     }
 
-    /// The manifests of commit `sha`, parsed once.
+    /// The objects of commit `sha` as `gs` renders them, rendered once per
+    /// (revision, path, render options): interval re-applies and self-heal
+    /// never render again.
     pub(super) async fn manifests(
         &self,
         key: &str,
         dir: &Path,
         sha: &str,
-        path: &str,
-    ) -> Result<Arc<Vec<Manifest>>, ManifestError> {
-        if let Some(m) = self.with(key, |t| t.manifests.get(sha).cloned()) {
+        gs: &GitSync,
+        timeout: Duration,
+    ) -> Result<Arc<Vec<Manifest>>, RenderFailure> {
+        let mut h = DefaultHasher::new();
+        (
+            sha,
+            &gs.spec.path,
+            serde_json::to_string(&gs.spec.helm).ok(),
+        )
+            .hash(&mut h);
+        let cache_key = format!("{sha}:{:016x}", h.finish());
+        if let Some(m) = self.with(key, |t| t.manifests.get(&cache_key).cloned()) {
             return Ok(m);
         }
-        let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.to_string());
-        let loaded = tokio::task::spawn_blocking(move || render::checkout_and_render(&d, &s, &p))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ManifestError::new(
-                    &Origin::file(path),
-                    format!("reading the revision failed: {e}"),
-                ))
-            });
-        let manifests = Arc::new(loaded?);
+        let rendered = self.render(dir, sha, gs, timeout).await?;
+        let manifests = Arc::new(rendered.manifests);
+        self.shared
+            .metrics
+            .rendered(rendered.renderer.name(), rendered.took);
+        let note = format!(
+            "rendered revision {} with {}: {} objects in {} ms",
+            &sha[..12.min(sha.len())],
+            rendered.renderer.name(),
+            manifests.len(),
+            rendered.took.as_millis()
+        );
+        publish(self, gs, EventType::Normal, "Rendered", note).await;
         self.with(key, |t| {
             // Keep two: the latest and the one before (usually the applied one).
             if t.manifests.len() >= 2 {
                 t.manifests.clear();
             }
-            t.manifests.insert(sha.to_string(), manifests.clone());
+            t.manifests.insert(cache_key, manifests.clone());
         });
         Ok(manifests)
     }
+
+    /// Checks out what the renderer needs (the whole repository for
+    /// kustomize and helm: an overlay reads `../base`) and renders it.
+    async fn render(
+        &self,
+        dir: &Path,
+        sha: &str,
+        gs: &GitSync,
+        timeout: Duration,
+    ) -> Result<Rendered, RenderFailure> {
+        let path = gs.spec.path.clone();
+        let shown = if path.is_empty() { "." } else { path.as_str() }.to_string();
+        let chart = gs.spec.helm.as_ref().and_then(|h| h.chart.clone());
+        let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.clone());
+        let from_chart_repo = chart.is_some();
+        let checked_out = tokio::task::spawn_blocking(move || {
+            let names = source::names_at(&d, &s, &p)?;
+            let renderer = match from_chart_repo {
+                true => Renderer::Helm,
+                false => Renderer::for_files(&names),
+            };
+            let scope = if renderer.needs_whole_repository() {
+                ""
+            } else {
+                p.as_str()
+            };
+            source::checkout(&d, &s, scope).map(|c| (c, renderer))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the revision failed: {e}")));
+        let (checkout, renderer) = checked_out.map_err(|why| RenderFailure {
+            renderer: Renderer::Plain,
+            error: ManifestError::new(&Origin::file(&shown), why),
+        })?;
+        let fail = |error: ManifestError| RenderFailure { renderer, error };
+        let chart_dir =
+            match &chart {
+                Some(c) => Some(self.fetch_chart(gs, c, timeout).await.map_err(|why| {
+                    fail(ManifestError::new(&Origin::file("spec.helm.chart"), why))
+                })?),
+                None => None,
+            };
+        let capabilities = match renderer {
+            Renderer::Helm => Some(self.capabilities().await),
+            _ => None,
+        };
+        let name = gs.name_any();
+        let namespace = gs.namespace().unwrap_or_default();
+        let request = render::Request {
+            root: checkout.root(),
+            path: &path,
+            helm: gs.spec.helm.as_ref(),
+            release_name: &name,
+            namespace: &namespace,
+            timeout,
+            capabilities: capabilities.as_ref(),
+            chart_dir: chart_dir.as_ref().map(|(_, dir)| dir.as_path()),
+        };
+        render::render(&self.settings.render, &request)
+            .await
+            .map_err(fail)
+    }
+
+    /// A chart from a Helm repository (`spec.helm.chart`), unpacked into a
+    /// directory that lives as long as the returned guard.
+    async fn fetch_chart(
+        &self,
+        gs: &GitSync,
+        chart: &ChartSource,
+        timeout: Duration,
+    ) -> Result<(TempDir, std::path::PathBuf), String> {
+        let ns = gs.namespace().unwrap_or_default();
+        let auth = match &gs.spec.secret_ref {
+            Some(r) => read_repo_auth(&self.client, &ns, &r.name).await?,
+            None => None,
+        };
+        let into = TempDir::new("chart")?;
+        let cache = self.settings.git_cache.join("charts");
+        let dir = chart_repo::fetch(chart, auth.as_ref(), &cache, into.path(), timeout).await?;
+        Ok((into, dir))
+    }
+
+    /// What helm is told of the cluster, looked up at most every 5 minutes.
+    async fn capabilities(&self) -> Capabilities {
+        if let Some((at, caps)) = self.capabilities.lock().expect("caps poisoned").as_ref() {
+            if at.elapsed() < Duration::from_secs(300) {
+                return caps.clone();
+            }
+        }
+        let mut caps = Capabilities::default();
+        if let Ok(v) = self.client.apiserver_version().await {
+            caps.kube_version = Some(v.git_version);
+        }
+        if let Ok(discovery) = kube::Discovery::new(self.client.clone()).run().await {
+            for group in discovery.groups() {
+                for (ar, _) in group.recommended_resources() {
+                    caps.api_versions.push(ar.api_version.clone());
+                    caps.api_versions
+                        .push(format!("{}/{}", ar.api_version, ar.kind));
+                }
+            }
+            caps.api_versions.sort();
+            caps.api_versions.dedup();
+        }
+        *self.capabilities.lock().expect("caps poisoned") = Some((Instant::now(), caps.clone()));
+        caps
+    }
+}
+
+/// A render that failed, and which renderer it was (for the reason).
+pub(super) struct RenderFailure {
+    pub(super) renderer: Renderer,
+    pub(super) error: ManifestError,
 }
 
 impl Context {
@@ -317,4 +451,28 @@ async fn read_credentials(
             _ => value.trim().to_string(),
         })
     })
+}
+
+/// Basic auth for a Helm repository: the `username` and `password` keys of
+/// the GitSync's secretRef (none when the Secret has no username).
+async fn read_repo_auth(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<RepoAuth>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading Secret {ns}/{name} (spec.secretRef): {e}"))?
+        .ok_or_else(|| format!("Secret {ns}/{name} (spec.secretRef) does not exist"))?;
+    let data = secret.data.unwrap_or_default();
+    let key = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+    };
+    Ok(key("username").map(|username| RepoAuth {
+        username,
+        password: key("password").unwrap_or_default(),
+    }))
 }

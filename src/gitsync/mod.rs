@@ -3,8 +3,8 @@
 //!
 //! The pipeline, one module a step (see [`controller`] for the order):
 //! - `source`: git2 into a bare cache; a cheap ref listing before any fetch;
-//! - `render`: a revision's path to objects, behind the [`render::Renderer`]
-//!   seam (plain YAML today), each object with its file:line;
+//! - render (in [`crate::render`]): a revision's path to objects (plain YAML,
+//!   kustomize or helm), each object with its file:line;
 //! - `apply`: discovery, server-side dry-run of everything, then server-side
 //!   apply in stages (Namespaces and CRDs, ProviderConfigs, the rest);
 //! - `prune`: what the inventory has and the revision no longer does;
@@ -18,7 +18,6 @@ pub mod controller;
 pub mod health;
 mod pass;
 pub mod prune;
-pub mod render;
 pub mod source;
 pub mod webhook;
 
@@ -115,7 +114,11 @@ pub struct GitSyncSpec {
     /// GitLab's X-Gitlab-Token). Without it, webhooks are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_ref: Option<SecretRef>,
-    /// Limit for fetch and apply, and how long objects may take to become
+    /// How a Helm chart (a path with `Chart.yaml`, or `chart` from a Helm
+    /// repository) is rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<crate::render::HelmOptions>,
+    /// Limit for fetch, render (a tool still running is killed) and apply, and how long objects may take to become
     /// healthy before the GitSync reports HealthCheckFailed (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]

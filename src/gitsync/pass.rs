@@ -22,11 +22,12 @@ use tracing::{info, warn};
 
 use super::apply::{self, Applied, ApplyError, Owner};
 use super::context::{publish, Context, Error};
-use super::render::{Manifest, ManifestError};
 use super::source::{self, Revision};
 use super::{duration, health, prune, GitSync, GitSyncStatus, InventoryEntry, REQUESTED_AT};
 use crate::conditions::{self, Cond};
+use crate::manifests::{Manifest, ManifestError};
 use crate::ops::notify::Event as NotifyEvent;
+use crate::render::Renderer;
 use crate::FIELD_MANAGER;
 
 const READY: &str = conditions::READY;
@@ -45,6 +46,8 @@ pub mod reason {
     pub const OUT_OF_SYNC: &str = "OutOfSync";
     pub const FETCH_FAILED: &str = "FetchFailed";
     pub const INVALID_MANIFESTS: &str = "InvalidManifests";
+    /// kustomize or helm refused the revision (or took too long).
+    pub const RENDER_FAILED: &str = "RenderFailed";
     pub const APPLY_REFUSED: &str = "ApplyRefused";
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
@@ -245,7 +248,8 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    /// Step 4, render: the revision's objects (parsed once per commit).
+    /// Step 4, render: the revision's objects (rendered once per revision
+    /// and options).
     async fn render(
         &mut self,
         revision: &Revision,
@@ -253,13 +257,17 @@ impl<'a> Pass<'a> {
     ) -> Result<Arc<Vec<Manifest>>, End> {
         match self
             .ctx
-            .manifests(self.key, &self.dir, &revision.sha, &self.gs.spec.path)
+            .manifests(self.key, &self.dir, &revision.sha, self.gs, self.timeout)
             .await
         {
             Ok(m) => Ok(m),
-            Err(e) => Err(self
-                .refused(revision, reason::INVALID_MANIFESTS, &e, is_new)
-                .await),
+            Err(f) => {
+                let why = match f.renderer {
+                    Renderer::Plain => reason::INVALID_MANIFESTS,
+                    _ => reason::RENDER_FAILED,
+                };
+                Err(self.refused(revision, why, &f.error, is_new).await)
+            }
         }
     }
 
@@ -460,12 +468,12 @@ impl<'a> Pass<'a> {
         };
         let manifests = match self
             .ctx
-            .manifests(self.key, &self.dir, &applied.sha, &self.gs.spec.path)
+            .manifests(self.key, &self.dir, &applied.sha, self.gs, self.timeout)
             .await
         {
             Ok(m) => m,
-            Err(e) => {
-                warn!(gitsync = %self.key, error = %e, "cannot re-read the last applied revision");
+            Err(f) => {
+                warn!(gitsync = %self.key, error = %f.error, "cannot re-read the last applied revision");
                 return;
             }
         };

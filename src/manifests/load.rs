@@ -84,7 +84,7 @@ pub fn load_dir(root: &Path, path: &str) -> Result<Vec<Manifest>, ManifestError>
 
 /// The objects of `(name, contents)` files, in order; the first problem
 /// (or an object defined twice) refuses them all.
-fn load_files(files: &[(String, Vec<u8>)]) -> Result<Vec<Manifest>, ManifestError> {
+pub fn load_files(files: &[(String, Vec<u8>)]) -> Result<Vec<Manifest>, ManifestError> {
     let mut out = Vec::new();
     for (file, bytes) in files {
         let mut errors = Vec::new();

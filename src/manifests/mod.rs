@@ -12,7 +12,7 @@ mod parse;
 pub mod validate;
 pub mod walk;
 
-pub use load::{find_files, load, load_dir};
+pub use load::{find_files, load, load_dir, load_files};
 pub use parse::parse;
 
 use driftless_provider::{RefSource, Reference};
@@ -84,6 +84,18 @@ impl Manifest {
             value,
             positions,
         }
+    }
+
+    /// A rendered object placed at `origin`, with no field positions (its
+    /// fields were written by a tool, not in the file).
+    pub fn placed(origin: Origin, value: Value) -> Self {
+        Self::new(origin, value, HashMap::new())
+    }
+
+    /// `value` at this object's place (its origin and field positions): a
+    /// rendered object traced back to the document it was built from.
+    pub fn with_value(&self, value: Value) -> Self {
+        Self::new(self.origin.clone(), value, self.positions.clone())
     }
 
     /// The string at `pointer`; empty when absent or not a string.

@@ -63,6 +63,12 @@ pub struct Metrics {
     state_sources: Mutex<Vec<StateSource>>,
     gitsync_seconds: Family<GitSyncLabel, Histogram, fn() -> Histogram>,
     gitsync_last_applied: Family<GitSyncLabel, Gauge>,
+    render_seconds: Family<RendererLabel, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RendererLabel {
+    renderer: String,
 }
 
 impl Metrics {
@@ -81,6 +87,7 @@ impl Metrics {
             state_sources: Mutex::default(),
             gitsync_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             gitsync_last_applied: Family::default(),
+            render_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
         };
         let mut registry = Registry::with_prefix("driftless");
         registry.register(
@@ -117,6 +124,11 @@ impl Metrics {
             "gitsync_last_applied_timestamp_seconds",
             "When a GitSync last applied a revision (Unix time)",
             m.gitsync_last_applied.clone(),
+        );
+        registry.register(
+            "render_duration_seconds",
+            "Duration of rendering one revision, by renderer (plain, kustomize, helm); cached renders are not counted",
+            m.render_seconds.clone(),
         );
         Self { registry, ..m }
     }
@@ -173,6 +185,15 @@ impl Metrics {
             name: name.to_string(),
         };
         self.gitsync_last_applied.get_or_create(&label).set(at);
+    }
+
+    /// A revision was rendered (not served from the cache) in `took`.
+    pub fn rendered(&self, renderer: &str, took: Duration) {
+        self.render_seconds
+            .get_or_create(&RendererLabel {
+                renderer: renderer.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition of every metric.

@@ -23,6 +23,9 @@ pub struct Settings {
     /// How often an object waiting for a reference looks again. A fallback:
     /// it is woken the moment its target turns Ready (see `waiters`).
     pub reference_retry: Duration,
+    /// The kustomize and helm binaries GitSync renders with, and whether
+    /// kustomize may fetch remote bases.
+    pub render: crate::render::Tools,
 }
 
 impl Default for Settings {
@@ -35,6 +38,7 @@ impl Default for Settings {
             git_cache: default_git_cache(),
             health_check_workloads: true,
             reference_retry: Duration::from_secs(30),
+            render: crate::render::Tools::default(),
         }
     }
 }

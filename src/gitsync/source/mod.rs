@@ -298,28 +298,44 @@ pub fn clean_path(path: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-/// Checks out the files under `path` of commit `sha` (from the cache `dir`)
-/// into a new directory next to the cache. Regular files only: symbolic
-/// links (which could point outside the revision) and submodules are left
-/// out. A checkout is written from the commit's tree in full before anyone
-/// reads it, and never reused, so a half-written one is never loaded.
-pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
-    let repo = open_cache(dir)?;
+/// The tree of `path` in commit `sha` of the open cache `repo`.
+fn tree_at<'r>(repo: &'r Repository, sha: &str, base: &str) -> Result<git2::Tree<'r>, String> {
     let oid = Oid::from_str(sha).map_err(|e| e.message().to_string())?;
     let commit = repo
         .find_commit(oid)
         .map_err(|e| format!("commit {sha} is not in the cache: {}", e.message()))?;
     let root_tree = commit.tree().map_err(|e| e.message().to_string())?;
+    if base.is_empty() {
+        return Ok(root_tree);
+    }
+    root_tree
+        .get_path(Path::new(base))
+        .and_then(|e| e.to_object(repo))
+        .and_then(|o| o.peel_to_tree())
+        .map_err(|_| format!("path {base} is not a directory in revision {sha}"))
+}
+
+/// The names of the entries directly under `path` in commit `sha` (to pick
+/// a renderer before checking anything out).
+pub fn names_at(dir: &Path, sha: &str, path: &str) -> Result<Vec<String>, String> {
+    let repo = open_cache(dir)?;
+    let tree = tree_at(&repo, sha, &clean_path(path)?)?;
+    Ok(tree
+        .iter()
+        .filter_map(|e| e.name().ok().map(str::to_string))
+        .collect())
+}
+
+/// Checks out the files under `path` of commit `sha` (from the cache `dir`)
+/// into a new directory next to the cache. Regular files only: submodules
+/// are left out, and so are symbolic links, which are only ever read as
+/// what they are; one pointing outside the repository refuses the revision.
+/// A checkout is written from the commit's tree in full before anyone
+/// reads it, and never reused, so a half-written one is never loaded.
+pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
+    let repo = open_cache(dir)?;
     let base = clean_path(path)?;
-    let tree = if base.is_empty() {
-        root_tree
-    } else {
-        root_tree
-            .get_path(Path::new(&base))
-            .and_then(|e| e.to_object(&repo))
-            .and_then(|o| o.peel_to_tree())
-            .map_err(|_| format!("path {base} is not a directory in revision {sha}"))?
-    };
+    let tree = tree_at(&repo, sha, &base)?;
     // One reconcile per GitSync at a time: leftovers (a crash) can go.
     let stem = dir
         .file_name()
@@ -351,7 +367,14 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
         };
         // 0o120000: a symbolic link; 0o160000: a submodule (a commit).
         let mode = entry.filemode();
-        if entry.kind() != Some(git2::ObjectType::Blob) || mode == 0o120000 {
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        if mode == 0o120000 {
+            if let Some(why) = link_leaves(&repo, entry, &base, parent) {
+                failed = Some(why);
+                return git2::TreeWalkResult::Abort;
+            }
             return git2::TreeWalkResult::Ok;
         }
         let file = target.join(parent).join(name);
@@ -376,6 +399,36 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
         Some(f) => Err(f),
         None => Ok(checkout),
     }
+}
+
+/// Why the symbolic link `entry` (in directory `parent` of `base`) is
+/// refused: it points outside the repository.
+fn link_leaves(
+    repo: &Repository,
+    entry: &git2::TreeEntry,
+    base: &str,
+    parent: &str,
+) -> Option<String> {
+    let target = repo.find_blob(entry.id()).ok()?;
+    let target = String::from_utf8_lossy(target.content()).into_owned();
+    let at = Path::new(base).join(parent);
+    let name = at.join(entry.name().unwrap_or_default());
+    let mut depth: i64 = at.components().count() as i64;
+    let escapes = target.starts_with('/')
+        || Path::new(&target).components().any(|c| {
+            match c {
+                std::path::Component::ParentDir => depth -= 1,
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+            depth < 0
+        });
+    escapes.then(|| {
+        format!(
+            "{}: a symbolic link to {target}, outside the repository; refused",
+            name.display()
+        )
+    })
 }
 
 #[cfg(test)]
