@@ -9,5 +9,6 @@ mod gitsync;
 mod ops;
 mod push;
 mod support;
+mod tools;
 mod validate;
 mod wiring;

@@ -4,6 +4,9 @@
 //! (LocalStack or another AWS emulator) and `KUBECONFIG` (any cluster). What
 //! is not given is started once per test run with the project's own scripts
 //! (`localstack/start`, `tests/cluster/start`) and stopped by PID at exit.
+//!
+//! The pinned external tools (kustomize, helm, sops, age) come from `tool()`:
+//! `DRIFTLESS_<NAME>_BINARY` if set, else `tools/fetch`, once per process.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -68,6 +71,11 @@ fn run_start(script: &Path) -> BTreeMap<String, String> {
         }
         started.push(script.to_path_buf());
     }
+    parse_exports(&stdout)
+}
+
+/// The variables a script's `export NAME=value` lines set.
+fn parse_exports(stdout: &str) -> BTreeMap<String, String> {
     stdout
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
@@ -79,6 +87,53 @@ fn run_start(script: &Path) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// What `tools/fetch` exported, once per test process.
+static TOOLS: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+
+/// The variable that names a pinned tool's binary: `age-keygen` ->
+/// `DRIFTLESS_AGE_KEYGEN_BINARY`.
+pub fn tool_var(name: &str) -> String {
+    format!(
+        "DRIFTLESS_{}_BINARY",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// A pinned external tool ("kustomize", "helm", "sops", "age", "age-keygen"):
+/// `DRIFTLESS_<NAME>_BINARY` if set, else what `tools/fetch` fetched (run once
+/// per test process; it starts nothing). Its exports are then set in this
+/// process too, so controllers started in-process find the same binaries.
+/// Needs neither LocalStack nor the API server.
+pub fn tool(name: &str) -> PathBuf {
+    let var = tool_var(name);
+    if let Some(p) = std::env::var_os(&var).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let tools = TOOLS.get_or_init(|| {
+        let script = repo_root().join("tools/fetch");
+        eprintln!("test environment: running {}", script.display());
+        let out = Command::new(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed (see its message above)",
+            script.display()
+        );
+        let vars = parse_exports(&String::from_utf8_lossy(&out.stdout));
+        for (k, v) in &vars {
+            std::env::set_var(k, v);
+        }
+        vars
+    });
+    PathBuf::from(
+        tools
+            .get(&var)
+            .unwrap_or_else(|| panic!("tools/fetch exported no {var}")),
+    )
 }
 
 /// `DRIFTLESS_LOG=debug cargo test ...` shows the controller's logs.
