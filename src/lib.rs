@@ -21,6 +21,7 @@ pub mod manifests;
 pub mod ops;
 pub mod push;
 pub mod registry;
+pub mod render;
 
 pub use ops::settings::Settings;
 
