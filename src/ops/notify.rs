@@ -8,9 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde::Serialize;
@@ -65,13 +62,11 @@ struct Target {
     token: Option<String>,
 }
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// Sends notifications, or nothing when no Secret is configured.
 pub struct Notifier {
     source: Option<(kube::Client, String, String)>,
     cached: Mutex<Option<(Instant, Option<std::sync::Arc<Target>>)>>,
-    http: Client<Https, Full<Bytes>>,
+    http: super::http::Client<Full<Bytes>>,
 }
 
 impl Notifier {
@@ -87,15 +82,10 @@ impl Notifier {
     }
 
     fn build(source: Option<(kube::Client, String, String)>) -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_platform_verifier()
-            .https_or_http()
-            .enable_http1()
-            .build();
         Self {
             source,
             cached: Mutex::new(None),
-            http: Client::builder(TokioExecutor::new()).build(https),
+            http: super::http::client().expect("an HTTP client for notifications"),
         }
     }
 

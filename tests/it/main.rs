@@ -2,6 +2,7 @@
 //! Kubernetes API server (see support.rs for how they are found or started).
 
 mod bucket;
+mod chart_repo;
 mod cluster;
 mod crds;
 mod ec2;
