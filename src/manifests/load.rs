@@ -188,6 +188,13 @@ mod tests {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: x\ndata:\n  k: v\n";
 
     #[test]
+    fn a_kustomization_in_a_plain_tree_says_where_to_point() {
+        let e = err(&[("apps/prod/kustomization.yaml", "resources: [web.yaml]\n")]);
+        assert!(e.contains("apps/prod/kustomization.yaml:1:1"), "{e}");
+        assert!(e.contains("point the path at apps/prod"), "{e}");
+    }
+
+    #[test]
     fn multi_document_files_with_lines() {
         let text = format!("# leading comment\n---\n{CM}---\n\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n");
         let ms = load_files(&files(&[("apps/cm.yaml", &text)])).unwrap();

@@ -56,6 +56,13 @@ impl Repo {
         std::fs::write(p, content).unwrap();
     }
 
+    /// A symbolic link at `path` pointing at `target`.
+    pub(crate) fn symlink(&self, path: &str, target: &str) {
+        let p = self.dir.join("work").join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, p).unwrap();
+    }
+
     pub(crate) fn remove(&self, path: &str) {
         std::fs::remove_file(self.dir.join("work").join(path)).unwrap();
     }

@@ -449,6 +449,16 @@ async fn render_failures_stall_the_revision_and_apply_nothing() {
     let msg = stalled_on(&gitsyncs, name, &repo, &[(k, escape)]).await;
     assert!(msg.contains("leaves the repository"), "{msg}");
 
+    // A symbolic link out of the repository, named by a kustomization.
+    repo.symlink("overlays/test/passwd.yaml", "/etc/passwd");
+    let linked = "resources:\n- ../../base\n- passwd.yaml\n";
+    let msg = stalled_on(&gitsyncs, name, &repo, &[(k, linked)]).await;
+    assert!(
+        msg.contains("overlays/test/passwd.yaml: a symbolic link to /etc/passwd"),
+        "{msg}"
+    );
+    repo.remove("overlays/test/passwd.yaml");
+
     // kustomize's own error, quoted, with the file it names.
     let missing = "resources:\n- ../../base\n- missing.yaml\n";
     let msg = stalled_on(&gitsyncs, name, &repo, &[(k, missing)]).await;
