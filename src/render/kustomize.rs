@@ -1,26 +1,28 @@
 //! The kustomize renderer: `kustomize build` of the path, as a sandboxed
 //! child process, after a check of every kustomization it reaches (remote
-//! bases refused unless allowed, no directory outside the checkout). Each
-//! object is traced back to the file kustomize read it from, so errors
-//! point at the source, not at the build output.
+//! bases refused unless allowed, no directory outside the checkout). That
+//! walk also lists the files kustomize reads objects from, so each rendered
+//! object is traced back to the document it was built from: errors point at
+//! the source, not at the build output.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::process::{self, TempDir, Tool};
-use super::{confined, normalize, repo_relative, Request};
+use super::process::{self, Tool};
+use super::{confined, repo_relative, Request};
 use crate::manifests::{self, Manifest, ManifestError, Origin};
 
 /// The file names kustomize looks for, in its order.
 pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
-/// The annotation `buildMetadata: [originAnnotations]` adds: where an object came from.
-const ORIGIN: &str = "config.kubernetes.io/origin";
 /// The largest kustomization file read.
 const MAX_KUSTOMIZATION: u64 = 1 << 20;
 /// How deep bases may nest.
 const MAX_DEPTH: usize = 64;
+/// The largest resource file read back to place objects (larger ones are
+/// named without a line).
+const MAX_TRACED_FILE: u64 = 4 << 20;
 
 /// Renders `req.path` with kustomize.
 pub async fn render(
@@ -34,35 +36,27 @@ pub async fn render(
         root,
         allow_remote,
         seen: HashSet::new(),
+        files: Vec::new(),
+        generators: Vec::new(),
     };
     scan.dir(&dir, 0)?;
-    let shown = kustomization_file(&dir).map_or_else(
+    // Read before kustomize runs, so a file that does not parse is named
+    // with its file:line (kustomize's message has neither).
+    let sources = scan.sources()?;
+    let built = kustomization_file(&dir).map_or_else(
         || Origin::file(repo_relative(root, &dir)),
         |f| Origin::file(repo_relative(root, &f)),
     );
-    let fail = |e: String| ManifestError::new(&shown, e);
-    // A wrapper asks kustomize to say where each object came from, without
-    // writing into the user's tree.
-    let wrapper = TempDir::new("kustomize-build").map_err(fail)?;
-    let target = relative_path(wrapper.path(), &dir).map_err(fail)?;
-    let text = format!(
-        "resources:\n- {}\nbuildMetadata: [originAnnotations]\n",
-        serde_json::to_string(&target).expect("a string serializes")
-    );
-    std::fs::write(wrapper.path().join("kustomization.yaml"), text)
-        .map_err(|e| fail(format!("cannot write the build wrapper: {e}")))?;
-    let args = ["build".into(), wrapper.path().as_os_str().to_owned()];
+    let args = ["build".into(), dir.as_os_str().to_owned()];
     let out = process::run(tool, &args, root, req.timeout, allow_remote)
         .await
-        .map_err(|e| fail(tidy(&e, root, wrapper.path(), &target, req.path)))?;
-    let output = Path::new("kustomize build output");
-    let mut objects = manifests::load_files(&[(output.display().to_string(), out)])?;
-    let mut sources = Sources::default();
-    for m in &mut objects {
-        let from = take_origin(&mut m.value);
-        *m = sources.trace(root, wrapper.path(), &shown, from, m);
-    }
-    Ok(objects)
+        .map_err(|e| ManifestError::new(&built, tidy(&e, root)))?;
+    let output = "kustomize build output".to_string();
+    let objects = manifests::load_files(&[(output, out)])?;
+    Ok(objects
+        .into_iter()
+        .map(|m| trace(&sources, &scan.generators, &built, m))
+        .collect())
 }
 
 /// The kustomization file of `dir`, if it has one.
@@ -75,6 +69,10 @@ struct Scan<'a> {
     root: &'a Path,
     allow_remote: bool,
     seen: HashSet<PathBuf>,
+    /// Resource files, in the order reached.
+    files: Vec<PathBuf>,
+    /// `configMapGenerator` / `secretGenerator` names, and where written.
+    generators: Vec<(String, Origin)>,
 }
 
 impl Scan<'_> {
@@ -116,10 +114,40 @@ impl Scan<'_> {
                 })?;
                 if target.is_dir() {
                     self.dir(&target, depth + 1)?;
+                } else if target.is_file() && !self.files.contains(&target) {
+                    self.files.push(target);
+                }
+            }
+        }
+        for field in ["configMapGenerator", "secretGenerator"] {
+            let items = k.value.get(field).and_then(Value::as_array);
+            for (i, item) in items.into_iter().flatten().enumerate() {
+                if let Some(name) = item.get("name").and_then(Value::as_str) {
+                    let (line, col) = k.position(&format!("{field}[{i}]"));
+                    self.generators
+                        .push((name.to_string(), Origin::at(&shown, line, col)));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The documents of every resource file, parsed once. One that does not
+    /// parse refuses the build, named with its file:line.
+    fn sources(&self) -> Result<Vec<Manifest>, ManifestError> {
+        let mut docs = Vec::new();
+        for file in &self.files {
+            let shown = repo_relative(self.root, file);
+            let size = std::fs::metadata(file).map_or(0, |m| m.len());
+            if size > MAX_TRACED_FILE {
+                continue; // kustomize reads it; its objects are named by file only
+            }
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ManifestError::new(&Origin::file(&shown), format!("cannot read: {e}"))
+            })?;
+            docs.extend(manifests::parse(Path::new(&shown), &text)?);
+        }
+        Ok(docs)
     }
 }
 
@@ -162,110 +190,41 @@ fn is_remote(entry: &str, dir: &Path) -> bool {
     host.contains('.') && entry.contains('/')
 }
 
-/// `to` as a path relative to the directory `from` (both absolute).
-fn relative_path(from: &Path, to: &Path) -> Result<String, String> {
-    let canon = |p: &Path| {
-        std::fs::canonicalize(p).map_err(|e| format!("cannot resolve {}: {e}", p.display()))
-    };
-    let (from, to) = (canon(from)?, canon(to)?);
-    let common = from
-        .components()
-        .zip(to.components())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let mut rel = PathBuf::new();
-    for _ in from.components().skip(common) {
-        rel.push("..");
-    }
-    for c in to.components().skip(common) {
-        rel.push(c);
-    }
-    Ok(rel.to_string_lossy().into_owned())
-}
-
-/// A tool message with the scratch paths taken out (they mean nothing to
-/// the user): the wrapper's way to the built directory becomes its path in
-/// the repository, and the checkout's path the repository root.
-fn tidy(message: &str, root: &Path, wrapper: &Path, target: &str, path: &str) -> String {
+/// A tool message with the checkout's path shown as the repository root.
+fn tidy(message: &str, root: &Path) -> String {
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let path = if path.is_empty() { "." } else { path };
     message
-        .replace(target, path)
-        .replace(&format!("{}/", wrapper.display()), "")
         .replace(&format!("{}/", root.display()), "")
         .replace(&root.display().to_string(), ".")
 }
 
-/// The origin annotation kustomize added, removed from the object.
-fn take_origin(value: &mut Value) -> Option<Value> {
-    let annotations = value
-        .pointer_mut("/metadata/annotations")?
-        .as_object_mut()?;
-    let origin = annotations.remove(ORIGIN)?;
-    if annotations.is_empty() {
-        if let Some(meta) = value
-            .pointer_mut("/metadata")
-            .and_then(Value::as_object_mut)
-        {
-            meta.remove("annotations");
-        }
+/// `m` placed where it is written: the source document it was built from
+/// (its line, and the lines of its fields), else the generator that made
+/// it, else (unknown) the built kustomization.
+fn trace(
+    sources: &[Manifest],
+    generators: &[(String, Origin)],
+    built: &Origin,
+    m: Manifest,
+) -> Manifest {
+    if let Some(source) = best_match(sources, &m) {
+        return source.with_value(m.value);
     }
-    let text = origin.as_str()?.to_string();
-    let mut docs = manifests::parse(Path::new(ORIGIN), &text).ok()?;
-    (!docs.is_empty()).then(|| docs.remove(0).value)
-}
-
-/// Source files read back to place rendered objects, each parsed once.
-#[derive(Default)]
-struct Sources {
-    files: HashMap<PathBuf, Vec<Manifest>>,
-}
-
-impl Sources {
-    /// `m` placed at where it is written: the document in its source file
-    /// (its line, and the lines of its fields), or the kustomization that
-    /// generated it, or (unknown) the built kustomization.
-    fn trace(
-        &mut self,
-        root: &Path,
-        wrapper: &Path,
-        built: &Origin,
-        from: Option<Value>,
-        m: &Manifest,
-    ) -> Manifest {
-        let field = |k: &str| {
-            from.as_ref()
-                .and_then(|f| f.get(k))
-                .and_then(Value::as_str)
-                .map(|p| normalize(&wrapper.join(p)))
-        };
-        if let Some(file) = field("path") {
-            let shown = repo_relative(root, &file);
-            let docs = self.files.entry(file.clone()).or_insert_with(|| {
-                std::fs::read_to_string(&file)
-                    .ok()
-                    .and_then(|t| manifests::parse(Path::new(&shown), &t).ok())
-                    .unwrap_or_default()
-            });
-            if let Some(source) = best_match(docs, m) {
-                return source.with_value(m.value.clone());
-            }
-            return Manifest::placed(Origin::file(shown), m.value.clone());
-        }
-        if let Some(file) = field("configuredIn") {
-            return Manifest::placed(Origin::file(repo_relative(root, &file)), m.value.clone());
-        }
-        Manifest::placed(built.clone(), m.value.clone())
-    }
+    let generated = matches!(m.kind(), "ConfigMap" | "Secret");
+    let generator = generators
+        .iter()
+        .filter(|(name, _)| generated && m.name().contains(name.as_str()))
+        .max_by_key(|(name, _)| name.len());
+    let origin = generator.map_or_else(|| built.clone(), |(_, at)| at.clone());
+    Manifest::placed(origin, m.value)
 }
 
 /// The source document `m` was built from: the same kind, with the longest
 /// name that `m`'s name contains (kustomize adds prefixes and suffixes).
 fn best_match<'a>(docs: &'a [Manifest], m: &Manifest) -> Option<&'a Manifest> {
     docs.iter()
-        .filter(|d| d.kind() == m.kind() && m.name().contains(d.name()))
+        .filter(|d| d.kind() == m.kind() && !d.name().is_empty() && m.name().contains(d.name()))
         .max_by_key(|d| d.name().len())
-        .or_else(|| docs.iter().find(|d| d.kind() == m.kind()))
 }
 
 #[cfg(test)]
@@ -297,22 +256,35 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_climb_and_descend() {
-        let tmp = std::env::temp_dir().join(format!("driftless-rel-{}", std::process::id()));
-        std::fs::create_dir_all(tmp.join("a/b")).unwrap();
-        std::fs::create_dir_all(tmp.join("c")).unwrap();
-        assert_eq!(
-            relative_path(&tmp.join("a/b"), &tmp.join("c")).unwrap(),
-            "../../c"
+    fn objects_are_traced_to_their_source_or_generator() {
+        let docs = manifests::parse(
+            Path::new("base/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-extra\n",
+        )
+        .unwrap();
+        let rendered = |name: &str| {
+            Manifest::placed(
+                Origin::file("out"),
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}),
+            )
+        };
+        let built = Origin::file("prod/kustomization.yaml");
+        let generators = vec![(
+            "flags".to_string(),
+            Origin::at("prod/kustomization.yaml", 7, 3),
+        )];
+        let t = trace(&docs, &generators, &built, rendered("prod-web-extra"));
+        assert_eq!(t.origin.to_string(), "base/cm.yaml:6:1");
+        let t = trace(&docs, &generators, &built, rendered("prod-web"));
+        assert_eq!(t.origin.to_string(), "base/cm.yaml:1:1");
+        let t = trace(
+            &docs,
+            &generators,
+            &built,
+            rendered("prod-flags-6gc9d749f7"),
         );
-        std::fs::remove_dir_all(&tmp).unwrap();
-    }
-
-    #[test]
-    fn the_origin_annotation_is_taken_out() {
-        let mut v = serde_json::json!({"metadata": {"name": "x", "annotations": {ORIGIN: "path: ../base/cm.yaml\n"}}});
-        let from = take_origin(&mut v).unwrap();
-        assert_eq!(from["path"], "../base/cm.yaml");
-        assert_eq!(v, serde_json::json!({"metadata": {"name": "x"}}));
+        assert_eq!(t.origin.to_string(), "prod/kustomization.yaml:7:3");
+        let t = trace(&docs, &generators, &built, rendered("other"));
+        assert_eq!(t.origin, built);
     }
 }

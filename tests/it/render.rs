@@ -469,6 +469,17 @@ async fn render_failures_stall_the_revision_and_apply_nothing() {
     let gs = gitsyncs.get(name).await.unwrap();
     assert_eq!(condition(&gs, "Ready").unwrap().reason, "RenderFailed");
 
+    // A resource file that does not parse: its own file:line, not kustomize's text.
+    let bad = [
+        (k, "resources:\n- ../../base\n- bad.yaml\n"),
+        (
+            "overlays/test/bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"unclosed\n",
+        ),
+    ];
+    let msg = stalled_on(&gitsyncs, name, &repo, &bad).await;
+    assert!(msg.contains("overlays/test/bad.yaml:4:"), "{msg}");
+
     // A render that never ends is killed at spec.timeout; the controller
     // goes on and applies the next good revision.
     let forever = "{{- range until 100000 }}{{- range until 100000 }}{{- end }}{{- end }}\n";
