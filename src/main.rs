@@ -10,6 +10,7 @@ use driftless::ops::notify::Notifier;
 use driftless::ops::settings::parse_duration;
 use driftless::ops::Shared;
 use driftless::push::Options;
+use driftless::render::{Tool, Tools};
 use driftless::Settings;
 use driftless_provider::CallCounter;
 
@@ -58,15 +59,30 @@ enum Command {
         health_check_workloads: bool,
         #[command(flatten)]
         ops: OpsArgs,
+        #[command(flatten)]
+        render: RenderArgs,
     },
     /// Check manifests offline: YAML syntax, apiVersion/kind/name, the schema
     /// and CEL rules of driftless kinds, and that references resolve within
     /// the given files. No cluster, no cloud. Exit 1 on any error.
     ///
     /// PATHs are files or directories (every .yaml/.yml below, recursively).
+    /// A directory holding a kustomization.yaml is rendered with kustomize,
+    /// one holding Chart.yaml with helm, and its output checked.
     Validate {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        render: RenderArgs,
+    },
+    /// Print the objects PATHs stand for as YAML, rendered as GitSync and
+    /// push mode see them (like `kustomize build` or `helm template`).
+    /// No cluster, no cloud.
+    Build {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        render: RenderArgs,
     },
     /// Show what `apply` would change in the cloud, field by field, without
     /// changing anything. No cluster needed.
@@ -139,12 +155,50 @@ struct OpsArgs {
     notification_secret: Option<String>,
 }
 
+/// How kustomizations and charts are rendered (the controller, and every
+/// command that reads a PATH).
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// The kustomize binary for directories holding a kustomization.yaml
+    /// (tested with 5.8.1; tools/fetch gets it).
+    #[arg(long, env = "DRIFTLESS_KUSTOMIZE_BINARY", default_value = "kustomize")]
+    kustomize_binary: PathBuf,
+    /// The helm binary for directories holding a Chart.yaml (tested with
+    /// 4.1.4; tools/fetch gets it).
+    #[arg(long, env = "DRIFTLESS_HELM_BINARY", default_value = "helm")]
+    helm_binary: PathBuf,
+    /// Let kustomize fetch remote bases (Git or HTTP URLs in `resources`).
+    /// Off: a kustomization naming one is refused, and the tools run with
+    /// no network.
+    #[arg(long, env = "DRIFTLESS_ALLOW_REMOTE_BASES")]
+    allow_remote_bases: bool,
+}
+
+impl RenderArgs {
+    fn tools(&self) -> Tools {
+        Tools {
+            kustomize: Tool {
+                name: "kustomize",
+                binary: self.kustomize_binary.clone(),
+            },
+            helm: Tool {
+                name: "helm",
+                binary: self.helm_binary.clone(),
+            },
+            allow_remote_bases: self.allow_remote_bases,
+        }
+    }
+}
+
 /// The options push mode's `plan` and `apply` share.
 #[derive(clap::Args)]
 struct PushArgs {
-    /// Manifest files or directories (every .yaml/.yml below, recursively).
+    /// Manifest files or directories (every .yaml/.yml below, recursively;
+    /// a kustomization or a chart is rendered).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    render: RenderArgs,
     /// The stack: a name that groups the resources of one `apply`, written
     /// into their tags.
     #[arg(long, env = "DRIFTLESS_STACK")]
@@ -159,22 +213,25 @@ struct PushArgs {
 
 impl PushArgs {
     fn options(&self) -> anyhow::Result<Options> {
-        anyhow::ensure!(
-            !self.stack.is_empty()
-                && self.stack.len() <= 64
-                && self
-                    .stack
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "--stack {:?}: use 1 to 64 letters, digits, '-' or '_'",
-            self.stack
-        );
         Ok(Options {
-            stack: self.stack.clone(),
+            stack: valid_stack(self.stack.clone())?,
             concurrency: self.concurrency.max(1),
             timeout: self.timeout,
         })
     }
+}
+
+/// A `--stack` name: it goes into tags, so 1 to 64 safe characters.
+fn valid_stack(stack: String) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !stack.is_empty()
+            && stack.len() <= 64
+            && stack
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "--stack {stack:?}: use 1 to 64 letters, digits, '-' or '_'"
+    );
+    Ok(stack)
 }
 
 #[tokio::main]
@@ -200,6 +257,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             git_cache,
             health_check_workloads,
             ops,
+            render,
         } => {
             let settings = Settings {
                 poll_interval,
@@ -208,25 +266,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 namespace,
                 git_cache: git_cache.unwrap_or_else(driftless::ops::settings::default_git_cache),
                 health_check_workloads,
+                render: render.tools(),
                 ..Settings::default()
             };
             controller(settings, ops).await
         }
-        Command::Validate { paths } => Ok(commands::validate(&paths)),
+        Command::Validate { paths, render } => {
+            Ok(commands::validate(&paths, &render.tools()).await)
+        }
+        Command::Build { paths, render } => Ok(commands::build(&paths, &render.tools()).await),
         Command::Plan { push, prune } => {
-            Ok(commands::plan(&push.paths, push.options()?, prune).await)
+            let tools = push.render.tools();
+            Ok(commands::plan(&push.paths, &tools, push.options()?, prune).await)
         }
         Command::Apply { push, prune } => {
-            Ok(commands::apply(&push.paths, push.options()?, prune).await)
+            let tools = push.render.tools();
+            Ok(commands::apply(&push.paths, &tools, push.options()?, prune).await)
         }
         Command::Get { stack } => {
-            let args = PushArgs {
-                paths: Vec::new(),
-                stack,
+            let options = Options {
+                stack: valid_stack(stack)?,
                 concurrency: 8,
                 timeout: std::time::Duration::from_secs(60),
             };
-            Ok(commands::get(args.options()?).await)
+            Ok(commands::get(options).await)
         }
         Command::Crds { out } => {
             crds::write(out.as_deref())?;

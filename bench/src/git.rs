@@ -75,12 +75,17 @@ fn gitsync_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 
 /// Creates the GitSync (long interval: only the trigger makes it sync early)
 /// and waits for its first sync.
-pub async fn create_gitsync(client: &kube::Client, ns: &str, url: &str) -> anyhow::Result<()> {
+pub async fn create_gitsync(
+    client: &kube::Client,
+    ns: &str,
+    url: &str,
+    path: &str,
+) -> anyhow::Result<()> {
     let gs = json!({
         "apiVersion": "driftless.dev/v1alpha1",
         "kind": "GitSync",
         "metadata": {"name": "bench", "namespace": ns},
-        "spec": {"url": url, "interval": "1h", "prune": true},
+        "spec": {"url": url, "path": path, "interval": "1h", "prune": true},
     });
     gitsync_api(client, ns)
         .patch(

@@ -11,6 +11,7 @@ mod controller;
 mod env;
 mod floor;
 mod git;
+mod render;
 mod world;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ struct Args {
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "converge,push,git,memory"
+        default_value = "converge,push,git,render,memory"
     )]
     only: Vec<Scenario>,
     /// The driftless binary (default: `driftless` next to this binary, as
@@ -67,6 +68,7 @@ enum Scenario {
     Converge,
     Push,
     Git,
+    Render,
     Memory,
 }
 
@@ -261,6 +263,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if wants(Scenario::Git) {
         git_loop(&client, &work, &run_id, &args, &mut report).await?;
     }
+    // 6. Render: driftless build against the bare tools; a kustomize GitSync.
+    if wants(Scenario::Render) {
+        render_figures(&binary, &client, &work, &run_id, &args, &mut report).await?;
+    }
     ctl.stop();
 
     // 3. Memory: a fresh controller, then many objects.
@@ -416,6 +422,106 @@ fn cloud_calls_of(output: &str) -> Option<u64> {
         .ok()
 }
 
+/// Objects in the rendered overlay and chart.
+const RENDER_OBJECTS: usize = 30;
+
+async fn render_figures(
+    binary: &Path,
+    client: &kube::Client,
+    work: &Path,
+    run_id: &str,
+    args: &Args,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (kustomize, helm) = (render::tool("kustomize")?, render::tool("helm")?);
+    let runs = args.repeat * 4;
+    let n = RENDER_OBJECTS;
+    let dir = work.join("render");
+    let overlay = render::overlay(&dir, "bench", n, "v0")?;
+    let overlay_arg = overlay.to_str().context("a UTF-8 path")?;
+    eprintln!("bench: render, a {n}-object overlay and chart, {runs} runs each");
+    let bare = render::median_run(&kustomize, &["build", overlay_arg], &dir, runs)?;
+    let ours = render::median_run(binary, &["build", overlay_arg], &dir, runs)?;
+    report.add(
+        "kustomize_build_ms",
+        bare.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
+    report.add(
+        "render_kustomize_ms",
+        ours.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
+    let ratio = ours.as_secs_f64() / bare.as_secs_f64();
+    report.add("render_kustomize_ratio", ratio, "", Some(("<=", 1.10)));
+    let chart = render::chart(&dir.join("charts"), n)?;
+    let chart_arg = chart.to_str().context("a UTF-8 path")?;
+    let bare = render::median_run(&helm, &["template", "web", chart_arg], &dir, runs)?;
+    let ours = render::median_run(binary, &["build", chart_arg], &dir, runs)?;
+    report.add("helm_template_ms", bare.as_secs_f64() * 1000.0, "ms", None);
+    report.add("render_helm_ms", ours.as_secs_f64() * 1000.0, "ms", None);
+    let ratio = ours.as_secs_f64() / bare.as_secs_f64();
+    report.add("render_helm_ratio", ratio, "", Some(("<=", 1.10)));
+
+    // Commit -> applied, for a GitSync whose path is the overlay.
+    let ns = format!("{run_id}-kustomize");
+    world::create_namespace(client, &ns).await?;
+    let repo = git::Repo::init(&work.join("kustomize-repo"))?;
+    let commit = |value: &str| -> anyhow::Result<()> {
+        let tree = work.join("kustomize-tree");
+        let _ = std::fs::remove_dir_all(&tree);
+        render::overlay(&tree, &ns, n, value)?;
+        let mut files = Vec::new();
+        for sub in ["base", "prod"] {
+            for e in std::fs::read_dir(tree.join(sub))? {
+                let e = e?;
+                let name = format!("{sub}/{}", e.file_name().to_string_lossy());
+                files.push((name, std::fs::read_to_string(e.path())?));
+            }
+        }
+        repo.commit(&files, &format!("value {value}"))
+    };
+    commit("k0")?;
+    git::create_gitsync(client, &ns, &repo.url(), "prod").await?;
+    let configmaps = n - 1 - (n - 1).div_ceil(3);
+    git::wait_values(
+        client,
+        &ns,
+        "k0",
+        configmaps,
+        Instant::now(),
+        Duration::from_secs(120),
+    )
+    .await?;
+    let mut times = Vec::new();
+    for r in 1..=args.repeat {
+        let value = format!("k{r}");
+        commit(&value)?;
+        let since = Instant::now();
+        git::trigger(client, &ns).await?;
+        times.push(
+            git::wait_values(
+                client,
+                &ns,
+                &value,
+                configmaps,
+                since,
+                Duration::from_secs(120),
+            )
+            .await?,
+        );
+    }
+    report.add(
+        "git_apply_kustomize_ms",
+        ms(median(times)),
+        "ms",
+        Some(("<=", 1000.0)),
+    );
+    Ok(())
+}
+
 async fn git_loop(
     client: &kube::Client,
     work: &Path,
@@ -430,7 +536,7 @@ async fn git_loop(
         &[("apps/one.yaml".into(), git::config_map(&ns, "one", "v0"))],
         "one object",
     )?;
-    git::create_gitsync(client, &ns, &repo.url()).await?;
+    git::create_gitsync(client, &ns, &repo.url(), "").await?;
     git::wait_values(
         client,
         &ns,

@@ -1,35 +1,63 @@
-//! The offline and push-mode commands (`validate`, `plan`, `apply`, `get`):
-//! reading the manifests, and printing what the engine in [`crate::push`]
+//! The offline and push-mode commands (`validate`, `build`, `plan`, `apply`,
+//! `get`): reading (and rendering) the manifests, and printing what the engine in [`crate::push`]
 //! reports. Exit codes: 0 fine, 1 error, 2 (`plan` only) changes pending.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::crds;
-use crate::manifests::{self, validate, Manifest};
+use crate::manifests::{self, validate, Manifest, ManifestError};
 use crate::push::{Options, Progress, Stack, Step};
+use crate::render::{self, Tools};
+
+/// How long a kustomize or helm render may take in push mode.
+const RENDER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The objects under `paths`: kustomizations and charts rendered, plain
+/// files read as they are. Every problem is reported; also returns how
+/// many files (or renders) were read.
+async fn load(paths: &[PathBuf], tools: &Tools) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
+    let (mut out, mut errors, mut sources) = (Vec::new(), Vec::new(), 0);
+    for path in paths {
+        match render::local(tools, path, RENDER_TIMEOUT).await {
+            Some(Ok(rendered)) => {
+                sources += 1;
+                eprintln!(
+                    "rendered {} with {}: {} objects ({} ms)",
+                    path.display(),
+                    rendered.renderer.name(),
+                    rendered.manifests.len(),
+                    rendered.took.as_millis()
+                );
+                out.extend(rendered.manifests);
+            }
+            Some(Err(e)) => errors.push(e),
+            None => {
+                let (m, e) = manifests::load(std::slice::from_ref(path));
+                sources += manifests::find_files(std::slice::from_ref(path)).map_or(0, |f| f.len());
+                out.extend(m);
+                errors.extend(e);
+            }
+        }
+    }
+    (out, errors, sources)
+}
 
 /// Loads and validates the manifests under `paths`, printing every problem.
 /// `None` when there was any.
-fn load_valid(paths: &[PathBuf], quiet: bool) -> Option<Vec<Manifest>> {
+async fn load_valid(paths: &[PathBuf], tools: &Tools, quiet: bool) -> Option<Vec<Manifest>> {
     let started = Instant::now();
-    let files = match manifests::find_files(paths) {
-        Ok(files) => files,
-        Err(e) => {
-            eprintln!("driftless: {e}");
-            return None;
-        }
-    };
-    let (manifests, mut errors) = manifests::load(paths);
+    let (manifests, mut errors, sources) = load(paths, tools).await;
     errors.extend(validate::validate(&manifests, &crds::all()));
     for e in &errors {
         println!("{e}");
     }
     let summary = format!(
-        "{} objects in {} files, {} errors ({} ms)",
+        "{} objects from {} files or renders, {} errors ({} ms)",
         manifests.len(),
-        files.len(),
+        sources,
         errors.len(),
         started.elapsed().as_millis()
     );
@@ -44,15 +72,42 @@ fn load_valid(paths: &[PathBuf], quiet: bool) -> Option<Vec<Manifest>> {
     }
 }
 
-pub fn validate(paths: &[PathBuf]) -> ExitCode {
-    match load_valid(paths, false) {
+pub async fn validate(paths: &[PathBuf], tools: &Tools) -> ExitCode {
+    match load_valid(paths, tools, false).await {
         Some(_) => ExitCode::SUCCESS,
         None => ExitCode::FAILURE,
     }
 }
 
-fn stack(paths: &[PathBuf], options: Options) -> Option<Stack> {
-    let manifests = load_valid(paths, true)?;
+/// `driftless build`: the objects under `paths` as YAML, rendered (like
+/// `kustomize build` or `helm template`), without validating them.
+pub async fn build(paths: &[PathBuf], tools: &Tools) -> ExitCode {
+    let (manifests, errors, _) = load(paths, tools).await;
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let mut out = std::io::stdout().lock();
+    for m in &manifests {
+        let yaml = match serde_saphyr::to_string(&m.value) {
+            Ok(yaml) => yaml,
+            Err(e) => {
+                eprintln!("driftless: {}: cannot print as YAML: {e}", m.origin);
+                return ExitCode::FAILURE;
+            }
+        };
+        // A closed pipe (`| head`) ends the output quietly.
+        if write!(out, "---\n{yaml}").is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn stack(paths: &[PathBuf], tools: &Tools, options: Options) -> Option<Stack> {
+    let manifests = load_valid(paths, tools, true).await?;
     match Stack::new(&manifests, options) {
         Ok(stack) => {
             let others = manifests.len() - stack.len();
@@ -82,9 +137,9 @@ fn stack(paths: &[PathBuf], options: Options) -> Option<Stack> {
     }
 }
 
-pub async fn plan(paths: &[PathBuf], options: Options, prune: bool) -> ExitCode {
+pub async fn plan(paths: &[PathBuf], tools: &Tools, options: Options, prune: bool) -> ExitCode {
     let name = options.stack.clone();
-    let Some(stack) = stack(paths, options) else {
+    let Some(stack) = stack(paths, tools, options).await else {
         return ExitCode::FAILURE;
     };
     let steps = stack.plan(prune).await;
@@ -149,9 +204,9 @@ pub async fn plan(paths: &[PathBuf], options: Options, prune: bool) -> ExitCode 
     }
 }
 
-pub async fn apply(paths: &[PathBuf], options: Options, prune: bool) -> ExitCode {
+pub async fn apply(paths: &[PathBuf], tools: &Tools, options: Options, prune: bool) -> ExitCode {
     let name = options.stack.clone();
-    let Some(stack) = stack(paths, options) else {
+    let Some(stack) = stack(paths, tools, options).await else {
         return ExitCode::FAILURE;
     };
     let started = Instant::now();

@@ -136,6 +136,14 @@ fn objects(file: &Path, bytes: &[u8], out: &mut Vec<Manifest>, errors: &mut Vec<
 /// a mapping and a namespace a string.
 fn check(m: &Manifest) -> Option<ManifestError> {
     let fail = |why: String| Some(ManifestError::new(&m.origin, why));
+    let file_name = m.origin.file.file_name().and_then(|n| n.to_str());
+    if matches!(file_name, Some("kustomization.yaml" | "kustomization.yml")) {
+        let dir = m.origin.file.parent().unwrap_or(Path::new("."));
+        return fail(format!(
+            "a kustomization inside a plain-YAML directory: only the directory a path names is rendered with kustomize; point the path at {} to render it",
+            dir.display()
+        ));
+    }
     let what = match m.kind() {
         "" => "object".to_string(),
         k => format!("{k} object"),
@@ -178,6 +186,13 @@ mod tests {
 
     const CM: &str =
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: x\ndata:\n  k: v\n";
+
+    #[test]
+    fn a_kustomization_in_a_plain_tree_says_where_to_point() {
+        let e = err(&[("apps/prod/kustomization.yaml", "resources: [web.yaml]\n")]);
+        assert!(e.contains("apps/prod/kustomization.yaml:1:1"), "{e}");
+        assert!(e.contains("point the path at apps/prod"), "{e}");
+    }
 
     #[test]
     fn multi_document_files_with_lines() {

@@ -54,7 +54,7 @@ pub async fn render(
     let args = ["build".into(), wrapper.path().as_os_str().to_owned()];
     let out = process::run(tool, &args, root, req.timeout, allow_remote)
         .await
-        .map_err(|e| fail(tidy(&e, root, wrapper.path())))?;
+        .map_err(|e| fail(tidy(&e, root, wrapper.path(), &target, req.path)))?;
     let output = Path::new("kustomize build output");
     let mut objects = manifests::load_files(&[(output.display().to_string(), out)])?;
     let mut sources = Sources::default();
@@ -184,10 +184,13 @@ fn relative_path(from: &Path, to: &Path) -> Result<String, String> {
 }
 
 /// A tool message with the scratch paths taken out (they mean nothing to
-/// the user) and the checkout's path shown as the repository root.
-fn tidy(message: &str, root: &Path, wrapper: &Path) -> String {
+/// the user): the wrapper's way to the built directory becomes its path in
+/// the repository, and the checkout's path the repository root.
+fn tidy(message: &str, root: &Path, wrapper: &Path, target: &str, path: &str) -> String {
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let path = if path.is_empty() { "." } else { path };
     message
+        .replace(target, path)
         .replace(&format!("{}/", wrapper.display()), "")
         .replace(&format!("{}/", root.display()), "")
         .replace(&root.display().to_string(), ".")

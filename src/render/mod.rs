@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub use helm::{Capabilities, HelmOptions};
 pub use process::Tool;
 
-use crate::manifests::{Manifest, ManifestError};
+use crate::manifests::{Manifest, ManifestError, Origin};
 
 /// Which renderer a directory takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,11 +187,59 @@ pub fn repo_relative(root: &Path, path: &Path) -> String {
     }
 }
 
-/// A local directory to render (push mode, `validate`, `build`): the root
-/// reads stay inside is the Git repository holding it, else the current
-/// directory when it holds it, else the directory itself. Returns the root
-/// (as the user would name it) and the path from it.
-pub fn local_root(dir: &Path) -> Result<(PathBuf, String), String> {
+/// Renders a local directory (push mode, `validate`, `build`) when it is a
+/// kustomization or a chart; `None` for plain YAML, which the caller loads
+/// itself (reporting every problem, not just the first). Reads stay inside
+/// the Git repository holding `dir`, else the current directory when it
+/// holds `dir`; files are named as from where the user stands.
+pub async fn local(
+    tools: &Tools,
+    dir: &Path,
+    timeout: Duration,
+) -> Option<Result<Rendered, ManifestError>> {
+    if !dir.is_dir() || Renderer::for_dir(dir) == Renderer::Plain {
+        return None;
+    }
+    let (root, path, shown) = match local_root(dir) {
+        Ok(r) => r,
+        Err(why) => return Some(Err(ManifestError::new(&Origin::file(dir), why))),
+    };
+    let release = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "release".into());
+    let request = Request {
+        root: &root,
+        path: &path,
+        helm: None,
+        release_name: &release,
+        namespace: "default",
+        timeout,
+        capabilities: None,
+        chart_dir: None,
+    };
+    let seen_from = |mut o: Origin| {
+        o.file = shown.join(&o.file);
+        o
+    };
+    Some(match render(tools, &request).await {
+        Ok(mut r) => {
+            for m in &mut r.manifests {
+                m.origin = seen_from(m.origin.clone());
+            }
+            Ok(r)
+        }
+        Err(mut e) => {
+            e.origin = seen_from(e.origin);
+            Err(e)
+        }
+    })
+}
+
+/// The root of a local directory (absolute), the directory's path from it,
+/// and the root as the user names it (relative to the current directory).
+fn local_root(dir: &Path) -> Result<(PathBuf, String, PathBuf), String> {
     let abs = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let cwd = std::env::current_dir()
         .and_then(std::fs::canonicalize)
@@ -200,20 +248,20 @@ pub fn local_root(dir: &Path) -> Result<(PathBuf, String), String> {
     let root = match repo {
         Some(r) => r.to_path_buf(),
         None if abs.starts_with(&cwd) => cwd.clone(),
-        None => abs.clone(),
+        // Outside any repository and the current directory: the user's own
+        // files, read where kustomize itself would.
+        None => PathBuf::from("/"),
     };
     let rel = abs
         .strip_prefix(&root)
         .expect("the root holds the directory")
         .to_string_lossy()
         .into_owned();
-    // Name the root as the user sees it: relative to where they stand.
     let shown = match root.strip_prefix(&cwd) {
-        Ok(r) if r.as_os_str().is_empty() => PathBuf::from("."),
         Ok(r) => r.to_path_buf(),
         Err(_) => root.clone(),
     };
-    Ok((shown, rel))
+    Ok((root, rel, shown))
 }
 
 #[cfg(test)]

@@ -255,3 +255,13 @@ async fn a_silent_repository_times_out() {
         format!("chart web version 1.0.0 from http://{addr}: timed out after 300ms")
     );
 }
+
+/// Serves `files` (path, body) over HTTP; returns the base URL.
+pub(crate) async fn serve_files(files: Vec<(String, Vec<u8>)>) -> String {
+    let repo = Arc::new(Repo {
+        files: Mutex::new(files.into_iter().collect()),
+        requests: AtomicUsize::new(0),
+        authorization: None,
+    });
+    format!("http://{}", start(repo).await)
+}

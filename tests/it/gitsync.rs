@@ -56,6 +56,13 @@ impl Repo {
         std::fs::write(p, content).unwrap();
     }
 
+    /// A symbolic link at `path` pointing at `target`.
+    pub(crate) fn symlink(&self, path: &str, target: &str) {
+        let p = self.dir.join("work").join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, p).unwrap();
+    }
+
     pub(crate) fn remove(&self, path: &str) {
         std::fs::remove_file(self.dir.join("work").join(path)).unwrap();
     }
@@ -101,11 +108,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn rev(sha: &str) -> String {
+pub(crate) fn rev(sha: &str) -> String {
     format!("main@sha1:{sha}")
 }
 
-fn condition<'a>(gs: &'a GitSync, type_: &str) -> Option<&'a Condition> {
+pub(crate) fn condition<'a>(gs: &'a GitSync, type_: &str) -> Option<&'a Condition> {
     gs.status
         .as_ref()?
         .conditions
@@ -113,19 +120,19 @@ fn condition<'a>(gs: &'a GitSync, type_: &str) -> Option<&'a Condition> {
         .find(|c| c.type_ == type_)
 }
 
-fn is_true(gs: &GitSync, type_: &str) -> bool {
+pub(crate) fn is_true(gs: &GitSync, type_: &str) -> bool {
     condition(gs, type_).is_some_and(|c| c.status == "True")
 }
 
 /// Ready, for this generation, with `revision` applied.
-fn ready_at(gs: &GitSync, revision: &str) -> bool {
+pub(crate) fn ready_at(gs: &GitSync, revision: &str) -> bool {
     let status = gs.status.as_ref();
     is_true(gs, "Ready")
         && condition(gs, "Ready").unwrap().observed_generation == gs.metadata.generation
         && status.and_then(|s| s.last_applied_revision.as_deref()) == Some(revision)
 }
 
-async fn wait_gitsync(
+pub(crate) async fn wait_gitsync(
     api: &Api<GitSync>,
     name: &str,
     what: &str,
@@ -188,7 +195,7 @@ pub(crate) fn new_gitsync(name: &str, url: &str, spec: serde_json::Value) -> Git
     .unwrap()
 }
 
-async fn event_notes(scope: &Scope, name: &str, reason: &str) -> Vec<String> {
+pub(crate) async fn event_notes(scope: &Scope, name: &str, reason: &str) -> Vec<String> {
     let events = support::events_about(scope, name).await;
     let theirs = events
         .into_iter()

@@ -9,6 +9,7 @@ mod ec2;
 mod gitsync;
 mod ops;
 mod push;
+mod render;
 mod support;
 mod tools;
 mod validate;

@@ -136,6 +136,19 @@ pub fn tool(name: &str) -> PathBuf {
     )
 }
 
+/// The pinned kustomize and helm, as the controller's flags would give them.
+pub fn render_tools() -> driftless::render::Tools {
+    let tool = |name: &'static str| driftless::render::Tool {
+        name,
+        binary: self::tool(name),
+    };
+    driftless::render::Tools {
+        kustomize: tool("kustomize"),
+        helm: tool("helm"),
+        allow_remote_bases: false,
+    }
+}
+
 /// `DRIFTLESS_LOG=debug cargo test ...` shows the controller's logs.
 fn init_logs() {
     if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
@@ -368,6 +381,7 @@ impl Scope {
             git_cache: std::env::temp_dir().join("driftless-tests").join(&self.ns),
             // The test API server runs no workload controllers.
             health_check_workloads: false,
+            render: render_tools(),
             ..Settings::default()
         };
         change(&mut settings);
