@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::support;
+
 fn validate(files: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
@@ -21,19 +23,31 @@ fn validate(files: &[(&str, &str)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// Every entry point of examples/ users run (the overlays, the chart, the
+/// GitSyncs) renders and is valid: exit 0, no errors.
 #[test]
 fn the_examples_are_valid() {
-    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args(["validate", "examples"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::tool("kustomize");
+    support::tool("helm");
+    for path in [
+        "examples/staging",
+        "examples/prod",
+        "examples/charts/web",
+        "examples/gitsync",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args(["validate", path])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "validate {path}:\n{text}");
+        assert!(text.contains(" 0 errors"), "validate {path}:\n{text}");
+    }
 }
 
 #[test]
