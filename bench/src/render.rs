@@ -133,3 +133,41 @@ pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
         )
     })
 }
+
+/// The median time of `runs` in-process renders of `path` under `root`, as
+/// the controller renders a revision (after one warm-up).
+pub async fn median_in_process(root: &Path, path: &str, runs: usize) -> anyhow::Result<Duration> {
+    let tool = |name: &'static str| -> anyhow::Result<driftless::render::Tool> {
+        Ok(driftless::render::Tool {
+            name,
+            binary: self::tool(name)?,
+        })
+    };
+    let tools = driftless::render::Tools {
+        kustomize: tool("kustomize")?,
+        helm: tool("helm")?,
+        allow_remote_bases: false,
+    };
+    let request = driftless::render::Request {
+        root,
+        path,
+        helm: None,
+        release_name: "web",
+        namespace: "bench",
+        timeout: Duration::from_secs(60),
+        capabilities: None,
+        chart_dir: None,
+    };
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let started = Instant::now();
+        driftless::render::render(&tools, &request)
+            .await
+            .map_err(|e| anyhow::anyhow!("rendering {path}: {e}"))?;
+        if i > 0 {
+            times.push(started.elapsed());
+        }
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
