@@ -10,7 +10,7 @@ use driftless::ops::notify::Notifier;
 use driftless::ops::settings::parse_duration;
 use driftless::ops::Shared;
 use driftless::push::Options;
-use driftless::render::{Tool, Tools};
+use driftless::render::{HelmOptions, Local, Tool, Tools};
 use driftless::Settings;
 use driftless_provider::CallCounter;
 
@@ -73,7 +73,7 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
-        render: RenderArgs,
+        render: LocalArgs,
     },
     /// Print the objects PATHs stand for as YAML, rendered as GitSync and
     /// push mode see them (like `kustomize build` or `helm template`).
@@ -82,7 +82,7 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
-        render: RenderArgs,
+        render: LocalArgs,
     },
     /// Show what `apply` would change in the cloud, field by field, without
     /// changing anything. No cluster needed.
@@ -174,6 +174,46 @@ struct RenderArgs {
     allow_remote_bases: bool,
 }
 
+/// How a command that reads PATHs renders them: the tools, and a chart's
+/// values (what `spec.helm` gives a GitSync).
+#[derive(clap::Args)]
+struct LocalArgs {
+    #[command(flatten)]
+    render: RenderArgs,
+    /// A values file for a chart PATH, like `helm template -f` (repeatable,
+    /// applied in order after the chart's values.yaml).
+    #[arg(long = "values", short = 'f', value_name = "FILE")]
+    values: Vec<PathBuf>,
+    /// The release name a chart PATH is rendered with (default: the
+    /// chart directory's name).
+    #[arg(long, value_name = "NAME")]
+    release_name: Option<String>,
+    /// How long kustomize or helm may run before it is killed.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    render_timeout: std::time::Duration,
+}
+
+impl LocalArgs {
+    fn local(&self) -> anyhow::Result<Local> {
+        let mut values_files = Vec::new();
+        for f in &self.values {
+            let abs = std::fs::canonicalize(f)
+                .map_err(|e| anyhow::anyhow!("--values {}: {e}", f.display()))?;
+            values_files.push(abs.to_string_lossy().into_owned());
+        }
+        let helm = (!values_files.is_empty() || self.release_name.is_some()).then(|| HelmOptions {
+            release_name: self.release_name.clone(),
+            values_files,
+            ..HelmOptions::default()
+        });
+        Ok(Local {
+            tools: self.render.tools(),
+            helm,
+            timeout: self.render_timeout,
+        })
+    }
+}
+
 impl RenderArgs {
     fn tools(&self) -> Tools {
         Tools {
@@ -198,7 +238,7 @@ struct PushArgs {
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
     #[command(flatten)]
-    render: RenderArgs,
+    render: LocalArgs,
     /// The stack: a name that groups the resources of one `apply`, written
     /// into their tags.
     #[arg(long, env = "DRIFTLESS_STACK")]
@@ -272,16 +312,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             controller(settings, ops).await
         }
         Command::Validate { paths, render } => {
-            Ok(commands::validate(&paths, &render.tools()).await)
+            Ok(commands::validate(&paths, &render.local()?).await)
         }
-        Command::Build { paths, render } => Ok(commands::build(&paths, &render.tools()).await),
+        Command::Build { paths, render } => Ok(commands::build(&paths, &render.local()?).await),
         Command::Plan { push, prune } => {
-            let tools = push.render.tools();
-            Ok(commands::plan(&push.paths, &tools, push.options()?, prune).await)
+            let render = push.render.local()?;
+            Ok(commands::plan(&push.paths, &render, push.options()?, prune).await)
         }
         Command::Apply { push, prune } => {
-            let tools = push.render.tools();
-            Ok(commands::apply(&push.paths, &tools, push.options()?, prune).await)
+            let render = push.render.local()?;
+            Ok(commands::apply(&push.paths, &render, push.options()?, prune).await)
         }
         Command::Get { stack } => {
             let options = Options {

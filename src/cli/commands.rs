@@ -5,23 +5,20 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::crds;
 use crate::manifests::{self, validate, Manifest, ManifestError};
 use crate::push::{Options, Progress, Stack, Step};
-use crate::render::{self, Tools};
-
-/// How long a kustomize or helm render may take in push mode.
-const RENDER_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::render::{self, Local};
 
 /// The objects under `paths`: kustomizations and charts rendered, plain
 /// files read as they are. Every problem is reported; also returns how
 /// many files (or renders) were read.
-async fn load(paths: &[PathBuf], tools: &Tools) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
+async fn load(paths: &[PathBuf], render: &Local) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
     let (mut out, mut errors, mut sources) = (Vec::new(), Vec::new(), 0);
     for path in paths {
-        match render::local(tools, path, RENDER_TIMEOUT).await {
+        match render::local(render, path).await {
             Some(Ok(rendered)) => {
                 sources += 1;
                 eprintln!(
@@ -47,9 +44,9 @@ async fn load(paths: &[PathBuf], tools: &Tools) -> (Vec<Manifest>, Vec<ManifestE
 
 /// Loads and validates the manifests under `paths`, printing every problem.
 /// `None` when there was any.
-async fn load_valid(paths: &[PathBuf], tools: &Tools, quiet: bool) -> Option<Vec<Manifest>> {
+async fn load_valid(paths: &[PathBuf], render: &Local, quiet: bool) -> Option<Vec<Manifest>> {
     let started = Instant::now();
-    let (manifests, mut errors, sources) = load(paths, tools).await;
+    let (manifests, mut errors, sources) = load(paths, render).await;
     errors.extend(validate::validate(&manifests, &crds::all()));
     for e in &errors {
         println!("{e}");
@@ -72,8 +69,8 @@ async fn load_valid(paths: &[PathBuf], tools: &Tools, quiet: bool) -> Option<Vec
     }
 }
 
-pub async fn validate(paths: &[PathBuf], tools: &Tools) -> ExitCode {
-    match load_valid(paths, tools, false).await {
+pub async fn validate(paths: &[PathBuf], render: &Local) -> ExitCode {
+    match load_valid(paths, render, false).await {
         Some(_) => ExitCode::SUCCESS,
         None => ExitCode::FAILURE,
     }
@@ -81,8 +78,8 @@ pub async fn validate(paths: &[PathBuf], tools: &Tools) -> ExitCode {
 
 /// `driftless build`: the objects under `paths` as YAML, rendered (like
 /// `kustomize build` or `helm template`), without validating them.
-pub async fn build(paths: &[PathBuf], tools: &Tools) -> ExitCode {
-    let (manifests, errors, _) = load(paths, tools).await;
+pub async fn build(paths: &[PathBuf], render: &Local) -> ExitCode {
+    let (manifests, errors, _) = load(paths, render).await;
     if !errors.is_empty() {
         for e in &errors {
             eprintln!("{e}");
@@ -106,8 +103,8 @@ pub async fn build(paths: &[PathBuf], tools: &Tools) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn stack(paths: &[PathBuf], tools: &Tools, options: Options) -> Option<Stack> {
-    let manifests = load_valid(paths, tools, true).await?;
+async fn stack(paths: &[PathBuf], render: &Local, options: Options) -> Option<Stack> {
+    let manifests = load_valid(paths, render, true).await?;
     match Stack::new(&manifests, options) {
         Ok(stack) => {
             let others = manifests.len() - stack.len();
@@ -137,9 +134,9 @@ async fn stack(paths: &[PathBuf], tools: &Tools, options: Options) -> Option<Sta
     }
 }
 
-pub async fn plan(paths: &[PathBuf], tools: &Tools, options: Options, prune: bool) -> ExitCode {
+pub async fn plan(paths: &[PathBuf], render: &Local, options: Options, prune: bool) -> ExitCode {
     let name = options.stack.clone();
-    let Some(stack) = stack(paths, tools, options).await else {
+    let Some(stack) = stack(paths, render, options).await else {
         return ExitCode::FAILURE;
     };
     let steps = stack.plan(prune).await;
@@ -204,9 +201,9 @@ pub async fn plan(paths: &[PathBuf], tools: &Tools, options: Options, prune: boo
     }
 }
 
-pub async fn apply(paths: &[PathBuf], tools: &Tools, options: Options, prune: bool) -> ExitCode {
+pub async fn apply(paths: &[PathBuf], render: &Local, options: Options, prune: bool) -> ExitCode {
     let name = options.stack.clone();
-    let Some(stack) = stack(paths, tools, options).await else {
+    let Some(stack) = stack(paths, render, options).await else {
         return ExitCode::FAILURE;
     };
     let started = Instant::now();

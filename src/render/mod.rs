@@ -187,16 +187,21 @@ pub fn repo_relative(root: &Path, path: &Path) -> String {
     }
 }
 
+/// How push mode, `validate` and `build` render a local directory.
+#[derive(Clone, Debug)]
+pub struct Local {
+    pub tools: Tools,
+    /// `--values` / `--release-name` for charts (like `spec.helm`).
+    pub helm: Option<HelmOptions>,
+    pub timeout: Duration,
+}
+
 /// Renders a local directory (push mode, `validate`, `build`) when it is a
 /// kustomization or a chart; `None` for plain YAML, which the caller loads
 /// itself (reporting every problem, not just the first). Reads stay inside
 /// the Git repository holding `dir`, else the current directory when it
 /// holds `dir`; files are named as from where the user stands.
-pub async fn local(
-    tools: &Tools,
-    dir: &Path,
-    timeout: Duration,
-) -> Option<Result<Rendered, ManifestError>> {
+pub async fn local(opts: &Local, dir: &Path) -> Option<Result<Rendered, ManifestError>> {
     if !dir.is_dir() || Renderer::for_dir(dir) == Renderer::Plain {
         return None;
     }
@@ -212,10 +217,10 @@ pub async fn local(
     let request = Request {
         root: &root,
         path: &path,
-        helm: None,
+        helm: opts.helm.as_ref(),
         release_name: &release,
         namespace: "default",
-        timeout,
+        timeout: opts.timeout,
         capabilities: None,
         chart_dir: None,
     };
@@ -223,7 +228,7 @@ pub async fn local(
         o.file = shown.join(&o.file);
         o
     };
-    Some(match render(tools, &request).await {
+    Some(match render(&opts.tools, &request).await {
         Ok(mut r) => {
             for m in &mut r.manifests {
                 m.origin = seen_from(m.origin.clone());
