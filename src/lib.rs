@@ -9,7 +9,8 @@
 //! - [`manifests`]: one `Manifest` type, one directory walker, offline validation;
 //! - [`registry`]: the one list of provider kinds every caller visits;
 //! - [`ops`]: settings, metrics, notifications, leader election, HTTP, shutdown;
-//! - [`conditions`]: condition bookkeeping shared by every kind.
+//! - [`conditions`]: condition bookkeeping shared by every kind;
+//! - [`http_client`]: the one outgoing HTTP client builder.
 //!
 //! No kind-specific code lives here: kinds come from the provider crates
 //! through [`registry`].
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod conditions;
 pub mod gitsync;
+pub mod http_client;
 pub mod managed;
 pub mod manifests;
 pub mod ops;

@@ -11,8 +11,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tracing::{info, warn};
 
 use super::metrics::Metrics;
@@ -20,26 +18,6 @@ use super::metrics::Metrics;
 /// Request bodies (webhooks) larger than this are refused (GitHub's own
 /// limit is 25 MB; a signature check needs no more, so memory stays bounded).
 pub const MAX_BODY: usize = 1024 * 1024;
-
-/// An outgoing HTTP/1 client, HTTPS or plain HTTP, for request bodies `B`.
-pub type Client<B> =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
-
-/// A [`Client`] that trusts the system's roots (so a private CA added to the
-/// image works). Fails only when those roots cannot be loaded.
-pub fn client<B>() -> Result<Client<B>, String>
-where
-    B: hyper::body::Body + Send,
-    B::Data: Send,
-{
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .try_with_platform_verifier()
-        .map_err(|e| format!("cannot load the platform's TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https))
-}
 
 pub struct HttpState {
     pub client: kube::Client,

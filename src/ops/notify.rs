@@ -66,7 +66,7 @@ struct Target {
 pub struct Notifier {
     source: Option<(kube::Client, String, String)>,
     cached: Mutex<Option<(Instant, Option<std::sync::Arc<Target>>)>>,
-    http: super::http::Client<Full<Bytes>>,
+    http: crate::http_client::Client<Full<Bytes>>,
 }
 
 impl Notifier {
@@ -85,7 +85,7 @@ impl Notifier {
         Self {
             source,
             cached: Mutex::new(None),
-            http: super::http::client().expect("an HTTP client for notifications"),
+            http: crate::http_client::client().expect("an HTTP client for notifications"),
         }
     }
 

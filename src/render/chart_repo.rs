@@ -301,7 +301,7 @@ async fn download(
     auth: Option<&RepoAuth>,
     dir: &Path,
 ) -> Result<(String, Bytes), String> {
-    let client = crate::ops::http::client::<Empty<Bytes>>()?;
+    let client = crate::http_client::client::<Empty<Bytes>>()?;
     let at = repo.index_url();
     let index = parse_index(&get(&client, &at, auth, MAX_INDEX).await?, &at)?;
     let entry = choose(&index, &source.name, &source.version, &at)?;
@@ -335,7 +335,7 @@ async fn download(
 }
 
 async fn get(
-    client: &crate::ops::http::Client<Empty<Bytes>>,
+    client: &crate::http_client::Client<Empty<Bytes>>,
     url: &Url,
     auth: Option<&RepoAuth>,
     max: usize,
