@@ -24,4 +24,3 @@ where
         .build();
     Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https))
 }
-
