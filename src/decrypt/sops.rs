@@ -3,8 +3,9 @@
 //! Our own decryptor, not the `rops` crate: rops 0.1.x is a young one-person
 //! project that pulls serde_yaml (unmaintained), aws-sdk-kms, tokio and
 //! age 0.11 by default, reads one document per file, and works on its own
-//! file model rather than on rendered objects. What we need is a few hundred lines: the
-//! `age` crate for the data key, AES-256-GCM for values, SHA-512 for the MAC.
+//! file model rather than on rendered objects. What we need is a few hundred
+//! lines: the `age` crate for the data key, AES-256-GCM for values, SHA-512
+//! for the MAC.
 //!
 //! Order. sops hashes every value of the file (all documents) in document
 //! order, so the MAC can only be checked on the file as written; kustomize
