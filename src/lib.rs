@@ -6,6 +6,7 @@
 //! - [`gitsync`]: the GitSync kind and its pipeline (source, render, apply, prune, health);
 //! - [`managed`]: the generic managed-resource controller and reconciler;
 //! - [`render`]: a directory to objects (plain YAML, kustomize, helm), for GitSync and push mode;
+//! - [`decrypt`]: SOPS (age) decryption of rendered objects;
 //! - [`manifests`]: one `Manifest` type, one directory walker, offline validation;
 //! - [`registry`]: the one list of provider kinds every caller visits;
 //! - [`ops`]: settings, metrics, notifications, leader election, HTTP, shutdown;
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod conditions;
+pub mod decrypt;
 pub mod gitsync;
 pub mod http_client;
 pub mod managed;
