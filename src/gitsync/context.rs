@@ -20,8 +20,10 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::debug;
 
 use super::apply::Kinds;
+use super::pass::reason;
 use super::source::{self, Credentials, Revision};
 use super::{GitSync, LABEL_NAME, LABEL_NAMESPACE};
+use crate::decrypt::{self, Identities};
 use crate::manifests::{Manifest, ManifestError, Origin};
 use crate::ops::notify::{Event as NotifyEvent, Notification};
 use crate::ops::Shared;
@@ -312,10 +314,16 @@ impl Context {
         .await
         .unwrap_or_else(|e| Err(format!("reading the revision failed: {e}")));
         let (checkout, renderer) = checked_out.map_err(|why| RenderFailure {
-            renderer: Renderer::Plain,
+            reason: reason::INVALID_MANIFESTS,
             error: ManifestError::new(&Origin::file(&shown), why),
         })?;
-        let fail = |error: ManifestError| RenderFailure { renderer, error };
+        let fail = |error: ManifestError| RenderFailure {
+            reason: match renderer {
+                Renderer::Plain => reason::INVALID_MANIFESTS,
+                _ => reason::RENDER_FAILED,
+            },
+            error,
+        };
         let chart_dir =
             match &chart {
                 Some(c) => Some(self.fetch_chart(gs, c, timeout).await.map_err(|why| {
@@ -339,9 +347,44 @@ impl Context {
             capabilities: capabilities.as_ref(),
             chart_dir: chart_dir.as_ref().map(|(_, dir)| dir.as_path()),
         };
-        render::render(&self.settings.render, &request)
+        let rendered = render::render(&self.settings.render, &request)
             .await
-            .map_err(fail)
+            .map_err(fail)?;
+        self.decrypt(gs, checkout.root(), rendered).await
+    }
+
+    /// The decrypt step: SOPS-encrypted objects opened with the identities
+    /// of `spec.decryption`, while the checkout (the files as written, which
+    /// the MAC covers) still exists. The plaintext lives in memory only.
+    async fn decrypt(
+        &self,
+        gs: &GitSync,
+        root: &Path,
+        rendered: Rendered,
+    ) -> Result<Rendered, RenderFailure> {
+        let fail = |error: ManifestError| RenderFailure {
+            reason: reason::DECRYPTION_FAILED,
+            error,
+        };
+        let ids = match &gs.spec.decryption {
+            Some(d) => {
+                let ns = gs.namespace().unwrap_or_default();
+                let ids = read_identities(&self.client, &ns, &d.secret_ref.name)
+                    .await
+                    .map_err(|why| {
+                        fail(ManifestError::new(&Origin::file("spec.decryption"), why))
+                    })?;
+                Some(ids)
+            }
+            None => None,
+        };
+        let hint = "set spec.decryption: {provider: sops, secretRef: {name: <a Secret with *.agekey keys>}}";
+        let manifests =
+            decrypt::manifests(rendered.manifests, root, ids.as_ref(), hint).map_err(fail)?;
+        Ok(Rendered {
+            manifests,
+            ..rendered
+        })
     }
 
     /// A chart from a Helm repository (`spec.helm.chart`), unpacked into a
@@ -390,9 +433,9 @@ impl Context {
     }
 }
 
-/// A render that failed, and which renderer it was (for the reason).
+/// A render (or decrypt) that failed, and the reason the status gives.
 pub(super) struct RenderFailure {
-    pub(super) renderer: Renderer,
+    pub(super) reason: &'static str,
     pub(super) error: ManifestError,
 }
 
@@ -475,4 +518,25 @@ async fn read_repo_auth(
         username,
         password: key("password").unwrap_or_default(),
     }))
+}
+
+/// The age identities of Secret `ns/name` (`spec.decryption.secretRef`).
+async fn read_identities(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Identities, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading Secret {ns}/{name} (spec.decryption.secretRef): {e}"))?
+        .ok_or_else(|| format!("Secret {ns}/{name} (spec.decryption.secretRef) does not exist"))?;
+    let data = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Identities::from_secret_data(&format!("{ns}/{name}"), &data)
 }

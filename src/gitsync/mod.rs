@@ -16,7 +16,7 @@ pub mod apply;
 mod context;
 pub mod controller;
 pub mod health;
-mod pass;
+pub(crate) mod pass;
 pub mod prune;
 pub mod source;
 pub mod webhook;
@@ -62,6 +62,22 @@ pub struct GitRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretRef {
     pub name: String,
+}
+
+/// `spec.decryption`: SOPS with age.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decryption {
+    /// `sops` (the only one).
+    pub provider: DecryptionProvider,
+    /// A Secret whose keys ending in `.agekey` are age identities.
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DecryptionProvider {
+    Sops,
 }
 
 fn default_interval() -> String {
@@ -114,6 +130,10 @@ pub struct GitSyncSpec {
     /// GitLab's X-Gitlab-Token). Without it, webhooks are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_ref: Option<SecretRef>,
+    /// Decrypt SOPS-encrypted objects after rendering, with the age
+    /// identities of a Secret in the GitSync's namespace (Flux's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
     /// How a Helm chart (a path with `Chart.yaml`, or `chart` from a Helm
     /// repository) is rendered.
     #[serde(default, skip_serializing_if = "Option::is_none")]

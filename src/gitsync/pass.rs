@@ -27,7 +27,6 @@ use super::{duration, health, prune, GitSync, GitSyncStatus, InventoryEntry, REQ
 use crate::conditions::{self, Cond};
 use crate::manifests::{Manifest, ManifestError};
 use crate::ops::notify::Event as NotifyEvent;
-use crate::render::Renderer;
 use crate::FIELD_MANAGER;
 
 const READY: &str = conditions::READY;
@@ -48,6 +47,8 @@ pub mod reason {
     pub const INVALID_MANIFESTS: &str = "InvalidManifests";
     /// kustomize or helm refused the revision (or took too long).
     pub const RENDER_FAILED: &str = "RenderFailed";
+    /// A SOPS-encrypted object could not be decrypted (no identity, MAC).
+    pub const DECRYPTION_FAILED: &str = "DecryptionFailed";
     pub const APPLY_REFUSED: &str = "ApplyRefused";
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
@@ -261,13 +262,7 @@ impl<'a> Pass<'a> {
             .await
         {
             Ok(m) => Ok(m),
-            Err(f) => {
-                let why = match f.renderer {
-                    Renderer::Plain => reason::INVALID_MANIFESTS,
-                    _ => reason::RENDER_FAILED,
-                };
-                Err(self.refused(revision, why, &f.error, is_new).await)
-            }
+            Err(f) => Err(self.refused(revision, f.reason, &f.error, is_new).await),
         }
     }
 
