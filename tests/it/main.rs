@@ -10,6 +10,7 @@ mod gitsync;
 mod ops;
 mod push;
 mod render;
+mod rollout;
 mod support;
 mod tools;
 mod validate;
