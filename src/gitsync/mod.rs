@@ -7,6 +7,8 @@
 //!   kustomize or helm), each object with its file:line;
 //! - `apply`: discovery, server-side dry-run of everything, then server-side
 //!   apply in stages (Namespaces and CRDs, ProviderConfigs, the rest);
+//! - `rollout`: a digest of the configuration each workload uses on its
+//!   pod template, so that changed configuration rolls it;
 //! - `prune`: what the inventory has and the revision no longer does;
 //! - `health`: when an applied object is ready;
 //! - `controller`: the named steps, the one status write, events, self-heal watches;
@@ -18,6 +20,7 @@ pub mod controller;
 pub mod health;
 pub(crate) mod pass;
 pub mod prune;
+pub mod rollout;
 pub mod source;
 pub mod webhook;
 

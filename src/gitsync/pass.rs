@@ -20,10 +20,12 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::apply::{self, Applied, ApplyError, Owner};
+use super::apply::{Applied, ApplyError, Owner};
 use super::context::{publish, Context, Error};
 use super::source::{self, Revision};
-use super::{duration, health, prune, GitSync, GitSyncStatus, InventoryEntry, REQUESTED_AT};
+use super::{
+    duration, health, prune, rollout, GitSync, GitSyncStatus, InventoryEntry, REQUESTED_AT,
+};
 use crate::conditions::{self, Cond};
 use crate::manifests::{Manifest, ManifestError};
 use crate::ops::notify::Event as NotifyEvent;
@@ -274,7 +276,7 @@ impl<'a> Pass<'a> {
         manifests: &[Manifest],
         is_new: bool,
     ) -> Result<Vec<Applied>, End> {
-        match apply::revision(
+        match rollout::apply(
             &self.ctx.client,
             &self.ctx.kinds,
             manifests,
@@ -472,7 +474,7 @@ impl<'a> Pass<'a> {
                 return;
             }
         };
-        match apply::revision(
+        match rollout::apply(
             &self.ctx.client,
             &self.ctx.kinds,
             &manifests,

@@ -10,6 +10,7 @@ mod gitsync;
 mod ops;
 mod push;
 mod render;
+mod rollout;
 mod sops;
 mod support;
 mod tools;
