@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use driftless::cli::controller::ManagerConfig;
-use driftless::cli::{commands, crds};
+use driftless::cli::{commands, crds, keys};
 use driftless::ops::leader::LeaseConfig;
 use driftless::ops::notify::Notifier;
 use driftless::ops::settings::parse_duration;
@@ -118,11 +118,35 @@ enum Command {
         #[arg(long, env = "DRIFTLESS_STACK")]
         stack: String,
     },
+    /// age keys for SOPS, made in the cluster: the private key goes straight
+    /// into a Secret (for `spec.decryption`), only the public recipient is
+    /// printed (for `sops --encrypt --age` and `.sops.yaml`).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make an age identity in Secret NAME (key NAME.agekey) and print its
+    /// recipient. An existing Secret is never overwritten.
+    Create {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        name: String,
+    },
+    /// Print the recipient of each age identity in Secret NAME.
+    Public {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        name: String,
     },
 }
 
@@ -331,11 +355,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             Ok(commands::get(options).await)
         }
+        Command::Keys { action } => keys(action).await,
         Command::Crds { out } => {
             crds::write(out.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `driftless keys create|public`: the recipient(s) on stdout, nothing else.
+async fn keys(action: KeysAction) -> anyhow::Result<ExitCode> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}")
+    })?;
+    match action {
+        KeysAction::Create { namespace, name } => {
+            let recipient = keys::create(&client, &namespace, &name).await?;
+            eprintln!("created Secret {namespace}/{name} (key {name}.agekey); its recipient:");
+            println!("{recipient}");
+        }
+        KeysAction::Public { namespace, name } => {
+            for r in keys::public(&client, &namespace, &name).await? {
+                println!("{r}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `driftless controller`: connect, then run every engine (behind leader

@@ -3,22 +3,41 @@
 //! reports. Exit codes: 0 fine, 1 error, 2 (`plan` only) changes pending.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use super::crds;
+use crate::decrypt::{self, Identities};
 use crate::manifests::{self, validate, Manifest, ManifestError};
 use crate::push::{Options, Progress, Stack, Step};
 use crate::render::{self, Local};
 
 /// The objects under `paths`: kustomizations and charts rendered, plain
-/// files read as they are. Every problem is reported; also returns how
-/// many files (or renders) were read.
+/// files read as they are, SOPS-encrypted objects decrypted. Every problem
+/// is reported; also returns how many files (or renders) were read.
 async fn load(paths: &[PathBuf], render: &Local) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
+    load_masked(paths, render, false).await
+}
+
+/// [`load`], with the values of decrypted Secrets shown as `**SOPS**` when
+/// `mask` (what `build` prints: terminals and CI logs are not memory).
+async fn load_masked(
+    paths: &[PathBuf],
+    render: &Local,
+    mask: bool,
+) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
     let (mut out, mut errors, mut sources) = (Vec::new(), Vec::new(), 0);
+    let ids = match push_identities() {
+        Ok(ids) => ids,
+        Err(why) => {
+            let at = manifests::Origin::file("SOPS_AGE_KEY / SOPS_AGE_KEY_FILE");
+            return (out, vec![ManifestError::new(&at, why)], 0);
+        }
+    };
+    let hint = "set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY) to an age identity file, as for sops";
     for path in paths {
-        match render::local(render, path).await {
+        let loaded = match render::local(render, path).await {
             Some(Ok(rendered)) => {
                 sources += 1;
                 eprintln!(
@@ -28,18 +47,83 @@ async fn load(paths: &[PathBuf], render: &Local) -> (Vec<Manifest>, Vec<Manifest
                     rendered.manifests.len(),
                     rendered.took.as_millis()
                 );
-                out.extend(rendered.manifests);
+                rendered.manifests
             }
-            Some(Err(e)) => errors.push(e),
+            Some(Err(e)) => {
+                errors.push(e);
+                continue;
+            }
             None => {
                 let (m, e) = manifests::load(std::slice::from_ref(path));
                 sources += manifests::find_files(std::slice::from_ref(path)).map_or(0, |f| f.len());
-                out.extend(m);
                 errors.extend(e);
+                m
             }
+        };
+        // Origins are paths as the user names them: relative to here.
+        let before: Vec<serde_json::Value> = match mask {
+            true => loaded.iter().map(|m| m.value.clone()).collect(),
+            false => Vec::new(),
+        };
+        match decrypt::manifests(loaded, Path::new(""), ids.as_ref(), hint) {
+            Ok(mut decrypted) => {
+                for (m, encrypted) in decrypted.iter_mut().zip(&before) {
+                    mask_values(&mut m.value, encrypted);
+                }
+                out.extend(decrypted);
+            }
+            Err(e) => errors.push(e),
         }
     }
     (out, errors, sources)
+}
+
+/// A decrypted object as `build` prints it: every value that was
+/// encrypted (`ENC[...]` in `encrypted`) shown as `**SOPS**`, as `flux
+/// build` does.
+fn mask_values(value: &mut serde_json::Value, encrypted: &serde_json::Value) {
+    use serde_json::Value;
+    match (value, encrypted) {
+        (Value::Object(map), Value::Object(enc)) => {
+            for (k, v) in map.iter_mut() {
+                if let Some(e) = enc.get(k) {
+                    mask_values(v, e);
+                }
+            }
+        }
+        (Value::Array(items), Value::Array(enc)) => {
+            for (v, e) in items.iter_mut().zip(enc) {
+                mask_values(v, e);
+            }
+        }
+        (v, Value::String(e)) if e.starts_with("ENC[") => *v = "**SOPS**".into(),
+        _ => {}
+    }
+}
+
+/// sops' own ways to give age identities: `SOPS_AGE_KEY` (the text),
+/// `SOPS_AGE_KEY_FILE`, else its default `$XDG_CONFIG_HOME/sops/age/keys.txt`
+/// (`~/.config/...`) when that exists. `None` when none is given.
+fn push_identities() -> Result<Option<Identities>, String> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(text) = var("SOPS_AGE_KEY") {
+        return Identities::from_text("SOPS_AGE_KEY", &text.to_string_lossy()).map(Some);
+    }
+    let (file, source) = match var("SOPS_AGE_KEY_FILE") {
+        Some(f) => (PathBuf::from(f), "SOPS_AGE_KEY_FILE"),
+        None => {
+            let config = var("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config")));
+            match config.map(|c| c.join("sops/age/keys.txt")) {
+                Some(f) if f.is_file() => (f, "sops' default age key file"),
+                _ => return Ok(None),
+            }
+        }
+    };
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| format!("{source} {}: {e}", file.display()))?;
+    Identities::from_text(&format!("{source} {}", file.display()), &text).map(Some)
 }
 
 /// Loads and validates the manifests under `paths`, printing every problem.
@@ -79,7 +163,7 @@ pub async fn validate(paths: &[PathBuf], render: &Local) -> ExitCode {
 /// `driftless build`: the objects under `paths` as YAML, rendered (like
 /// `kustomize build` or `helm template`), without validating them.
 pub async fn build(paths: &[PathBuf], render: &Local) -> ExitCode {
-    let (manifests, errors, _) = load(paths, render).await;
+    let (manifests, errors, _) = load_masked(paths, render, true).await;
     if !errors.is_empty() {
         for e in &errors {
             eprintln!("{e}");

@@ -4,3 +4,4 @@
 pub mod commands;
 pub mod controller;
 pub mod crds;
+pub mod keys;

@@ -36,9 +36,11 @@ pub fn manifests(
             out.push(m);
             continue;
         }
+        // A whole-file encryption leaves even kind and name as ciphertext.
+        let object = Some(m.describe()).filter(|d| !d.contains("ENC["));
         let fail = |why: String| ManifestError {
             origin: m.origin.clone(),
-            object: Some(m.describe()),
+            object: object.clone(),
             message: why,
         };
         let Some(ids) = ids else {

@@ -11,6 +11,7 @@ mod ops;
 mod push;
 mod render;
 mod rollout;
+mod secrets;
 mod sops;
 mod support;
 mod tools;
