@@ -5,6 +5,7 @@
 //! - [`push`]: `plan` / `apply` / `get` straight against the cloud, no cluster;
 //! - [`gitsync`]: the GitSync kind and its pipeline (source, render, apply, prune, health);
 //! - [`managed`]: the generic managed-resource controller and reconciler;
+//! - [`decrypt`]: SOPS-encrypted objects opened with age identities (after render);
 //! - [`render`]: a directory to objects (plain YAML, kustomize, helm), for GitSync and push mode;
 //! - [`decrypt`]: SOPS (age) decryption of rendered objects;
 //! - [`manifests`]: one `Manifest` type, one directory walker, offline validation;
