@@ -7,7 +7,6 @@
 //! - [`managed`]: the generic managed-resource controller and reconciler;
 //! - [`decrypt`]: SOPS-encrypted objects opened with age identities (after render);
 //! - [`render`]: a directory to objects (plain YAML, kustomize, helm), for GitSync and push mode;
-//! - [`decrypt`]: SOPS (age) decryption of rendered objects;
 //! - [`manifests`]: one `Manifest` type, one directory walker, offline validation;
 //! - [`registry`]: the one list of provider kinds every caller visits;
 //! - [`ops`]: settings, metrics, notifications, leader election, HTTP, shutdown;
