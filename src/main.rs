@@ -57,6 +57,11 @@ enum Command {
         /// (`=false` for API servers that run no workload controllers).
         #[arg(long, env = "DRIFTLESS_HEALTH_CHECK_WORKLOADS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
         health_check_workloads: bool,
+        /// Lock-down mode: a GitSync without spec.serviceAccountName acts as
+        /// this ServiceAccount of its own namespace (impersonated), never as
+        /// the controller.
+        #[arg(long, env = "DRIFTLESS_DEFAULT_SERVICE_ACCOUNT", value_name = "NAME")]
+        default_service_account: Option<String>,
         #[command(flatten)]
         ops: OpsArgs,
         #[command(flatten)]
@@ -320,6 +325,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             namespace,
             git_cache,
             health_check_workloads,
+            default_service_account,
             ops,
             render,
         } => {
@@ -331,6 +337,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 git_cache: git_cache.unwrap_or_else(driftless::ops::settings::default_git_cache),
                 health_check_workloads,
                 render: render.tools(),
+                default_service_account,
                 ..Settings::default()
             };
             controller(settings, ops).await

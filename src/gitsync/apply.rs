@@ -388,14 +388,19 @@ async fn send(
 pub async fn missing_namespaces(
     client: &kube::Client,
     planned: &[Planned],
-) -> Result<HashSet<String>, kube::Error> {
+) -> Result<HashSet<String>, ApplyError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let mut missing = HashSet::new();
     for p in planned {
-        if p.entry.kind == "Namespace"
-            && p.entry.api_version == "v1"
-            && api.get_opt(&p.entry.name).await?.is_none()
-        {
+        if p.entry.kind != "Namespace" || p.entry.api_version != "v1" {
+            continue;
+        }
+        // A GitSync's identity that may not read it may not make it either.
+        let found = api
+            .get_opt(&p.entry.name)
+            .await
+            .map_err(|e| rejected(p, e, "get"))?;
+        if found.is_none() {
             missing.insert(p.entry.name.clone());
         }
     }

@@ -20,6 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::debug;
 
 use super::apply::Kinds;
+use super::impersonate;
 use super::pass::reason;
 use super::source::{self, Credentials, Revision};
 use super::{GitSync, LABEL_NAME, LABEL_NAMESPACE};
@@ -59,6 +60,8 @@ pub struct Context {
     pub(super) watches: Watches,
     /// `.Capabilities` for helm, and when they were looked up.
     capabilities: Mutex<Option<(Instant, Capabilities)>>,
+    /// Clients impersonating GitSyncs' ServiceAccounts.
+    impersonated: impersonate::Clients,
 }
 
 impl Context {
@@ -94,9 +97,29 @@ impl Context {
                 trigger,
             },
             capabilities: Mutex::default(),
+            impersonated: impersonate::Clients::default(),
             settings,
             shared,
             client,
+        }
+    }
+
+    /// The identity `gs` applies, prunes and reads its objects with: its
+    /// `spec.serviceAccountName`, else `--default-service-account` (both in
+    /// its namespace), else the controller's own.
+    pub(super) fn client_for(&self, gs: &GitSync) -> Result<kube::Client, String> {
+        let account = gs
+            .spec
+            .service_account_name
+            .as_ref()
+            .or(self.settings.default_service_account.as_ref());
+        match account {
+            Some(sa) => {
+                let user =
+                    impersonate::service_account_user(&gs.namespace().unwrap_or_default(), sa);
+                self.impersonated.get(&self.client, &user)
+            }
+            None => Ok(self.client.clone()),
         }
     }
 

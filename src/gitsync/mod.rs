@@ -18,6 +18,7 @@ pub mod apply;
 mod context;
 pub mod controller;
 pub mod health;
+mod impersonate;
 pub(crate) mod pass;
 pub mod prune;
 pub mod rollout;
@@ -133,6 +134,15 @@ pub struct GitSyncSpec {
     /// GitLab's X-Gitlab-Token). Without it, webhooks are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_ref: Option<SecretRef>,
+    /// The ServiceAccount (in the GitSync's namespace) whose rights every
+    /// dry-run, apply and prune uses, through impersonation. Default: the
+    /// controller's `--default-service-account`, else the controller's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub service_account_name: Option<String>,
     /// Decrypt SOPS-encrypted objects after rendering, with the age
     /// identities of a Secret in the GitSync's namespace (Flux's shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -107,6 +107,9 @@ struct Pass<'a> {
     dir: PathBuf,
     /// Asked for by `driftless.dev/requested-at` (a webhook, a user).
     forced: bool,
+    /// Who applies and prunes: the GitSync's ServiceAccount (impersonated),
+    /// or the controller; never the controller when an account is set.
+    tenant: Result<kube::Client, String>,
 }
 
 /// Runs one pass and writes its status.
@@ -168,6 +171,7 @@ impl<'a> Pass<'a> {
             status,
             dir,
             forced,
+            tenant: ctx.client_for(gs),
         }
     }
 
@@ -276,8 +280,12 @@ impl<'a> Pass<'a> {
         manifests: &[Manifest],
         is_new: bool,
     ) -> Result<Vec<Applied>, End> {
+        let tenant = self
+            .tenant
+            .clone()
+            .map_err(|why| End::at(State::Stalled(reason::APPLY_REFUSED, why), self.interval))?;
         match rollout::apply(
-            &self.ctx.client,
+            &tenant,
             &self.ctx.kinds,
             manifests,
             &self.owner,
@@ -394,7 +402,10 @@ impl<'a> Pass<'a> {
             .collect();
         let mut pending = Vec::new();
         if self.gs.spec.prune && !stale.is_empty() {
-            let pruned = prune::prune(&self.ctx.client, &self.ctx.kinds, &stale, &self.owner)
+            let tenant = self.tenant.clone().map_err(|why| {
+                End::at(State::Stalled(reason::APPLY_REFUSED, why), self.interval)
+            })?;
+            let pruned = prune::prune(&tenant, &self.ctx.kinds, &stale, &self.owner)
                 .await
                 .map_err(|e| End {
                     state: State::Failed(reason::APPLY_FAILED, format!("pruning: {e}")),
@@ -474,8 +485,11 @@ impl<'a> Pass<'a> {
                 return;
             }
         };
+        let Ok(tenant) = self.tenant.clone() else {
+            return;
+        };
         match rollout::apply(
-            &self.ctx.client,
+            &tenant,
             &self.ctx.kinds,
             &manifests,
             &self.owner,

@@ -26,6 +26,10 @@ pub struct Settings {
     /// The kustomize and helm binaries GitSync renders with, and whether
     /// kustomize may fetch remote bases.
     pub render: crate::render::Tools,
+    /// Lock-down mode: the ServiceAccount a GitSync without
+    /// `spec.serviceAccountName` acts as (in its own namespace), never the
+    /// controller itself.
+    pub default_service_account: Option<String>,
 }
 
 impl Default for Settings {
@@ -39,6 +43,7 @@ impl Default for Settings {
             health_check_workloads: true,
             reference_retry: Duration::from_secs(30),
             render: crate::render::Tools::default(),
+            default_service_account: None,
         }
     }
 }

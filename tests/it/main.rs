@@ -14,6 +14,7 @@ mod rollout;
 mod secrets;
 mod sops;
 mod support;
+mod tenancy;
 mod tools;
 mod validate;
 mod wiring;
