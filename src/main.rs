@@ -62,6 +62,14 @@ enum Command {
         /// the controller.
         #[arg(long, env = "DRIFTLESS_DEFAULT_SERVICE_ACCOUNT", value_name = "NAME")]
         default_service_account: Option<String>,
+        /// Let GitSyncs fetch file:// URLs (they read the controller's own
+        /// disk: for tests and laptops).
+        #[arg(long, env = "DRIFTLESS_ALLOW_FILE_URLS")]
+        allow_file_urls: bool,
+        /// Fetch only URLs starting with one of these (repeatable, or
+        /// comma-separated), e.g. https://github.com/acme/.
+        #[arg(long, env = "DRIFTLESS_ALLOWED_SOURCE_PREFIX", value_delimiter = ',', value_name = "PREFIX")]
+        allowed_source_prefix: Vec<String>,
         #[command(flatten)]
         ops: OpsArgs,
         #[command(flatten)]
@@ -326,6 +334,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             git_cache,
             health_check_workloads,
             default_service_account,
+            allow_file_urls,
+            allowed_source_prefix,
             ops,
             render,
         } => {
@@ -338,6 +348,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 health_check_workloads,
                 render: render.tools(),
                 default_service_account,
+                sources: driftless::gitsync::source::UrlPolicy {
+                    allow_file_urls,
+                    allowed_prefixes: allowed_source_prefix,
+                },
                 ..Settings::default()
             };
             controller(settings, ops).await

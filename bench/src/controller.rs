@@ -43,6 +43,8 @@ impl Controller {
                 "controller",
                 "--leader-elect=false",
                 "--health-check-workloads=false",
+                // The bench's repositories are local.
+                "--allow-file-urls",
                 "--poll-interval",
             ])
             .arg(format!("{}s", poll.as_secs()))

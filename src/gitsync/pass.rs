@@ -46,6 +46,8 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     pub const OUT_OF_SYNC: &str = "OutOfSync";
     pub const FETCH_FAILED: &str = "FetchFailed";
+    /// The source URL is not allowed (file://, credentials over http://, prefixes).
+    pub const SOURCE_REFUSED: &str = "SourceRefused";
     pub const INVALID_MANIFESTS: &str = "InvalidManifests";
     /// kustomize or helm refused the revision (or took too long).
     pub const RENDER_FAILED: &str = "RenderFailed";
@@ -147,6 +149,7 @@ impl<'a> Pass<'a> {
             &ctx.settings.git_cache,
             &owner.namespace,
             &owner.name,
+            gs.uid().as_deref().unwrap_or_default(),
             &gs.spec.url,
         );
         Self {
@@ -194,6 +197,10 @@ impl<'a> Pass<'a> {
     /// Step 1, source: the latest revision, asked of the remote when due
     /// (or forced), else as last seen. Also says whether it was asked now.
     async fn source(&self) -> Result<(Revision, bool), End> {
+        let credentials = self.gs.spec.secret_ref.is_some();
+        if let Err(why) = self.ctx.settings.sources.check(&self.gs.spec.url, credentials) {
+            return Err(End::at(State::Stalled(reason::SOURCE_REFUSED, why), self.interval));
+        }
         let generation = self.gs.meta().generation;
         if !self.forced {
             if let Some(r) = self.ctx.known_revision(self.key, generation, self.interval) {

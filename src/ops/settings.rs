@@ -30,6 +30,8 @@ pub struct Settings {
     /// `spec.serviceAccountName` acts as (in its own namespace), never the
     /// controller itself.
     pub default_service_account: Option<String>,
+    /// Which source URLs GitSyncs may fetch.
+    pub sources: crate::gitsync::source::UrlPolicy,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             reference_retry: Duration::from_secs(30),
             render: crate::render::Tools::default(),
             default_service_account: None,
+            sources: crate::gitsync::source::UrlPolicy::default(),
         }
     }
 }

@@ -382,6 +382,11 @@ impl Scope {
             // The test API server runs no workload controllers.
             health_check_workloads: false,
             render: render_tools(),
+            // The tests' repositories are local (file://).
+            sources: driftless::gitsync::source::UrlPolicy {
+                allow_file_urls: true,
+                allowed_prefixes: Vec::new(),
+            },
             ..Settings::default()
         };
         change(&mut settings);

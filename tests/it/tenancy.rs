@@ -236,3 +236,41 @@ async fn lock_down_mode_acts_as_the_default_service_account() {
     let configmaps: Api<ConfigMap> = scope.api();
     assert!(configmaps.get_opt("team-config").await.unwrap().is_none());
 }
+
+/// Sources: without `--allow-file-urls` a `file://` URL (the controller's own
+/// disk) is refused before anything is fetched; credentials never go over
+/// `http://`; a URL outside `--allowed-source-prefix` is refused.
+#[tokio::test]
+async fn source_urls_are_refused_by_policy() {
+    let mut scope = Scope::new("sources").await;
+    scope.start_controller_with(POLL, |s| {
+        s.sources = driftless::gitsync::source::UrlPolicy::default();
+    });
+    let repo = Repo::new();
+    repo.write("clusters/test/config.yaml", &config_map("x"));
+    repo.commit("a ConfigMap");
+    let gitsyncs: Api<GitSync> = scope.api();
+    let cases = [
+        ("local", repo.url(), json!({}), "--allow-file-urls"),
+        (
+            "plain-http",
+            "http://127.0.0.1:9/team.git".to_string(),
+            json!({"secretRef": {"name": "git-credentials"}}),
+            "never sent over http://",
+        ),
+    ];
+    for (name, url, spec, expected) in cases {
+        gitsyncs
+            .create(&PostParams::default(), &new_gitsync(name, &url, spec))
+            .await
+            .unwrap();
+        let gs = wait_gitsync(&gitsyncs, name, "Stalled", WAIT, |g| is_true(g, "Stalled")).await;
+        let ready = condition(&gs, "Ready").unwrap();
+        assert_eq!(ready.reason, "SourceRefused", "{name}: {}", ready.message);
+        assert!(ready.message.contains(expected), "{name}: {}", ready.message);
+    }
+    let configmaps: Api<ConfigMap> = scope.api();
+    assert!(configmaps.get_opt("team-config").await.unwrap().is_none(), "nothing was applied");
+    let cache = std::env::temp_dir().join("driftless-tests").join(&scope.ns);
+    assert!(!cache.join(&scope.ns).exists(), "nothing was fetched into {}", cache.display());
+}

@@ -62,11 +62,48 @@ impl fmt::Display for Revision {
 }
 
 /// Where the cache of one GitSync's source lives: one bare repository per
-/// object and URL, so that no two reconciles share one.
-pub fn cache_dir(root: &Path, namespace: &str, name: &str, url: &str) -> PathBuf {
-    let digest = Sha1::digest(url.as_bytes());
+/// object (by its UID, which no other GitSync's spec can name) and URL, so
+/// that no two reconciles share one.
+pub fn cache_dir(root: &Path, namespace: &str, name: &str, uid: &str, url: &str) -> PathBuf {
+    let digest = Sha1::digest(format!("{uid}\n{url}").as_bytes());
     let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     root.join(namespace).join(format!("{name}-{short}.git"))
+}
+
+/// Which source URLs the controller fetches: `file://` only when allowed
+/// (it reads the controller's own disk), and, when prefixes are given,
+/// only URLs starting with one of them.
+#[derive(Clone, Debug, Default)]
+pub struct UrlPolicy {
+    pub allow_file_urls: bool,
+    pub allowed_prefixes: Vec<String>,
+}
+
+impl UrlPolicy {
+    /// Why `url` is refused, if it is. `credentials`: a secretRef is set,
+    /// and credentials never go over plain `http://`.
+    pub fn check(&self, url: &str, credentials: bool) -> Result<(), String> {
+        let shown = redact_url(url);
+        if url.starts_with("file://") && !self.allow_file_urls {
+            return Err(format!(
+                "{shown}: file:// URLs are refused (they read the controller's own disk); the controller runs without --allow-file-urls"
+            ));
+        }
+        if url.starts_with("http://") && credentials {
+            return Err(format!(
+                "{shown}: credentials (spec.secretRef) are never sent over http://; use https://"
+            ));
+        }
+        if !self.allowed_prefixes.is_empty()
+            && !self.allowed_prefixes.iter().any(|p| url.starts_with(p.as_str()))
+        {
+            return Err(format!(
+                "{shown} is not under an allowed source prefix (--allowed-source-prefix: {})",
+                self.allowed_prefixes.join(", ")
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn open_cache(dir: &Path) -> Result<Repository, String> {
@@ -455,6 +492,32 @@ mod tests {
         assert_eq!(clean_path("/").unwrap(), "");
         assert_eq!(clean_path("").unwrap(), "");
         assert!(clean_path("clusters/../../etc").is_err());
+    }
+
+    #[test]
+    fn source_urls_follow_the_policy() {
+        let strict = UrlPolicy::default();
+        let err = strict.check("file:///srv/other-team.git", false).unwrap_err();
+        assert!(err.contains("--allow-file-urls"), "{err}");
+        assert!(strict.check("https://git.example.com/a.git", true).is_ok());
+        let err = strict.check("http://git.example.com/a.git", true).unwrap_err();
+        assert!(err.contains("never sent over http://"), "{err}");
+        assert!(strict.check("http://git.example.com/a.git", false).is_ok());
+        let prefixed = UrlPolicy {
+            allow_file_urls: true,
+            allowed_prefixes: vec!["https://git.example.com/team-a/".into()],
+        };
+        assert!(prefixed.check("https://git.example.com/team-a/x.git", false).is_ok());
+        let err = prefixed.check("https://git.example.com/team-b/x.git", false).unwrap_err();
+        assert!(err.contains("allowed source prefix"), "{err}");
+    }
+
+    #[test]
+    fn caches_are_per_object_not_per_spec() {
+        let root = Path::new("/c");
+        let a = cache_dir(root, "ns", "app", "uid-1", "https://h/r.git");
+        let b = cache_dir(root, "ns", "app", "uid-2", "https://h/r.git");
+        assert_ne!(a, b, "a new object with the same spec gets its own cache");
     }
 
     #[test]
