@@ -68,7 +68,12 @@ enum Command {
         allow_file_urls: bool,
         /// Fetch only URLs starting with one of these (repeatable, or
         /// comma-separated), e.g. https://github.com/acme/.
-        #[arg(long, env = "DRIFTLESS_ALLOWED_SOURCE_PREFIX", value_delimiter = ',', value_name = "PREFIX")]
+        #[arg(
+            long,
+            env = "DRIFTLESS_ALLOWED_SOURCE_PREFIX",
+            value_delimiter = ',',
+            value_name = "PREFIX"
+        )]
         allowed_source_prefix: Vec<String>,
         #[command(flatten)]
         ops: OpsArgs,

@@ -198,8 +198,16 @@ impl<'a> Pass<'a> {
     /// (or forced), else as last seen. Also says whether it was asked now.
     async fn source(&self) -> Result<(Revision, bool), End> {
         let credentials = self.gs.spec.secret_ref.is_some();
-        if let Err(why) = self.ctx.settings.sources.check(&self.gs.spec.url, credentials) {
-            return Err(End::at(State::Stalled(reason::SOURCE_REFUSED, why), self.interval));
+        if let Err(why) = self
+            .ctx
+            .settings
+            .sources
+            .check(&self.gs.spec.url, credentials)
+        {
+            return Err(End::at(
+                State::Stalled(reason::SOURCE_REFUSED, why),
+                self.interval,
+            ));
         }
         let generation = self.gs.meta().generation;
         if !self.forced {

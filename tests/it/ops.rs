@@ -91,11 +91,11 @@ fn recording_client(
     kube::Client::new(service, ns.to_string())
 }
 
-/// The rules of deploy/rbac.yaml's ClusterRole and Role.
+/// The rules of deploy/base/rbac.yaml's ClusterRole and Role.
 fn rbac_rules() -> Vec<Value> {
-    let path = repo_root().join("deploy/rbac.yaml");
+    let path = repo_root().join("deploy/base/rbac.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let objects = driftless::manifests::parse(&path, &text).expect("deploy/rbac.yaml parses");
+    let objects = driftless::manifests::parse(&path, &text).expect("deploy/base/rbac.yaml parses");
     objects
         .iter()
         .filter(|m| matches!(m.kind(), "ClusterRole" | "Role"))
@@ -129,14 +129,22 @@ fn granted(rules: &[Value]) -> BTreeSet<Access> {
 /// The user of deploy/'s ServiceAccount.
 const CONTROLLER_USER: &str = "system:serviceaccount:driftless-system:driftless";
 
-/// Grants deploy/rbac.yaml needs that the RBAC test cannot exercise: (verb,
+/// Grants deploy/base/rbac.yaml needs that the RBAC test cannot exercise: (verb,
 /// group, resource, why). Everything else granted must have been used.
-const UNUSED_GRANTS: &[(&str, &str, &str, &str)] = &[(
-    "patch",
-    "events.k8s.io",
-    "events",
-    "kube's event Recorder patches an Event (its series count) instead of creating another only when the same event recurs within its cache window; whether one recurs here depends on timing",
-)];
+const UNUSED_GRANTS: &[(&str, &str, &str, &str)] = &[
+    (
+        "patch",
+        "events.k8s.io",
+        "events",
+        "kube's event Recorder patches an Event (its series count) instead of creating another only when the same event recurs within its cache window; whether one recurs here depends on timing",
+    ),
+    (
+        "impersonate",
+        "",
+        "serviceaccounts",
+        "used only by GitSyncs with spec.serviceAccountName or --default-service-account (tenancy:: tests it on this cluster); here the controller itself already is an impersonated ServiceAccount, and a request carries one impersonation",
+    ),
+];
 
 fn allowed(rules: &[Value], (verb, group, resource): &Access) -> bool {
     let has = |rule: &Value, key: &str, want: &str| {
@@ -194,11 +202,11 @@ async fn deploy_applies_with_server_side_dry_run() {
                     .unwrap()
                     .iter()
                     .any(|v| v.as_str().unwrap().contains('*')),
-                "no wildcards in deploy/rbac.yaml: {rule}"
+                "no wildcards in deploy/base/rbac.yaml: {rule}"
             );
         }
     }
-    let deployment = std::fs::read_to_string(deploy.join("deployment.yaml")).unwrap();
+    let deployment = std::fs::read_to_string(deploy.join("base/deployment.yaml")).unwrap();
     for must in [
         "runAsNonRoot: true",
         "readOnlyRootFilesystem: true",
@@ -208,14 +216,14 @@ async fn deploy_applies_with_server_side_dry_run() {
     ] {
         assert!(
             deployment.contains(must),
-            "deploy/deployment.yaml lacks {must}"
+            "deploy/base/deployment.yaml lacks {must}"
         );
     }
 }
 
 /// Runs a lifecycle of every kind, and a GitSync that applies and prunes the
-/// kinds deploy/rbac.yaml names, through a controller whose every request is
-/// recorded; then checks both directions: deploy/rbac.yaml grants every
+/// kinds deploy/base/rbac.yaml names, through a controller whose every request is
+/// recorded; then checks both directions: deploy/base/rbac.yaml grants every
 /// request, and every grant was used (but the few in [`UNUSED_GRANTS`]). The
 /// test drives all that traffic itself: it does not depend on other tests.
 // Multi-threaded: kubectl blocks its thread while the controller works.
@@ -224,9 +232,9 @@ async fn the_cluster_role_grants_exactly_what_the_controller_uses() {
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let mut scope = Scope::new("rbac").await;
     // The controller runs as deploy/'s ServiceAccount (the admin certificate
-    // impersonates it), so a request deploy/rbac.yaml does not grant is a
+    // impersonates it), so a request deploy/base/rbac.yaml does not grant is a
     // real 403, not only a recorded miss.
-    let deploy = repo_root().join("deploy");
+    let deploy = repo_root().join("deploy/base");
     let (ok, out, err) = kubectl(
         &[
             "apply",
@@ -244,7 +252,7 @@ async fn the_cluster_role_grants_exactly_what_the_controller_uses() {
     let as_controller = kube::Client::try_from(config).expect("impersonating client");
     let probe: Api<driftless_aws::Bucket> = Api::namespaced(as_controller.clone(), &scope.ns);
     wait_for(
-        "deploy/rbac.yaml's bindings to take effect",
+        "deploy/base/rbac.yaml's bindings to take effect",
         Duration::from_secs(10),
         || async { probe.list(&Default::default()).await.ok() },
     )
@@ -319,7 +327,7 @@ spec:
     );
     assert!(ok, "{out}{err}");
 
-    // GitSync: the kinds deploy/rbac.yaml grants for it, applied (created)
+    // GitSync: the kinds deploy/base/rbac.yaml grants for it, applied (created)
     // from a repository, then pruned.
     let app_ns = format!("{ns}-app");
     let git_pc = format!("pc-{ns}-git");
@@ -488,7 +496,7 @@ spec:
     .await;
 
     // Leader election, as the controller process does it: in its own
-    // namespace, the only one where deploy/rbac.yaml grants Leases.
+    // namespace, the only one where deploy/base/rbac.yaml grants Leases.
     let elector = driftless::ops::leader::Elector::new(
         client.clone(),
         driftless::ops::leader::LeaseConfig {
@@ -507,7 +515,7 @@ spec:
     let missing: Vec<&Access> = seen.iter().filter(|a| !allowed(&rules, a)).collect();
     assert!(
         missing.is_empty(),
-        "deploy/rbac.yaml does not grant {missing:?}; the controller made {seen:?}"
+        "deploy/base/rbac.yaml does not grant {missing:?}; the controller made {seen:?}"
     );
     // The recording saw the work itself, not just the watches.
     for want in [
@@ -531,13 +539,13 @@ spec:
         .collect();
     assert!(
         unused.is_empty(),
-        "deploy/rbac.yaml grants {unused:?}, which the controller never used (remove them, or add them to UNUSED_GRANTS with the reason the test cannot use them); it made {seen:?}"
+        "deploy/base/rbac.yaml grants {unused:?}, which the controller never used (remove them, or add them to UNUSED_GRANTS with the reason the test cannot use them); it made {seen:?}"
     );
     for (v, g, r, why) in UNUSED_GRANTS {
         let a = (v.to_string(), g.to_string(), r.to_string());
         assert!(
             granted.contains(&a),
-            "UNUSED_GRANTS names {a:?} ({why}), which deploy/rbac.yaml does not grant"
+            "UNUSED_GRANTS names {a:?} ({why}), which deploy/base/rbac.yaml does not grant"
         );
         eprintln!(
             "granted without being required to be used: {a:?}: {why} (used this run: {})",

@@ -83,7 +83,11 @@ fn controller(ns: &str, cache: &Path, log: &Path) -> Owned {
             "--http-addr",
             "127.0.0.1:0",
         ])
-        .args(["--health-check-workloads=false", "--allow-file-urls", "--git-cache"])
+        .args([
+            "--health-check-workloads=false",
+            "--allow-file-urls",
+            "--git-cache",
+        ])
         .arg(cache)
         .env("KUBECONFIG", &env().kubeconfig)
         .env("AWS_ENDPOINT_URL", &env().aws_endpoint)

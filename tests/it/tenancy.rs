@@ -267,10 +267,21 @@ async fn source_urls_are_refused_by_policy() {
         let gs = wait_gitsync(&gitsyncs, name, "Stalled", WAIT, |g| is_true(g, "Stalled")).await;
         let ready = condition(&gs, "Ready").unwrap();
         assert_eq!(ready.reason, "SourceRefused", "{name}: {}", ready.message);
-        assert!(ready.message.contains(expected), "{name}: {}", ready.message);
+        assert!(
+            ready.message.contains(expected),
+            "{name}: {}",
+            ready.message
+        );
     }
     let configmaps: Api<ConfigMap> = scope.api();
-    assert!(configmaps.get_opt("team-config").await.unwrap().is_none(), "nothing was applied");
+    assert!(
+        configmaps.get_opt("team-config").await.unwrap().is_none(),
+        "nothing was applied"
+    );
     let cache = std::env::temp_dir().join("driftless-tests").join(&scope.ns);
-    assert!(!cache.join(&scope.ns).exists(), "nothing was fetched into {}", cache.display());
+    assert!(
+        !cache.join(&scope.ns).exists(),
+        "nothing was fetched into {}",
+        cache.display()
+    );
 }

@@ -26,7 +26,7 @@ fn validate(files: &[(&str, &str)]) -> (i32, String) {
 /// Every entry point of examples/ users run (the overlays, the chart, the
 /// GitSyncs) renders and is valid: exit 0, no errors.
 #[test]
-fn the_examples_are_valid() {
+fn the_examples_and_the_install_are_valid() {
     support::tool("kustomize");
     support::tool("helm");
     for path in [
@@ -34,6 +34,9 @@ fn the_examples_are_valid() {
         "examples/prod",
         "examples/charts/web",
         "examples/gitsync",
+        // What users install: both modes render and validate.
+        "deploy",
+        "deploy/lockdown",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
             .args(["validate", path])

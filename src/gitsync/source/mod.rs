@@ -95,7 +95,10 @@ impl UrlPolicy {
             ));
         }
         if !self.allowed_prefixes.is_empty()
-            && !self.allowed_prefixes.iter().any(|p| url.starts_with(p.as_str()))
+            && !self
+                .allowed_prefixes
+                .iter()
+                .any(|p| url.starts_with(p.as_str()))
         {
             return Err(format!(
                 "{shown} is not under an allowed source prefix (--allowed-source-prefix: {})",
@@ -497,18 +500,26 @@ mod tests {
     #[test]
     fn source_urls_follow_the_policy() {
         let strict = UrlPolicy::default();
-        let err = strict.check("file:///srv/other-team.git", false).unwrap_err();
+        let err = strict
+            .check("file:///srv/other-team.git", false)
+            .unwrap_err();
         assert!(err.contains("--allow-file-urls"), "{err}");
         assert!(strict.check("https://git.example.com/a.git", true).is_ok());
-        let err = strict.check("http://git.example.com/a.git", true).unwrap_err();
+        let err = strict
+            .check("http://git.example.com/a.git", true)
+            .unwrap_err();
         assert!(err.contains("never sent over http://"), "{err}");
         assert!(strict.check("http://git.example.com/a.git", false).is_ok());
         let prefixed = UrlPolicy {
             allow_file_urls: true,
             allowed_prefixes: vec!["https://git.example.com/team-a/".into()],
         };
-        assert!(prefixed.check("https://git.example.com/team-a/x.git", false).is_ok());
-        let err = prefixed.check("https://git.example.com/team-b/x.git", false).unwrap_err();
+        assert!(prefixed
+            .check("https://git.example.com/team-a/x.git", false)
+            .is_ok());
+        let err = prefixed
+            .check("https://git.example.com/team-b/x.git", false)
+            .unwrap_err();
         assert!(err.contains("allowed source prefix"), "{err}");
     }
 
