@@ -49,9 +49,20 @@ pub fn stage_of(api_version: &str, kind: &str) -> Stage {
 pub struct Owner {
     pub namespace: String,
     pub name: String,
+    /// `spec.targetNamespace`: every namespaced object goes there.
+    pub target_namespace: Option<String>,
 }
 
 impl Owner {
+    /// Where a namespaced object goes: the target namespace, else the one
+    /// it names (`written`), else the GitSync's.
+    pub fn namespace_for<'a>(&'a self, written: Option<&'a str>) -> &'a str {
+        self.target_namespace
+            .as_deref()
+            .or(written.filter(|s| !s.is_empty()))
+            .unwrap_or(&self.namespace)
+    }
+
     pub(super) fn owns(&self, obj: &DynamicObject) -> bool {
         let labels = obj.labels();
         labels.get(LABEL_NAME) == Some(&self.name)
@@ -215,11 +226,8 @@ fn prepare(
         .as_object_mut()
         .expect("load checked metadata is a mapping");
     let namespace = if namespaced {
-        let ns = meta
-            .get("namespace")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or(&owner.namespace)
+        let ns = owner
+            .namespace_for(meta.get("namespace").and_then(Value::as_str))
             .to_string();
         meta.insert("namespace".into(), Value::String(ns.clone()));
         ns
@@ -593,6 +601,7 @@ mod tests {
         let owner = Owner {
             namespace: "team".into(),
             name: "apps".into(),
+            target_namespace: None,
         };
         let cm = manifest(
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "b"}}}),

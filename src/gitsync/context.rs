@@ -359,7 +359,11 @@ impl Context {
             _ => None,
         };
         let name = gs.name_any();
-        let namespace = gs.namespace().unwrap_or_default();
+        let namespace = gs
+            .spec
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| gs.namespace().unwrap_or_default());
         let request = render::Request {
             root: checkout.root(),
             path: &path,

@@ -143,6 +143,11 @@ pub struct GitSyncSpec {
         length(max = 253)
     )]
     pub service_account_name: Option<String>,
+    /// Put every namespaced object in this namespace (whatever the files
+    /// say), and render charts for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub target_namespace: Option<String>,
     /// Decrypt SOPS-encrypted objects after rendering, with the age
     /// identities of a Secret in the GitSync's namespace (Flux's shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -136,6 +136,7 @@ impl<'a> Pass<'a> {
         let owner = Owner {
             namespace: gs.namespace().unwrap_or_default(),
             name: gs.name_any(),
+            target_namespace: gs.spec.target_namespace.clone(),
         };
         let old = gs.status.clone().unwrap_or_default();
         let mut status = old.clone();

@@ -45,8 +45,9 @@ pub async fn apply(
     atomic: bool,
     timeout: Duration,
 ) -> Result<Vec<Applied>, ApplyError> {
-    let connections = connection_secrets(client, manifests, &owner.namespace).await?;
-    let manifests = stamp(manifests, &owner.namespace, &connections);
+    let default_ns = owner.namespace_for(None);
+    let connections = connection_secrets(client, manifests, default_ns).await?;
+    let manifests = stamp(manifests, default_ns, &connections);
     apply::revision(client, kinds, &manifests, owner, atomic, timeout).await
 }
 

@@ -285,3 +285,45 @@ async fn source_urls_are_refused_by_policy() {
         cache.display()
     );
 }
+
+/// `spec.targetNamespace` puts every namespaced object in one namespace,
+/// whatever namespace its file names.
+#[tokio::test]
+async fn target_namespace_confines_every_namespaced_object() {
+    let mut scope = Scope::new("target").await;
+    scope.start_controller(POLL);
+    let target = format!("{}-apps", scope.ns);
+    let (ok, out, err) = kubectl(&["create", "namespace", &target], None);
+    assert!(ok, "{out}{err}");
+    let repo = Repo::new();
+    repo.write("clusters/test/config.yaml", &config_map("here"));
+    repo.write(
+        "clusters/test/elsewhere.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: elsewhere, namespace: kube-system}\ndata: {a: b}\n",
+    );
+    let sha = repo.commit("two ConfigMaps");
+    let gitsyncs: Api<GitSync> = scope.api();
+    let spec = json!({"targetNamespace": target});
+    gitsyncs
+        .create(
+            &PostParams::default(),
+            &new_gitsync("confined", &repo.url(), spec),
+        )
+        .await
+        .unwrap();
+    let gs = wait_gitsync(&gitsyncs, "confined", "Ready", WAIT, |g| {
+        ready_at(g, &rev(&sha))
+    })
+    .await;
+    let in_target: Api<ConfigMap> = Api::namespaced(scope.client.clone(), &target);
+    assert_eq!(value_of(&in_target).await, "here");
+    assert!(in_target.get_opt("elsewhere").await.unwrap().is_some());
+    let kube_system: Api<ConfigMap> = Api::namespaced(scope.client.clone(), "kube-system");
+    assert!(kube_system.get_opt("elsewhere").await.unwrap().is_none());
+    let inventory = gs.status.unwrap().inventory;
+    assert!(
+        inventory.iter().all(|e| e.namespace == target),
+        "{inventory:?}"
+    );
+    let (_, _, _) = kubectl(&["delete", "namespace", &target, "--wait=false"], None);
+}
