@@ -11,7 +11,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use driftless_provider::{
     CloudError, ConfigSource, Connector, Deletion, DeletionPolicy, ErrorClass, External, Identity,
     ManagedKind, ManagementPolicy, Observation, References, Target, CREATE_PENDING, EXTERNAL_NAME,
-    PAUSED,
+    PAUSED, PROVIDER_CONFIG_NOT_ALLOWED,
 };
 use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::controller::Action;
@@ -44,6 +44,9 @@ pub mod reason {
     pub const ORPHANED: &str = "Orphaned";
     pub const TERMINAL_ERROR: &str = "TerminalError";
     pub const RECONCILE_ERROR: &str = "ReconcileError";
+    /// The object's namespace may not use its ProviderConfig (terminal; also
+    /// the Synced reason).
+    pub const PROVIDER_CONFIG_NOT_ALLOWED: &str = driftless_provider::PROVIDER_CONFIG_NOT_ALLOWED;
 }
 
 /// Everything a reconcile of kind `K` needs.
@@ -128,6 +131,29 @@ impl Error {
             Error::Kube(_) => ErrorClass::Retryable,
         }
     }
+
+    /// Refused by the ProviderConfig's `allowedNamespaces`.
+    fn not_allowed(&self) -> bool {
+        matches!(self, Error::Cloud(e) if e.code == PROVIDER_CONFIG_NOT_ALLOWED)
+    }
+
+    /// The reason of the Synced=False condition this error leaves.
+    fn synced_reason(&self) -> &'static str {
+        if self.not_allowed() {
+            reason::PROVIDER_CONFIG_NOT_ALLOWED
+        } else {
+            "ReconcileError"
+        }
+    }
+
+    /// The reason of the Warning Event this error publishes.
+    fn event_reason(&self) -> &'static str {
+        match self {
+            _ if self.not_allowed() => reason::PROVIDER_CONFIG_NOT_ALLOWED,
+            Error::Cloud(e) if e.class == ErrorClass::Terminal => reason::TERMINAL_ERROR,
+            _ => reason::RECONCILE_ERROR,
+        }
+    }
 }
 
 fn key_of<K: ManagedKind>(obj: &K) -> String {
@@ -166,10 +192,11 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
         }
         Err(err) => {
             // Tell people once, when the object turns from fine to failing.
+            let synced_reason = err.synced_reason();
             let was_failing = obj
                 .managed_status()
                 .and_then(|s| s.condition(conditions::SYNCED))
-                .is_some_and(|c| c.status == "False" && c.reason == "ReconcileError");
+                .is_some_and(|c| c.status == "False" && c.reason == synced_reason);
             if !was_failing {
                 ctx.shared.notifier.send(Notification::new(
                     NotifyEvent::ResourceFailed,
@@ -181,21 +208,17 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
             }
             warn!(kind = K::kind(&()).as_ref(), object = %key_of(obj.as_ref()), error = %err, "reconcile failed");
             let api = api_for(&ctx, obj.as_ref());
-            let mut synced = Cond::reconcile_error(err.to_string());
+            let mut synced = Cond::new(conditions::SYNCED, false, synced_reason, err.to_string());
             if obj.meta().deletion_timestamp.is_some() {
                 synced.message = format!("deleting: {}", synced.message);
             }
             // Best effort: the error itself is what the policy acts on.
             let _ = write_status(&api, obj.as_ref(), None, &[synced], None).await;
-            let reason = match &err {
-                Error::Cloud(e) if e.class == ErrorClass::Terminal => reason::TERMINAL_ERROR,
-                _ => reason::RECONCILE_ERROR,
-            };
             publish(
                 &ctx,
                 obj.as_ref(),
                 EventType::Warning,
-                reason,
+                err.event_reason(),
                 err.to_string(),
             )
             .await;
@@ -493,7 +516,17 @@ async fn finalize<K: ManagedKind>(
         .map(|s| s.resolved_references.clone())
         .unwrap_or_default();
     let target = target_of(obj, &identity, &resolved);
-    let external = connect(ctx, obj).await?;
+    let external = match connect(ctx, obj).await {
+        // Refused from the start: nothing was ever made through this
+        // ProviderConfig for the object, so there is nothing to delete and
+        // no cloud call to make. With an external name, the refusal stands
+        // (allow the namespace again, or orphan the resource).
+        Err(e) if e.not_allowed() && target.external_name.is_none() && !target.create_pending => {
+            remove_finalizer(api, obj).await?;
+            return Ok(Outcome::new(Vec::new(), Action::await_change()));
+        }
+        other => other?,
+    };
     let observed = external.observe(&target).await?;
     if !observed.exists {
         if conditions_of(obj)
@@ -539,6 +572,7 @@ async fn connect<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Result<Arc<dyn Ex
         .connect(
             &ctx.source,
             &obj.managed().provider_config_ref.name,
+            &obj.namespace().unwrap_or_default(),
             obj.for_provider(),
         )
         .await?)

@@ -59,7 +59,12 @@ impl<K: ManagedKind> ManagedUnit<K> {
     async fn external(&self) -> Result<Arc<dyn External<K>>, CloudError> {
         let pc = &self.obj.managed().provider_config_ref.name;
         self.connector
-            .connect(&ConfigSource::Environment, pc, self.obj.for_provider())
+            .connect(
+                &ConfigSource::Environment,
+                pc,
+                &self.obj.namespace().unwrap_or_default(),
+                self.obj.for_provider(),
+            )
             .await
     }
 
@@ -197,6 +202,7 @@ impl<K: ManagedKind> Lister<K> {
             .connect(
                 &ConfigSource::Environment,
                 "default",
+                "",
                 &K::ForProvider::default(),
             )
             .await

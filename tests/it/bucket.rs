@@ -562,3 +562,108 @@ async fn rejected_spec_is_reported_without_a_retry_storm() {
     })
     .await;
 }
+
+/// Patches the scope's ProviderConfig `spec.allowedNamespaces`.
+async fn allow_namespaces(scope: &Scope, allowed: Value) {
+    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(scope.client.clone());
+    pcs.patch(
+        &scope.provider_config,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"allowedNamespaces": allowed}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("patching allowedNamespaces: {e}"));
+}
+
+#[tokio::test]
+async fn a_namespace_the_provider_config_does_not_allow_makes_no_cloud_call() {
+    let mut scope = Scope::new("pcallow").await;
+    let label = "driftless-test/tenant";
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(scope.client.clone());
+    namespaces
+        .patch(
+            &scope.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {label: scope.ns}}})),
+        )
+        .await
+        .unwrap();
+    // Neither the names nor the selector match this namespace.
+    allow_namespaces(
+        &scope,
+        json!({"names": ["elsewhere"], "selector": {"matchLabels": {label: "nobody"}}}),
+    )
+    .await;
+    // A short terminal backoff: the refused object is reconciled every poll,
+    // so "no cloud call" is shown over real passes.
+    scope.start_controller_with(POLL, |s| s.terminal_backoff = POLL);
+    let api: Api<Bucket> = scope.api();
+    let s3 = support::s3().await;
+    let name = unique("dl-pcallow");
+    let doomed = unique("dl-pcallow-del");
+    for n in [&name, &doomed] {
+        api.create(
+            &PostParams::default(),
+            &bucket(&scope, n, json!({}), json!({}), json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    let refused = wait_condition(
+        &api,
+        &name,
+        "Synced",
+        "False",
+        Some("ProviderConfigNotAllowed"),
+    )
+    .await;
+    let (_, _, message) = condition(&refused, "Synced").unwrap();
+    assert!(
+        message.contains(&scope.ns) && message.contains(&scope.provider_config),
+        "the message names the namespace and the ProviderConfig: {message}"
+    );
+    let passes = scope.passes("Bucket", &name);
+    scope.wait_passes("Bucket", &name, passes + 4).await;
+    assert_eq!(
+        scope.calls.total(),
+        0,
+        "a refused namespace made cloud calls: {:?}",
+        scope.calls.snapshot()
+    );
+    assert!(!bucket_exists(&s3, &name).await);
+    assert!(event_reasons(&scope, &name)
+        .await
+        .contains(&"ProviderConfigNotAllowed".to_string()));
+
+    // Deleting a refused object that never reached the cloud: it goes,
+    // still without a cloud call.
+    wait_condition(
+        &api,
+        &doomed,
+        "Synced",
+        "False",
+        Some("ProviderConfigNotAllowed"),
+    )
+    .await;
+    api.delete(&doomed, &DeleteParams::default()).await.unwrap();
+    wait_for("refused Bucket object gone", WAIT, || async {
+        api.get_opt(&doomed).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(scope.calls.total(), 0, "{:?}", scope.calls.snapshot());
+
+    // Allowing the namespace (by its label) applies at the next pass.
+    allow_namespaces(
+        &scope,
+        json!({"names": ["elsewhere"], "selector": {"matchLabels": {label: scope.ns}}}),
+    )
+    .await;
+    wait_condition(&api, &name, "Ready", "True", None).await;
+    assert!(bucket_exists(&s3, &name).await);
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_for("Bucket object gone", WAIT, || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(!bucket_exists(&s3, &name).await);
+}

@@ -1,15 +1,15 @@
 //! `ProviderConfig` (driftless.dev/v1alpha1, cluster-scoped) and the AWS SDK
 //! session built from it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use driftless_provider::{CallCounter, CloudError, ConfigSource};
-use k8s_openapi::api::core::v1::Secret;
+use driftless_provider::{tenancy, AllowedNamespaces, CallCounter, CloudError, ConfigSource};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{Api, CustomResource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,12 @@ pub struct ProviderConfigSpec {
     /// endpoint is set, false otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_force_path_style: Option<bool>,
+    /// Which namespaces' managed resources may use this ProviderConfig: by
+    /// `names` and/or a label `selector` on the Namespace. Unset: every
+    /// namespace. Set with neither: none. Any other namespace gets the
+    /// terminal `ProviderConfigNotAllowed` and no cloud call is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
 }
 
 /// A ready-to-use SDK configuration for one ProviderConfig.
@@ -91,6 +97,8 @@ pub struct AwsSession {
     pub region: String,
     pub endpoint: Option<String>,
     pub s3_path_style: bool,
+    /// The ProviderConfig's `allowedNamespaces`, checked on every use.
+    allowed_namespaces: Option<AllowedNamespaces>,
     calls: Arc<CallCounter>,
     /// Batched EC2 observation, shared by every object using this
     /// ProviderConfig (and kept when the session is re-read).
@@ -112,10 +120,16 @@ const SESSION_TTL: Duration = Duration::from_secs(30);
 /// interval (60 s), so each poll sees about one describe call per kind.
 const DEFAULT_OBSERVATION_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// A namespace's labels.
+type Labels = BTreeMap<String, String>;
+
 /// The AWS provider: builds sessions and counts every call made through them.
 pub struct Aws {
     calls: Arc<CallCounter>,
     sessions: Mutex<HashMap<String, (Instant, AwsSession)>>,
+    /// Namespace labels, for `allowedNamespaces.selector`, read at most
+    /// every [`SESSION_TTL`] (and again before a refusal).
+    namespace_labels: Mutex<HashMap<String, (Instant, Labels)>>,
     /// Per ProviderConfig, region and endpoint: outlives session re-reads.
     ec2_snapshots: Mutex<HashMap<String, Arc<Ec2Snapshots>>>,
     observation_max_age: Duration,
@@ -132,6 +146,7 @@ impl Aws {
         Self {
             calls,
             sessions: Mutex::default(),
+            namespace_labels: Mutex::default(),
             ec2_snapshots: Mutex::default(),
             observation_max_age: DEFAULT_OBSERVATION_MAX_AGE,
         }
@@ -149,24 +164,51 @@ impl Aws {
         &self.calls
     }
 
-    /// The session for `provider_config`, from the cluster or the environment.
+    /// The session for an object in `namespace` using `provider_config`,
+    /// from the cluster or the environment. From a cluster, a namespace
+    /// that the ProviderConfig does not allow gets the terminal
+    /// `ProviderConfigNotAllowed`, before any cloud client exists. Push mode
+    /// (the environment) has no ProviderConfig objects: nothing to check.
     pub async fn session(
         &self,
         source: &ConfigSource,
         provider_config: &str,
+        namespace: &str,
     ) -> Result<AwsSession, CloudError> {
         let key = match source {
             ConfigSource::Cluster(_) => format!("cluster/{provider_config}"),
             ConfigSource::Environment => "environment".to_string(),
         };
-        if let Some((at, s)) = self.sessions.lock().expect("sessions poisoned").get(&key) {
-            if at.elapsed() < SESSION_TTL {
-                return Ok(s.clone());
+        let cached = self
+            .sessions
+            .lock()
+            .expect("sessions poisoned")
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < SESSION_TTL)
+            .map(|(_, s)| s.clone());
+        if let Some(s) = cached {
+            match source {
+                ConfigSource::Environment => return Ok(s),
+                ConfigSource::Cluster(client) => {
+                    let allowed = s.allowed_namespaces.as_ref();
+                    if self.admits(client, allowed, namespace, true).await? {
+                        return Ok(s);
+                    }
+                    // Refused by what was cached: re-read the ProviderConfig
+                    // (and the namespace's labels) before refusing, so that
+                    // allowing a namespace applies at the next pass.
+                }
             }
         }
         let session = match source {
             ConfigSource::Cluster(client) => {
                 let spec = read_provider_config(client, provider_config).await?;
+                // Before credentials and before any SDK client: a refused
+                // namespace costs no cloud call.
+                let allowed = spec.allowed_namespaces.as_ref();
+                if !self.admits(client, allowed, namespace, false).await? {
+                    return Err(tenancy::not_allowed(provider_config, namespace));
+                }
                 let creds = match spec.credentials.source {
                     CredentialsSource::Secret => {
                         let r = spec.credentials.secret_ref.as_ref().ok_or_else(|| {
@@ -191,6 +233,7 @@ impl Aws {
                     endpoint: None,
                     credentials: CredentialsConfig::default(),
                     s3_force_path_style: None,
+                    allowed_namespaces: None,
                 };
                 self.build(&key, &spec, None).await
             }
@@ -200,6 +243,58 @@ impl Aws {
             .expect("sessions poisoned")
             .insert(key, (Instant::now(), session.clone()));
         Ok(session)
+    }
+
+    /// Whether `namespace` may use a ProviderConfig allowing `allowed`.
+    /// Labels are read only for a selector, from the cache when `cached`.
+    async fn admits(
+        &self,
+        client: &kube::Client,
+        allowed: Option<&AllowedNamespaces>,
+        namespace: &str,
+        cached: bool,
+    ) -> Result<bool, CloudError> {
+        let Some(allowed) = allowed else {
+            return Ok(true);
+        };
+        if !allowed.needs_labels(namespace) {
+            return Ok(allowed.allows_by_name(namespace));
+        }
+        let labels = self.namespace_labels(client, namespace, cached).await?;
+        Ok(allowed.allows(namespace, &labels))
+    }
+
+    async fn namespace_labels(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        cached: bool,
+    ) -> Result<BTreeMap<String, String>, CloudError> {
+        if cached {
+            let labels = self.namespace_labels.lock().expect("labels poisoned");
+            if let Some((at, labels)) = labels.get(namespace) {
+                if at.elapsed() < SESSION_TTL {
+                    return Ok(labels.clone());
+                }
+            }
+        }
+        let api: Api<Namespace> = Api::all(client.clone());
+        let labels = api
+            .get_opt(namespace)
+            .await
+            .map_err(|e| {
+                CloudError::retryable(
+                    "KubernetesError",
+                    format!("reading Namespace {namespace}: {e}"),
+                )
+            })?
+            .and_then(|ns| ns.metadata.labels)
+            .unwrap_or_default();
+        self.namespace_labels
+            .lock()
+            .expect("labels poisoned")
+            .insert(namespace.to_string(), (Instant::now(), labels.clone()));
+        Ok(labels)
     }
 
     async fn build(
@@ -234,6 +329,7 @@ impl Aws {
             ec2,
             region: spec.region.clone(),
             s3_path_style: spec.s3_force_path_style.unwrap_or(endpoint.is_some()),
+            allowed_namespaces: spec.allowed_namespaces.clone(),
             endpoint,
             sdk,
             calls: self.calls.clone(),

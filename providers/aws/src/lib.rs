@@ -30,9 +30,10 @@ impl<K: AwsKind> Connector<K> for Aws {
         &self,
         source: &ConfigSource,
         provider_config: &str,
+        namespace: &str,
         spec: &K::ForProvider,
     ) -> Result<Arc<dyn External<K>>, CloudError> {
-        let session = self.session(source, provider_config).await?;
+        let session = self.session(source, provider_config, namespace).await?;
         Ok(K::external(&session, spec))
     }
 }

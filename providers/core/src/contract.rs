@@ -408,10 +408,15 @@ pub enum ConfigSource {
 /// Produces the [`External`] client for an object, from its ProviderConfig.
 #[async_trait]
 pub trait Connector<K: ManagedKind>: Send + Sync {
+    /// `namespace` is the object's: from a cluster, a namespace the
+    /// ProviderConfig does not allow (`spec.allowedNamespaces`) gets the
+    /// terminal [`crate::PROVIDER_CONFIG_NOT_ALLOWED`] before any cloud
+    /// client exists.
     async fn connect(
         &self,
         source: &ConfigSource,
         provider_config: &str,
+        namespace: &str,
         spec: &K::ForProvider,
     ) -> Result<Arc<dyn External<K>>, CloudError>;
 }

@@ -11,11 +11,13 @@ pub mod calls;
 pub mod contract;
 pub mod managed;
 pub mod references;
+pub mod tenancy;
 
 pub use calls::CallCounter;
 pub use contract::*;
 pub use managed::*;
 pub use references::*;
+pub use tenancy::{AllowedNamespaces, PROVIDER_CONFIG_NOT_ALLOWED};
 
 /// Re-exports used by [`managed_resource!`] so that provider crates do not need
 /// to name these crates themselves.
