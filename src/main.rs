@@ -175,6 +175,9 @@ struct OpsArgs {
     /// (POST /hooks/<namespace>/<gitsync>) are served.
     #[arg(long, env = "DRIFTLESS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: std::net::SocketAddr,
+    /// Serve /metrics here instead, and only here (not on --http-addr).
+    #[arg(long, env = "DRIFTLESS_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Elect a leader through a Lease so that only one replica acts
     /// (default: on in a pod or when --leader-election-namespace is given,
     /// off outside a cluster).
@@ -424,6 +427,7 @@ async fn controller(settings: Settings, ops: OpsArgs) -> anyhow::Result<ExitCode
     }
     let config = ManagerConfig {
         http_addr: ops.http_addr,
+        metrics_addr: ops.metrics_addr,
         lease: lease(&ops),
     };
     Ok(driftless::cli::controller::run(client, settings, shared, config).await)

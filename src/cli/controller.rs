@@ -19,6 +19,8 @@ use crate::{gitsync, managed, Settings};
 /// How the process runs, besides the controllers' own settings.
 pub struct ManagerConfig {
     pub http_addr: SocketAddr,
+    /// Serve `/metrics` here only (not on `http_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     /// `None`: no leader election (a single replica).
     pub lease: Option<LeaseConfig>,
 }
@@ -33,9 +35,12 @@ pub async fn run(
         client: client.clone(),
         metrics: shared.metrics.clone(),
         ready: false.into(),
+        webhook: gitsync::webhook::Receiver::start(client.clone(), settings.namespace.clone()),
     });
-    if let Err(e) = http::serve(config.http_addr, state.clone(), gitsync::webhook::routes()).await {
-        error!(addr = %config.http_addr, error = %e, "cannot serve HTTP (change --http-addr)");
+    let routes = gitsync::webhook::routes();
+    if let Err(e) = http::serve(config.http_addr, config.metrics_addr, state.clone(), routes).await
+    {
+        error!(addr = %config.http_addr, error = %e, "cannot serve HTTP (change --http-addr / --metrics-addr)");
         return ExitCode::FAILURE;
     }
     // A standby replica is ready: it serves metrics and webhooks, and takes

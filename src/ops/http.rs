@@ -23,29 +23,49 @@ pub struct HttpState {
     pub client: kube::Client,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// Webhook keys, deliveries seen, failed verifications.
+    pub webhook: Arc<crate::gitsync::webhook::Receiver>,
 }
 
-/// The operations routes plus `routes` (e.g. GitSync's webhook).
-pub fn router(state: Arc<HttpState>, routes: Router<Arc<HttpState>>) -> Router {
-    Router::new()
+/// The operations routes plus `routes` (e.g. GitSync's webhook); `/metrics`
+/// only `with_metrics`.
+pub fn router(state: Arc<HttpState>, routes: Router<Arc<HttpState>>, with_metrics: bool) -> Router {
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(routes)
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        app = app.route("/metrics", get(metrics));
+    }
+    app.merge(routes)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-/// Serves until the process ends. Returns the bound address (useful with port 0).
+/// Serves until the process ends; `/metrics` on `metrics_addr` alone when
+/// given. Returns the bound addresses (useful with port 0).
 pub async fn serve(
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     state: Arc<HttpState>,
     routes: Router<Arc<HttpState>>,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, Option<SocketAddr>)> {
+    let bound = listen(addr, router(state.clone(), routes, metrics_addr.is_none())).await?;
+    info!(%bound, "serving /healthz, /readyz and /hooks");
+    let Some(metrics_addr) = metrics_addr else {
+        return Ok((bound, None));
+    };
+    let only = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    let metrics_bound = listen(metrics_addr, only).await?;
+    info!(bound = %metrics_bound, "serving /metrics");
+    Ok((bound, Some(metrics_bound)))
+}
+
+async fn listen(addr: SocketAddr, app: Router) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    info!(%bound, "serving /healthz, /readyz, /metrics and /hooks");
-    let app = router(state, routes);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "HTTP server stopped");

@@ -568,13 +568,27 @@ pub async fn serve_http(
     client: kube::Client,
     metrics: Arc<driftless::ops::metrics::Metrics>,
 ) -> std::net::SocketAddr {
+    serve_http_with(client, metrics, None).await.0
+}
+
+/// The controller's HTTP server (metrics on a port of their own when
+/// `metrics_addr`), once its webhook keys are loaded.
+pub async fn serve_http_with(
+    client: kube::Client,
+    metrics: Arc<driftless::ops::metrics::Metrics>,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> (std::net::SocketAddr, Option<std::net::SocketAddr>) {
+    let webhook = driftless::gitsync::webhook::Receiver::start(client.clone(), None);
+    webhook.synced().await;
     let state = Arc::new(driftless::ops::http::HttpState {
         client,
         metrics,
         ready: true.into(),
+        webhook,
     });
     driftless::ops::http::serve(
         "127.0.0.1:0".parse().unwrap(),
+        metrics_addr,
         state,
         driftless::gitsync::webhook::routes(),
     )
