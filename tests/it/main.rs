@@ -17,4 +17,5 @@ mod support;
 mod tenancy;
 mod tools;
 mod validate;
+mod webhook;
 mod wiring;
