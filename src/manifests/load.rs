@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{parse, walk, Manifest, ManifestError, Origin};
+use super::limits::{self, size};
+use super::{parse_with, walk, Budget, Manifest, ManifestError, Origin};
 
 /// Every `.yaml` / `.yml` file under `paths` (files or directories,
 /// recursively, by [`walk::yaml_files`]), in a stable order. A file named
@@ -37,13 +38,23 @@ pub fn load(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<ManifestError>) {
     };
     let mut manifests = Vec::new();
     let mut errors = Vec::new();
+    let mut budget = Budget::new();
+    let mut total = 0;
     for file in files {
-        match std::fs::read(&file) {
-            Ok(bytes) => objects(&file, &bytes, &mut manifests, &mut errors),
-            Err(e) => errors.push(ManifestError::new(
-                &Origin::file(&file),
-                format!("cannot read: {e}"),
-            )),
+        let shown = file.display().to_string();
+        match read_capped(&file, &shown, &mut total) {
+            Ok(bytes) => objects(&file, &bytes, &mut budget, &mut manifests, &mut errors),
+            Err(e) => {
+                let stop = e.message.contains("--max-revision-size");
+                errors.push(e);
+                if stop {
+                    break;
+                }
+            }
+        }
+        if let Some(e) = too_many(manifests.len(), &file) {
+            errors.push(e);
+            break;
         }
     }
     (manifests, errors)
@@ -73,10 +84,9 @@ pub fn load_dir(root: &Path, path: &str) -> Result<Vec<Manifest>, ManifestError>
     let names = walk::yaml_files(root, &base)
         .map_err(|e| ManifestError::new(&Origin::file(&e.dir), e.reason))?;
     let mut files = Vec::new();
+    let mut total = 0;
     for rel in names {
-        let bytes = std::fs::read(root.join(&rel)).map_err(|e| {
-            ManifestError::new(&Origin::file(&rel), format!("cannot read the file: {e}"))
-        })?;
+        let bytes = read_capped(&root.join(&rel), &rel, &mut total)?;
         files.push((rel, bytes));
     }
     load_files(&files)
@@ -86,10 +96,14 @@ pub fn load_dir(root: &Path, path: &str) -> Result<Vec<Manifest>, ManifestError>
 /// (or an object defined twice) refuses them all.
 pub fn load_files(files: &[(String, Vec<u8>)]) -> Result<Vec<Manifest>, ManifestError> {
     let mut out = Vec::new();
+    let mut budget = Budget::new();
     for (file, bytes) in files {
         let mut errors = Vec::new();
-        objects(Path::new(file), bytes, &mut out, &mut errors);
+        objects(Path::new(file), bytes, &mut budget, &mut out, &mut errors);
         if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        if let Some(e) = too_many(out.len(), Path::new(file)) {
             return Err(e);
         }
     }
@@ -105,8 +119,75 @@ pub fn load_files(files: &[(String, Vec<u8>)]) -> Result<Vec<Manifest>, Manifest
     Ok(out)
 }
 
+/// Reads a file whose size is within the limits (checked before reading),
+/// adding it to the `total` read so far.
+fn read_capped(path: &Path, shown: &str, total: &mut u64) -> Result<Vec<u8>, ManifestError> {
+    let limits = limits::get();
+    let fail = |why: String| ManifestError::new(&Origin::file(shown), why);
+    let len = std::fs::metadata(path)
+        .map_err(|e| fail(format!("cannot read the file: {e}")))?
+        .len();
+    if len > limits.max_file_size {
+        return Err(fail(file_too_large(len, limits.max_file_size)));
+    }
+    *total += len;
+    if *total > limits.max_revision_size {
+        return Err(fail(revision_too_large(limits.max_revision_size)));
+    }
+    // Never more than the limit, even if the file grew since.
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| fail(format!("cannot read the file: {e}")))?,
+            limits.max_file_size + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    if bytes.len() as u64 > limits.max_file_size {
+        return Err(fail(file_too_large(
+            bytes.len() as u64,
+            limits.max_file_size,
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The message for a file over `--max-file-size`.
+pub fn file_too_large(len: u64, max: u64) -> String {
+    format!(
+        "the file is {}, more than the limit of {} (--max-file-size)",
+        size(len),
+        size(max)
+    )
+}
+
+/// The message for a revision over `--max-revision-size`.
+pub fn revision_too_large(max: u64) -> String {
+    format!(
+        "the revision is more than {} with this file (--max-revision-size)",
+        size(max)
+    )
+}
+
+/// An error when `count` objects are more than `--max-objects`.
+fn too_many(count: usize, file: &Path) -> Option<ManifestError> {
+    let max = limits::get().max_objects;
+    (count > max).then(|| {
+        let why =
+            format!("the revision has more than {max} objects with this file (--max-objects)");
+        ManifestError::new(&Origin::file(file), why)
+    })
+}
+
 /// Reads one file's objects into `out`, its problems into `errors`.
-fn objects(file: &Path, bytes: &[u8], out: &mut Vec<Manifest>, errors: &mut Vec<ManifestError>) {
+fn objects(
+    file: &Path,
+    bytes: &[u8],
+    budget: &mut Budget,
+    out: &mut Vec<Manifest>,
+    errors: &mut Vec<ManifestError>,
+) {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -119,7 +200,7 @@ fn objects(file: &Path, bytes: &[u8], out: &mut Vec<Manifest>, errors: &mut Vec<
             return;
         }
     };
-    match parse(file, text) {
+    match parse_with(file, text, budget) {
         Ok(docs) => {
             for m in docs {
                 match check(&m) {

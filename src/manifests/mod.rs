@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
+pub mod limits;
 mod load;
 mod parse;
 pub mod validate;
 pub mod walk;
 
-pub use load::{find_files, load, load_dir, load_files};
-pub use parse::parse;
+pub use limits::Limits;
+pub use load::{file_too_large, find_files, load, load_dir, load_files, revision_too_large};
+pub use parse::{parse, parse_with, Budget};
 
 use driftless_provider::{RefSource, Reference};
 use serde_json::Value;
