@@ -7,6 +7,7 @@ mod cluster;
 mod crds;
 mod ec2;
 mod gitsync;
+mod hostile;
 mod ops;
 mod push;
 mod render;
