@@ -25,6 +25,8 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "DRIFTLESS_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    limits: LimitsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -200,6 +202,58 @@ struct OpsArgs {
     notification_secret: Option<String>,
 }
 
+/// Limits on what one revision (or one `validate` run) may hold; past one,
+/// it is refused with the file:line and nothing is applied.
+#[derive(clap::Args)]
+struct LimitsArgs {
+    /// Largest manifest file (e.g. 8MiB).
+    #[arg(long, global = true, env = "DRIFTLESS_MAX_FILE_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    max_file_size: u64,
+    /// Largest total of a revision's manifests.
+    #[arg(long, global = true, env = "DRIFTLESS_MAX_REVISION_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    max_revision_size: u64,
+    /// Most objects in one revision.
+    #[arg(
+        long,
+        global = true,
+        env = "DRIFTLESS_MAX_OBJECTS",
+        default_value_t = 10_000
+    )]
+    max_objects: usize,
+    /// Deepest YAML nesting.
+    #[arg(
+        long,
+        global = true,
+        env = "DRIFTLESS_MAX_YAML_DEPTH",
+        default_value_t = 100
+    )]
+    max_yaml_depth: usize,
+    /// Most nodes YAML aliases may expand to, per revision (the bomb guard).
+    #[arg(
+        long,
+        global = true,
+        env = "DRIFTLESS_MAX_ALIAS_EXPANSION",
+        default_value_t = 100_000
+    )]
+    max_alias_expansion: usize,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    driftless::manifests::limits::parse_size(s)
+}
+
+impl LimitsArgs {
+    fn apply(&self) {
+        let mut l = driftless::manifests::limits::get();
+        l.max_file_size = self.max_file_size;
+        l.max_revision_size = self.max_revision_size;
+        l.max_objects = self.max_objects;
+        l.max_yaml_depth = self.max_yaml_depth;
+        l.max_alias_expansion = self.max_alias_expansion;
+        driftless::manifests::limits::set(l);
+    }
+}
+
 /// How kustomizations and charts are rendered (the controller, and every
 /// command that reads a PATH).
 #[derive(clap::Args)]
@@ -323,6 +377,7 @@ fn valid_stack(stack: String) -> anyhow::Result<String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
+    cli.limits.apply();
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {

@@ -115,3 +115,43 @@ async fn a_yaml_bomb_stalls_its_gitsync_and_another_keeps_syncing() {
         .unwrap_or("VmHWM: ?");
     eprintln!("test process (controller in-process) peak RSS: {peak}");
 }
+
+/// A 100 MB manifest in Git: refused at checkout from its size in the object
+/// header, before the blob is read, naming the file.
+#[tokio::test]
+async fn a_huge_file_is_refused_before_it_is_read() {
+    let mut scope = Scope::new("hostile-size").await;
+    scope.start_controller(Duration::from_secs(2));
+    let repo = Repo::new();
+    let line = "# padding padding padding padding padding padding padding padding padding\n";
+    let big = format!(
+        "{}apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\n",
+        line.repeat(100 * 1024 * 1024 / line.len())
+    );
+    repo.write("clusters/test/big.yaml", &big);
+    drop(big);
+    let sha = repo.commit("100 MB");
+    let gitsyncs: Api<GitSync> = scope.api();
+    let started = Instant::now();
+    gitsyncs
+        .create(
+            &PostParams::default(),
+            &new_gitsync("big", &repo.url(), json!({})),
+        )
+        .await
+        .unwrap();
+    let gs = wait_gitsync(&gitsyncs, "big", "Stalled", WAIT, |g| {
+        is_true(g, "Stalled")
+            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&sha)))
+    })
+    .await;
+    let msg = &condition(&gs, "Stalled").unwrap().message;
+    assert!(
+        msg.contains("clusters/test/big.yaml") && msg.contains("--max-file-size"),
+        "{msg}"
+    );
+    eprintln!(
+        "the 100 MB file was refused {:?} after the GitSync was created: {msg}",
+        started.elapsed()
+    );
+}

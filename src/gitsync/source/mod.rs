@@ -401,6 +401,9 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
     std::fs::create_dir_all(&target)
         .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     let mut failed = None;
+    let limits = crate::manifests::limits::get();
+    let odb = repo.odb().map_err(|e| e.message().to_string())?;
+    let mut manifest_bytes: u64 = 0;
     tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
         let Ok(name) = entry.name() else {
             return git2::TreeWalkResult::Skip;
@@ -416,6 +419,32 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
                 return git2::TreeWalkResult::Abort;
             }
             return git2::TreeWalkResult::Ok;
+        }
+        // Sizes from the object header, before any blob is read.
+        let size = odb.read_header(entry.id()).map_or(0, |(n, _)| n as u64);
+        let manifest = [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x));
+        if size > limits.max_file_size {
+            if !manifest {
+                return git2::TreeWalkResult::Ok; // not read by any renderer as a manifest
+            }
+            failed = Some(format!(
+                "{}: a file of {} is over the {} limit (--max-file-size); refused",
+                Path::new(&base).join(parent).join(name).display(),
+                crate::manifests::limits::size(size),
+                crate::manifests::limits::size(limits.max_file_size)
+            ));
+            return git2::TreeWalkResult::Abort;
+        }
+        if manifest {
+            manifest_bytes += size;
+            if manifest_bytes > limits.max_revision_size {
+                failed = Some(format!(
+                    "the revision's manifests are over the {} limit (--max-revision-size) at {}; refused",
+                    crate::manifests::limits::size(limits.max_revision_size),
+                    Path::new(&base).join(parent).join(name).display()
+                ));
+                return git2::TreeWalkResult::Abort;
+            }
         }
         let file = target.join(parent).join(name);
         let written = repo
