@@ -2,7 +2,7 @@
 //! Event recorders and self-heal watches, plus reading Git and its Secret.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -500,21 +500,36 @@ impl Context {
     }
 }
 
+/// The data of Secret `ns/name`, which `field` of the GitSync names (for
+/// messages): one read, one way to say it is missing.
+async fn secret_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading Secret {ns}/{name} ({field}): {e}"))?
+        .ok_or_else(|| format!("Secret {ns}/{name} ({field}) does not exist"))?;
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
 async fn read_credentials(
     client: &kube::Client,
     ns: &str,
     name: &str,
 ) -> Result<Credentials, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let shown = format!("{ns}/{name}");
-    let secret = api
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("reading Secret {shown} (spec.secretRef): {e}"))?
-        .ok_or_else(|| format!("Secret {shown} (spec.secretRef) does not exist"))?;
-    let data = secret.data.unwrap_or_default();
-    Credentials::from_secret_data(&shown, |key| {
-        let value = String::from_utf8_lossy(&data.get(key)?.0).into_owned();
+    let data = secret_data(client, ns, name, "spec.secretRef").await?;
+    Credentials::from_secret_data(&format!("{ns}/{name}"), |key| {
+        let value = String::from_utf8_lossy(data.get(key)?).into_owned();
         // Keys and known_hosts keep their newlines; single-line values are trimmed.
         Some(match key {
             "identity" | "known_hosts" => value,
@@ -530,16 +545,10 @@ async fn read_repo_auth(
     ns: &str,
     name: &str,
 ) -> Result<Option<RepoAuth>, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = api
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("reading Secret {ns}/{name} (spec.secretRef): {e}"))?
-        .ok_or_else(|| format!("Secret {ns}/{name} (spec.secretRef) does not exist"))?;
-    let data = secret.data.unwrap_or_default();
+    let data = secret_data(client, ns, name, "spec.secretRef").await?;
     let key = |k: &str| {
         data.get(k)
-            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
     };
     Ok(key("username").map(|username| RepoAuth {
         username,
@@ -553,17 +562,6 @@ async fn read_identities(
     ns: &str,
     name: &str,
 ) -> Result<Identities, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = api
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("reading Secret {ns}/{name} (spec.decryption.secretRef): {e}"))?
-        .ok_or_else(|| format!("Secret {ns}/{name} (spec.decryption.secretRef) does not exist"))?;
-    let data = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
+    let data = secret_data(client, ns, name, "spec.decryption.secretRef").await?;
     Identities::from_secret_data(&format!("{ns}/{name}"), &data)
 }

@@ -160,6 +160,23 @@ pub(crate) async fn wait_gitsync(
     }
 }
 
+/// Waits until GitSync `name` is Stalled on commit `sha` (its message names
+/// that revision); returns it and the Stalled message.
+pub(crate) async fn wait_stalled_at(
+    api: &Api<GitSync>,
+    name: &str,
+    sha: &str,
+) -> (GitSync, String) {
+    let revision = rev(sha);
+    let gs = wait_gitsync(api, name, "Stalled on the new revision", WAIT, |g| {
+        is_true(g, "Stalled")
+            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&revision))
+    })
+    .await;
+    let message = condition(&gs, "Stalled").unwrap().message.clone();
+    (gs, message)
+}
+
 /// Sets `driftless.dev/requested-at`: sync now.
 pub(crate) async fn trigger(api: &Api<GitSync>, name: &str) -> Instant {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);

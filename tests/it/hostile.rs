@@ -11,7 +11,7 @@ use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 
-use crate::gitsync::{condition, is_true, new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo};
+use crate::gitsync::{new_gitsync, ready_at, rev, trigger, wait_gitsync, wait_stalled_at, Repo};
 use crate::support::Scope;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -66,12 +66,7 @@ async fn a_yaml_bomb_stalls_its_gitsync_and_another_keeps_syncing() {
             .await
             .unwrap();
     }
-    let gs = wait_gitsync(&gitsyncs, "bomb", "Stalled", WAIT, |g| {
-        is_true(g, "Stalled")
-            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&bomb)))
-    })
-    .await;
-    let msg = &condition(&gs, "Stalled").unwrap().message;
+    let (_, msg) = wait_stalled_at(&gitsyncs, "bomb", &bomb).await;
     assert!(
         msg.contains("clusters/test/bomb.yaml:9:") && msg.contains("alias expansion exceeds"),
         "{msg}"
@@ -140,12 +135,7 @@ async fn a_huge_file_is_refused_before_it_is_read() {
         )
         .await
         .unwrap();
-    let gs = wait_gitsync(&gitsyncs, "big", "Stalled", WAIT, |g| {
-        is_true(g, "Stalled")
-            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&sha)))
-    })
-    .await;
-    let msg = &condition(&gs, "Stalled").unwrap().message;
+    let (_, msg) = wait_stalled_at(&gitsyncs, "big", &sha).await;
     assert!(
         msg.contains("clusters/test/big.yaml") && msg.contains("--max-file-size"),
         "{msg}"

@@ -750,7 +750,7 @@ spec:
 
 /// A child process this test owns: killed (by its PID) when dropped, even
 /// when the test fails halfway.
-struct Owned(std::process::Child);
+pub(crate) struct Owned(pub(crate) std::process::Child);
 
 impl Drop for Owned {
     fn drop(&mut self) {

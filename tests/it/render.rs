@@ -15,7 +15,8 @@ use kube::Api;
 use serde_json::json;
 
 use crate::gitsync::{
-    condition, event_notes, is_true, new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo,
+    condition, event_notes, new_gitsync, ready_at, rev, trigger, wait_gitsync, wait_stalled_at,
+    Repo,
 };
 use crate::support::{self, unique, Scope};
 
@@ -396,12 +397,7 @@ async fn stalled_on(
     }
     let sha = repo.commit("a revision to refuse");
     trigger(gitsyncs, name).await;
-    let gs = wait_gitsync(gitsyncs, name, "Stalled on the new revision", WAIT, |g| {
-        is_true(g, "Stalled")
-            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&sha)))
-    })
-    .await;
-    let message = condition(&gs, "Stalled").unwrap().message.clone();
+    let (_, message) = wait_stalled_at(gitsyncs, name, &sha).await;
     eprintln!("{name}: Stalled: {message}");
     message
 }
@@ -548,12 +544,7 @@ async fn a_missing_binary_names_the_flag() {
         )
         .await
         .unwrap();
-    let gs = wait_gitsync(&gitsyncs, name, "Stalled", WAIT, |g| {
-        is_true(g, "Stalled")
-            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&sha)))
-    })
-    .await;
-    let msg = &condition(&gs, "Stalled").unwrap().message;
+    let (_, msg) = wait_stalled_at(&gitsyncs, name, &sha).await;
     assert!(
         msg.contains("--helm-binary") && msg.contains("DRIFTLESS_HELM_BINARY"),
         "{msg}"

@@ -14,20 +14,13 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
-use crate::gitsync::{condition, is_true, new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo};
+use crate::gitsync::{
+    condition, new_gitsync, ready_at, rev, trigger, wait_gitsync, wait_stalled_at, Repo,
+};
+use crate::ops::Owned;
 use crate::support::{self, env, tool, tool_var, unique, Scope};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A child process this test owns: killed (by its PID) when dropped.
-struct Owned(std::process::Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs the driftless binary against the test cluster; (ok, stdout, stderr).
 fn driftless(args: &[&str]) -> (bool, String, String) {
@@ -338,15 +331,10 @@ async fn refused(
     repo.write("clusters/test/db.yaml", &text);
     let sha = repo.commit("a revision to refuse");
     trigger(gitsyncs, name).await;
-    let gs = wait_gitsync(gitsyncs, name, "Stalled", WAIT, |g| {
-        is_true(g, "Stalled")
-            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&sha)))
-    })
-    .await;
+    let (gs, message) = wait_stalled_at(gitsyncs, name, &sha).await;
     assert_eq!(condition(&gs, "Ready").unwrap().reason, "DecryptionFailed");
     let status = gs.status.clone().unwrap();
     assert_eq!(status.last_applied_revision.unwrap(), rev(first));
-    let message = condition(&gs, "Stalled").unwrap().message.clone();
     eprintln!("{name}: Stalled: {message}");
     message
 }

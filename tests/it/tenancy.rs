@@ -11,7 +11,9 @@ use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 
-use crate::gitsync::{condition, is_true, new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo};
+use crate::gitsync::{
+    condition, is_true, new_gitsync, ready_at, rev, trigger, wait_gitsync, wait_stalled_at, Repo,
+};
 use crate::support::{kubectl, Scope};
 
 const POLL: Duration = Duration::from_secs(2);
@@ -74,13 +76,9 @@ async fn attempt(
     );
     let sha = repo.commit("an attempt beyond the account's rights");
     trigger(gitsyncs, name).await;
-    let gs = wait_gitsync(gitsyncs, name, "Stalled", WAIT, |g| {
-        is_true(g, "Stalled")
-            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&sha)))
-    })
-    .await;
+    let (_, message) = wait_stalled_at(gitsyncs, name, &sha).await;
     repo.remove(file);
-    condition(&gs, "Stalled").unwrap().message.clone()
+    message
 }
 
 #[tokio::test]
@@ -223,12 +221,7 @@ async fn lock_down_mode_acts_as_the_default_service_account() {
         )
         .await
         .unwrap();
-    let gs = wait_gitsync(&gitsyncs, "locked", "Stalled", WAIT, |g| {
-        is_true(g, "Stalled")
-            && condition(g, "Stalled").is_some_and(|c| c.message.contains(&rev(&sha)))
-    })
-    .await;
-    let msg = &condition(&gs, "Stalled").unwrap().message;
+    let (_, msg) = wait_stalled_at(&gitsyncs, "locked", &sha).await;
     assert!(
         msg.contains(&format!("system:serviceaccount:{ns}:gitsync")) && msg.contains("forbidden"),
         "{msg}"
