@@ -212,6 +212,15 @@ struct LimitsArgs {
     /// Largest total of a revision's manifests.
     #[arg(long, global = true, env = "DRIFTLESS_MAX_REVISION_SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_revision_size: u64,
+    /// Most files in one revision (its checkout; raise it for a large
+    /// monorepo rendered with kustomize, which checks out everything).
+    #[arg(
+        long,
+        global = true,
+        env = "DRIFTLESS_MAX_FILES",
+        default_value_t = 10_000
+    )]
+    max_files: usize,
     /// Most objects in one revision.
     #[arg(
         long,
@@ -247,6 +256,7 @@ impl LimitsArgs {
         let mut l = driftless::manifests::limits::get();
         l.max_file_size = self.max_file_size;
         l.max_revision_size = self.max_revision_size;
+        l.max_files = self.max_files;
         l.max_objects = self.max_objects;
         l.max_yaml_depth = self.max_yaml_depth;
         l.max_alias_expansion = self.max_alias_expansion;

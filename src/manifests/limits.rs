@@ -13,7 +13,7 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Bytes of one revision: every file checked out (or read by `validate`).
     pub max_revision_size: u64,
-    /// Files of one revision's checkout.
+    /// Files of one revision: its checkout, or the YAML files `validate` reads.
     pub max_files: usize,
     /// Objects of one revision (after rendering).
     pub max_objects: usize,
@@ -30,7 +30,7 @@ impl Default for Limits {
         Self {
             max_file_size: 8 * MIB,
             max_revision_size: 64 * MIB,
-            max_files: 50_000,
+            max_files: 10_000,
             max_objects: 10_000,
             max_yaml_depth: 100,
             max_alias_expansion: 100_000,
@@ -48,6 +48,11 @@ pub fn get() -> Limits {
 /// Sets the limits of this process (once, at start).
 pub fn set(limits: Limits) {
     *LIMITS.write().expect("limits poisoned") = Some(limits);
+}
+
+/// The message for a revision of more than `max` files.
+pub fn too_many_files(max: usize) -> String {
+    format!("the revision has more than {max} files (the limit of --max-files); refused")
 }
 
 /// `8 MiB`, `64 MiB`, `512 bytes`: a size for a message.

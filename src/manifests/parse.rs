@@ -40,6 +40,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Manifest>, ManifestError> {
     parse_with(file, text, &mut Budget::new())
 }
 
+/// The event parser's own message, worded for a user: its recursion limit
+/// (about 256 levels of flow collections) is a nesting limit too, met before
+/// `--max-yaml-depth` when a scanner looks ahead.
+fn parser_error(info: &str) -> String {
+    if info.contains("recursion limit exceeded") {
+        "nesting deeper than the YAML reader's own limit (about 256 levels); refused".into()
+    } else {
+        format!("invalid YAML: {info}")
+    }
+}
+
 /// [`parse`], spending from a budget shared with other files.
 pub fn parse_with(
     file: &Path,
@@ -50,7 +61,7 @@ pub fn parse_with(
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| {
             let at = Origin::at(file, e.marker().line(), e.marker().col() + 1);
-            ManifestError::new(&at, format!("invalid YAML: {}", e.info()))
+            ManifestError::new(&at, parser_error(&e.info()))
         })?;
         builder
             .event(event, (span.start.line(), span.start.col() + 1))
@@ -484,7 +495,9 @@ mod tests {
         // 256 levels of flow collections) before ours is reached here.
         assert!(
             err.message.starts_with("nesting deeper than 100 levels")
-                || err.message.contains("recursion limit exceeded"),
+                || err
+                    .message
+                    .starts_with("nesting deeper than the YAML reader's own limit"),
             "{err}"
         );
         assert_eq!(err.origin.line, 5, "{err}");

@@ -17,6 +17,7 @@ pub struct WalkError {
 /// The YAML files under `root/rel` (a directory), each as its path from
 /// `root`, sorted.
 pub fn yaml_files(root: &Path, rel: &str) -> Result<Vec<String>, WalkError> {
+    let max = super::limits::get().max_files;
     let mut files = Vec::new();
     let mut dirs = vec![rel.to_string()];
     while let Some(dir) = dirs.pop() {
@@ -47,6 +48,16 @@ pub fn yaml_files(root: &Path, rel: &str) -> Result<Vec<String>, WalkError> {
                 dirs.push(path);
             } else if kind.is_file() && (name.ends_with(".yaml") || name.ends_with(".yml")) {
                 files.push(path);
+                if files.len() > max {
+                    return Err(WalkError {
+                        dir: if rel.is_empty() {
+                            ".".into()
+                        } else {
+                            rel.into()
+                        },
+                        reason: super::limits::too_many_files(max),
+                    });
+                }
             }
         }
     }

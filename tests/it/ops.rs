@@ -19,7 +19,10 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::support::{env, kube_client, kubectl, kubectl_wait_ready, repo_root, wait_for, Scope};
+use crate::support::{
+    controller_command, env, kube_client, kubectl, kubectl_wait_ready, repo_root, wait_for, Owned,
+    Scope,
+};
 
 /// (verb, API group, resource[/subresource]) of one request.
 type Access = (String, String, String);
@@ -750,15 +753,6 @@ spec:
 
 /// A child process this test owns: killed (by its PID) when dropped, even
 /// when the test fails halfway.
-pub(crate) struct Owned(pub(crate) std::process::Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The VPCs of this namespace in the cloud, by owner tag (`ns/name`), however
 /// many there are of each.
 async fn owned_vpcs(ec2: &aws_sdk_ec2::Client, ns: &str) -> Vec<(String, String)> {
@@ -978,23 +972,8 @@ async fn a_controller_outside_a_pod_runs_without_leader_election() {
     let scope = Scope::new("laptop").await;
     let ns = scope.ns.clone();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let _controller = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args([
-            "controller",
-            "--namespace",
-            &ns,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "2s",
-        ])
-        .env("KUBECONFIG", &env().kubeconfig)
-        .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("POD_NAMESPACE")
-        .env_remove("DRIFTLESS_LEADER_ELECT")
-        .env_remove("DRIFTLESS_LEADER_ELECTION_NAMESPACE")
-        .env_remove("DRIFTLESS_LOG")
+    let _controller = controller_command(&ns)
+        .args(["--poll-interval", "2s"])
         .stdout(std::process::Stdio::null())
         .stderr(log.reopen().unwrap())
         .spawn()

@@ -17,8 +17,7 @@ use serde_json::json;
 use crate::gitsync::{
     condition, new_gitsync, ready_at, rev, trigger, wait_gitsync, wait_stalled_at, Repo,
 };
-use crate::ops::Owned;
-use crate::support::{self, env, tool, tool_var, unique, Scope};
+use crate::support::{self, env, tool, unique, Owned, Scope};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -68,26 +67,14 @@ fn secret_yaml(password: &str) -> String {
 
 /// The controller as users run it, logging at debug level into `log`.
 fn controller(ns: &str, cache: &Path, log: &Path) -> Owned {
-    let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args([
-            "controller",
-            "--namespace",
-            ns,
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
+    let child = support::controller_command(ns)
         .args([
             "--health-check-workloads=false",
             "--allow-file-urls",
             "--git-cache",
         ])
         .arg(cache)
-        .env("KUBECONFIG", &env().kubeconfig)
-        .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
         .env("DRIFTLESS_LOG", "debug")
-        .env(tool_var("kustomize"), tool("kustomize"))
-        .env(tool_var("helm"), tool("helm"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()

@@ -28,6 +28,50 @@ use kube::runtime::wait::await_condition;
 use kube::Api;
 use serde_json::json;
 
+/// A child process this test owns: killed by its PID, and reaped, on drop.
+pub struct Owned(pub std::process::Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `driftless controller` as users run it on a laptop, confined to `ns`:
+/// the test cluster and LocalStack, the pinned tools, HTTP on a free port,
+/// outside a pod (so no leader election). Callers add flags and spawn.
+pub fn controller_command(ns: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_driftless"));
+    c.args([
+        "controller",
+        "--namespace",
+        ns,
+        "--http-addr",
+        "127.0.0.1:0",
+    ])
+    .env("KUBECONFIG", &env().kubeconfig)
+    .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
+    .env(tool_var("kustomize"), tool("kustomize"))
+    .env(tool_var("helm"), tool("helm"))
+    .env_remove("KUBERNETES_SERVICE_HOST")
+    .env_remove("POD_NAMESPACE")
+    .env_remove("DRIFTLESS_LEADER_ELECT")
+    .env_remove("DRIFTLESS_LEADER_ELECTION_NAMESPACE")
+    .env_remove("DRIFTLESS_LOG");
+    c
+}
+
+/// The peak resident memory of process `pid` so far (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
 pub struct TestEnv {
     pub kubeconfig: PathBuf,
     pub aws_endpoint: String,

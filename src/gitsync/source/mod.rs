@@ -376,7 +376,28 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
     let repo = open_cache(dir)?;
     let base = clean_path(path)?;
     let tree = tree_at(&repo, sha, &base)?;
-    // One reconcile per GitSync at a time: leftovers (a crash) can go.
+    let files = files_to_write(&repo, &tree, &base)?;
+    let checkout = new_checkout_dir(dir, sha);
+    let target = checkout.root.join(&base);
+    std::fs::create_dir_all(&target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    for (rel, id) in files {
+        let file = target.join(&rel);
+        repo.find_blob(id)
+            .map_err(|e| e.message().to_string())
+            .and_then(|blob| {
+                std::fs::create_dir_all(file.parent().expect("a file has a parent"))
+                    .and_then(|_| std::fs::write(&file, blob.content()))
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("checking out {base}/{rel}: {e}"))?;
+    }
+    Ok(checkout)
+}
+
+/// A new, empty checkout directory next to the cache `dir`; leftovers of
+/// earlier checkouts (a crash) go, as one reconcile per GitSync runs at a time.
+fn new_checkout_dir(dir: &Path, sha: &str) -> Checkout {
     let stem = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -390,83 +411,87 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
             }
         }
     }
-    let checkout = Checkout {
+    Checkout {
         root: parent.join(format!(
             "{prefix}{}-{:08x}",
             &sha[..12.min(sha.len())],
             rand::random::<u32>()
         )),
-    };
-    let target = checkout.root.join(&base);
-    std::fs::create_dir_all(&target)
-        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
-    let mut failed = None;
+    }
+}
+
+/// The files of `tree` (under `base`) to write, as (path under `base`, blob),
+/// checked against the limits and for links leaving the repository from the
+/// tree and the object headers alone: a refused revision reads no blob and
+/// writes no file.
+fn files_to_write(
+    repo: &Repository,
+    tree: &git2::Tree,
+    base: &str,
+) -> Result<Vec<(String, git2::Oid)>, String> {
     let limits = crate::manifests::limits::get();
     let odb = repo.odb().map_err(|e| e.message().to_string())?;
+    let shown = |parent: &str, name: &str| {
+        Path::new(base)
+            .join(parent)
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let mut files = Vec::new();
     let mut manifest_bytes: u64 = 0;
+    let mut failed = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
         let Ok(name) = entry.name() else {
             return git2::TreeWalkResult::Skip;
         };
         // 0o120000: a symbolic link; 0o160000: a submodule (a commit).
-        let mode = entry.filemode();
         if entry.kind() != Some(git2::ObjectType::Blob) {
             return git2::TreeWalkResult::Ok;
         }
-        if mode == 0o120000 {
-            if let Some(why) = link_leaves(&repo, entry, &base, parent) {
-                failed = Some(why);
-                return git2::TreeWalkResult::Abort;
-            }
-            return git2::TreeWalkResult::Ok;
+        if entry.filemode() == 0o120000 {
+            failed = link_leaves(repo, entry, base, parent);
+            return match failed {
+                Some(_) => git2::TreeWalkResult::Abort,
+                None => git2::TreeWalkResult::Ok,
+            };
         }
-        // Sizes from the object header, before any blob is read.
         let size = odb.read_header(entry.id()).map_or(0, |(n, _)| n as u64);
         let manifest = [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x));
-        if size > limits.max_file_size {
-            if !manifest {
-                return git2::TreeWalkResult::Ok; // not read by any renderer as a manifest
-            }
-            failed = Some(format!(
+        if size > limits.max_file_size && !manifest {
+            return git2::TreeWalkResult::Ok; // not read by any renderer as a manifest
+        }
+        failed = if size > limits.max_file_size {
+            Some(format!(
                 "{}: a file of {} is over the {} limit (--max-file-size); refused",
-                Path::new(&base).join(parent).join(name).display(),
+                shown(parent, name),
                 crate::manifests::limits::size(size),
                 crate::manifests::limits::size(limits.max_file_size)
-            ));
+            ))
+        } else if manifest && manifest_bytes + size > limits.max_revision_size {
+            Some(format!(
+                "the revision's manifests are over the {} limit (--max-revision-size) at {}; refused",
+                crate::manifests::limits::size(limits.max_revision_size),
+                shown(parent, name)
+            ))
+        } else if files.len() >= limits.max_files {
+            Some(crate::manifests::limits::too_many_files(limits.max_files))
+        } else {
+            None
+        };
+        if failed.is_some() {
             return git2::TreeWalkResult::Abort;
         }
         if manifest {
             manifest_bytes += size;
-            if manifest_bytes > limits.max_revision_size {
-                failed = Some(format!(
-                    "the revision's manifests are over the {} limit (--max-revision-size) at {}; refused",
-                    crate::manifests::limits::size(limits.max_revision_size),
-                    Path::new(&base).join(parent).join(name).display()
-                ));
-                return git2::TreeWalkResult::Abort;
-            }
         }
-        let file = target.join(parent).join(name);
-        let written = repo
-            .find_blob(entry.id())
-            .map_err(|e| e.message().to_string())
-            .and_then(|blob| {
-                std::fs::create_dir_all(file.parent().expect("a file has a parent"))
-                    .and_then(|_| std::fs::write(&file, blob.content()))
-                    .map_err(|e| e.to_string())
-            });
-        match written {
-            Ok(()) => git2::TreeWalkResult::Ok,
-            Err(e) => {
-                failed = Some(format!("checking out {base}/{parent}{name}: {e}"));
-                git2::TreeWalkResult::Abort
-            }
-        }
+        files.push((format!("{parent}{name}"), entry.id()));
+        git2::TreeWalkResult::Ok
     })
     .map_err(|e| failed.clone().unwrap_or_else(|| e.message().to_string()))?;
     match failed {
         Some(f) => Err(f),
-        None => Ok(checkout),
+        None => Ok(files),
     }
 }
 
