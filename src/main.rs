@@ -27,6 +27,8 @@ struct Cli {
     log_json: bool,
     #[command(flatten)]
     limits: LimitsArgs,
+    #[command(flatten)]
+    cloud: CloudArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +50,10 @@ enum Command {
         /// Retry delay for errors that retrying cannot fix (a spec change retries at once).
         #[arg(long, env = "DRIFTLESS_TERMINAL_BACKOFF", default_value = "10m", value_parser = parse_duration)]
         terminal_backoff: std::time::Duration,
+        /// Longest one reconcile of a managed resource may run (its cloud
+        /// calls included); past it, the pass is dropped and retried.
+        #[arg(long, env = "DRIFTLESS_RECONCILE_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
+        reconcile_timeout: std::time::Duration,
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "DRIFTLESS_NAMESPACE")]
         namespace: Option<String>,
@@ -191,6 +197,11 @@ struct OpsArgs {
     /// A leader that has not renewed the Lease for this long is replaced.
     #[arg(long, env = "DRIFTLESS_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
+    /// After SIGTERM, how long reconciles in flight may finish before the
+    /// process releases its Lease and exits (keep it under the pod's
+    /// terminationGracePeriodSeconds, 30 s by default).
+    #[arg(long, env = "DRIFTLESS_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    shutdown_timeout: std::time::Duration,
     /// Send notifications (sync applied/failed, drift corrected, resource
     /// failed) as JSON to the `url` key of this Secret (`namespace/name`;
     /// optional `token` key: sent as a bearer token).
@@ -200,6 +211,26 @@ struct OpsArgs {
         value_name = "NAMESPACE/NAME"
     )]
     notification_secret: Option<String>,
+}
+
+/// How long one cloud call may take (the controller and push mode alike).
+#[derive(clap::Args)]
+struct CloudArgs {
+    /// Longest one attempt of a cloud call may wait for its answer.
+    #[arg(long, global = true, env = "DRIFTLESS_CLOUD_ATTEMPT_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    cloud_attempt_timeout: std::time::Duration,
+    /// Longest one cloud call may take, its retries included.
+    #[arg(long, global = true, env = "DRIFTLESS_CLOUD_OPERATION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    cloud_operation_timeout: std::time::Duration,
+}
+
+impl CloudArgs {
+    fn apply(&self) {
+        driftless_aws::config::set_call_timeouts(driftless_aws::config::CallTimeouts {
+            attempt: self.cloud_attempt_timeout,
+            operation: self.cloud_operation_timeout.max(self.cloud_attempt_timeout),
+        });
+    }
 }
 
 /// Limits on what one revision (or one `validate` run) may hold; past one,
@@ -388,6 +419,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     cli.limits.apply();
+    cli.cloud.apply();
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
@@ -403,6 +435,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             poll_interval,
             concurrency,
             terminal_backoff,
+            reconcile_timeout,
             namespace,
             git_cache,
             health_check_workloads,
@@ -416,6 +449,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 poll_interval,
                 concurrency,
                 terminal_backoff,
+                reconcile_timeout,
                 namespace,
                 git_cache: git_cache.unwrap_or_else(driftless::ops::settings::default_git_cache),
                 health_check_workloads,
@@ -494,6 +528,7 @@ async fn controller(settings: Settings, ops: OpsArgs) -> anyhow::Result<ExitCode
         http_addr: ops.http_addr,
         metrics_addr: ops.metrics_addr,
         lease: lease(&ops),
+        shutdown_timeout: ops.shutdown_timeout,
     };
     Ok(driftless::cli::controller::run(client, settings, shared, config).await)
 }

@@ -1,13 +1,15 @@
 //! The `driftless controller` process: HTTP endpoints first, then leader
 //! election, then every controller; on SIGTERM the controllers finish what
-//! is in flight and the lease is released so a standby takes over at once.
+//! is in flight (for at most --shutdown-timeout) and the lease is released so
+//! a standby takes over at once.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use futures::FutureExt;
 
@@ -23,6 +25,8 @@ pub struct ManagerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// `None`: no leader election (a single replica).
     pub lease: Option<LeaseConfig>,
+    /// After SIGTERM, how long reconciles in flight may finish.
+    pub shutdown_timeout: Duration,
 }
 
 pub async fn run(
@@ -47,7 +51,11 @@ pub async fn run(
     // over the moment the leader goes.
     state.ready.store(true, Ordering::Relaxed);
     let Some(lease) = config.lease else {
-        run_engines(client, settings, shared).await;
+        until_stopped(
+            run_engines(client, settings, shared),
+            config.shutdown_timeout,
+        )
+        .await;
         return ExitCode::SUCCESS;
     };
     let elector = Elector::new(client.clone(), lease);
@@ -61,8 +69,11 @@ pub async fn run(
         _ = shutdown_signal() => return ExitCode::SUCCESS,
     }
     let outcome = tokio::select! {
-        _ = run_engines(client, settings, shared) => {
-            elector.release().await;
+        _ = until_stopped(run_engines(client, settings, shared), config.shutdown_timeout) => {
+            // Bounded too: a hung API server must not hold the exit.
+            if tokio::time::timeout(Duration::from_secs(5), elector.release()).await.is_err() {
+                warn!("could not release the lease in 5 s; the standby takes over when it expires");
+            }
             ExitCode::SUCCESS
         }
         _ = elector.hold() => {
@@ -74,6 +85,23 @@ pub async fn run(
     };
     info!("stopped");
     outcome
+}
+
+/// Runs `engines` until they stop after SIGTERM / Ctrl-C, or until `grace`
+/// after the signal, whichever is first: a call hung in flight must not keep
+/// the pod past its termination grace period (then it is killed, and its
+/// Lease is never released). What is dropped is retried by the next leader:
+/// creates are found again by their owner tags.
+async fn until_stopped(engines: impl std::future::Future<Output = ()>, grace: Duration) {
+    tokio::select! {
+        _ = engines => {}
+        _ = async {
+            shutdown_signal().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            warn!(grace = %humantime::format_duration(grace), "reconciles still in flight at the end of --shutdown-timeout: leaving them to the next start");
+        }
+    }
 }
 
 /// Every controller: the managed kinds' and GitSync's, until SIGTERM / Ctrl-C.

@@ -116,6 +116,8 @@ pub enum Error {
     Cloud(CloudError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("the reconcile did not finish within {} (--reconcile-timeout); retrying", humantime::format_duration(*.0))]
+    TimedOut(std::time::Duration),
 }
 
 impl From<CloudError> for Error {
@@ -128,7 +130,7 @@ impl Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Cloud(e) => e.class,
-            Error::Kube(_) => ErrorClass::Retryable,
+            Error::Kube(_) | Error::TimedOut(_) => ErrorClass::Retryable,
         }
     }
 
@@ -181,7 +183,13 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
         &obj.name_any(),
     );
     let started = std::time::Instant::now();
-    let result = reconcile_once(obj.as_ref(), ctx.as_ref()).await;
+    // A deadline over the whole pass, its calls' own timeouts aside: a pass
+    // never holds its slot for good. Dropping it mid-create is safe, as a
+    // crash is: the next pass finds the resource by its owner tags.
+    let deadline = ctx.settings.reconcile_timeout;
+    let result = tokio::time::timeout(deadline, reconcile_once(obj.as_ref(), ctx.as_ref()))
+        .await
+        .unwrap_or_else(|_| Err(Error::TimedOut(deadline)));
     ctx.shared
         .metrics
         .reconciled(&K::kind(&()), result.is_ok(), started.elapsed());

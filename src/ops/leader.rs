@@ -5,13 +5,15 @@
 //! Hand-written (about a hundred lines): the crates that do this pin kube
 //! versions far older than ours.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::Api;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// Where the lease lives and who we are.
@@ -35,6 +37,25 @@ enum Attempt {
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// The other holder's lease record as last seen, and when (our clock).
+    seen: Mutex<Option<(String, Instant)>>,
+}
+
+/// Whether the lease `record` (holder and renew time) has gone unchanged
+/// for `duration` by our own clock, noting it as seen at `now` when new.
+fn expired(
+    seen: &mut Option<(String, Instant)>,
+    record: String,
+    now: Instant,
+    duration: Duration,
+) -> bool {
+    match seen {
+        Some((r, at)) if *r == record => now.duration_since(*at) >= duration,
+        _ => {
+            *seen = Some((record, now));
+            false
+        }
+    }
 }
 
 impl Elector {
@@ -42,6 +63,7 @@ impl Elector {
         Self {
             api: Api::namespaced(client, &config.namespace),
             config,
+            seen: Mutex::new(None),
         }
     }
 
@@ -77,14 +99,21 @@ impl Elector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let ours = holder == self.config.identity;
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(secs)) => renewed
-                .0
-                .checked_add(SignedDuration::from_secs(secs.into()))
-                .map_or(true, |until| until < Timestamp::now()),
-            _ => true,
-        };
-        if !ours && !holder.is_empty() && !expired {
+        let duration = spec
+            .lease_duration_seconds
+            .map_or(self.config.duration, |s| {
+                Duration::from_secs(s.max(1) as u64)
+            });
+        let record = format!("{holder} {:?}", spec.renew_time.as_ref().map(|t| t.0));
+        let expired = ours
+            || holder.is_empty()
+            || expired(
+                &mut self.seen.lock().expect("lease record poisoned"),
+                record,
+                Instant::now(),
+                duration,
+            );
+        if !expired {
             return Ok(Attempt::Following(holder));
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -111,7 +140,12 @@ impl Elector {
     pub async fn acquire(&self) -> Result<(), String> {
         let mut last_holder = String::new();
         loop {
-            match self.try_acquire_or_renew().await {
+            let attempt = tokio::time::timeout(self.retry_period(), self.try_acquire_or_renew());
+            let Ok(result) = attempt.await else {
+                warn!("leader election: the API server did not answer in time");
+                continue;
+            };
+            match result {
                 Ok(Attempt::Leading) => {
                     info!(lease = %self.config.name, identity = %self.config.identity, "became the leader");
                     return Ok(());
@@ -139,21 +173,27 @@ impl Elector {
     }
 
     /// Renews the lease until it cannot; returns when leadership is lost
-    /// (then the caller must stop acting at once).
+    /// (then the caller must stop acting at once): to another replica, or
+    /// at 0.8 of the lease after the last renew that succeeded, however long
+    /// a call hangs, so the leader stops before a standby may take over.
     pub async fn hold(&self) {
-        let mut renewed = tokio::time::Instant::now();
+        let stop_after = self.config.duration.mul_f64(0.8);
+        // When the last successful renew was sent (the lease runs from then).
+        let mut renewed = Instant::now();
         loop {
-            tokio::time::sleep(self.retry_period()).await;
-            match self.try_acquire_or_renew().await {
-                Ok(Attempt::Leading) => renewed = tokio::time::Instant::now(),
-                Ok(Attempt::Following(holder)) => {
+            let stop_at = renewed + stop_after;
+            tokio::time::sleep_until((Instant::now() + self.retry_period()).min(stop_at)).await;
+            let sent = Instant::now();
+            match tokio::time::timeout_at(stop_at, self.try_acquire_or_renew()).await {
+                Ok(Ok(Attempt::Leading)) => renewed = sent,
+                Ok(Ok(Attempt::Following(holder))) => {
                     warn!(leader = %holder, "lost the lease to another replica");
                     return;
                 }
-                Err(e) => warn!(error = %e, "cannot renew the lease"),
+                Ok(Err(e)) => warn!(error = %e, "cannot renew the lease"),
+                Err(_) => {}
             }
-            // Stop before another replica may take over.
-            if renewed.elapsed() >= self.config.duration.mul_f64(0.8) {
+            if Instant::now() >= renewed + stop_after {
                 warn!("could not renew the lease in time");
                 return;
             }
@@ -174,5 +214,45 @@ impl Elector {
                 info!("released the lease");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_expires_by_our_clock_not_by_its_renew_time() {
+        let d = Duration::from_secs(15);
+        let t0 = Instant::now();
+        let mut seen = None;
+        // A renew time from a clock an hour behind: not expired when first seen.
+        assert!(!expired(&mut seen, "a 2026-01-01T00:00:00Z".into(), t0, d));
+        assert!(!expired(
+            &mut seen,
+            "a 2026-01-01T00:00:00Z".into(),
+            t0 + d / 2,
+            d
+        ));
+        // It renews (the record changes): the wait starts again.
+        assert!(!expired(
+            &mut seen,
+            "a 2026-01-01T00:00:05Z".into(),
+            t0 + d,
+            d
+        ));
+        assert!(!expired(
+            &mut seen,
+            "a 2026-01-01T00:00:05Z".into(),
+            t0 + d + d / 2,
+            d
+        ));
+        // Unchanged for a whole duration by our clock: expired.
+        assert!(expired(
+            &mut seen,
+            "a 2026-01-01T00:00:05Z".into(),
+            t0 + d * 2,
+            d
+        ));
     }
 }

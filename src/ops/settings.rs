@@ -13,6 +13,8 @@ pub struct Settings {
     /// Delay before retrying an error that retrying cannot fix (a spec change
     /// retries at once).
     pub terminal_backoff: Duration,
+    /// Longest one managed-resource reconcile may run.
+    pub reconcile_timeout: Duration,
     /// Watch only this namespace (default: all).
     pub namespace: Option<String>,
     /// Where GitSync keeps its bare clones.
@@ -40,6 +42,7 @@ impl Default for Settings {
             poll_interval: Duration::from_secs(60),
             concurrency: 8,
             terminal_backoff: Duration::from_secs(600),
+            reconcile_timeout: Duration::from_secs(180),
             namespace: None,
             git_cache: default_git_cache(),
             health_check_workloads: true,

@@ -2,9 +2,10 @@
 //! session built from it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
@@ -119,6 +120,39 @@ const SESSION_TTL: Duration = Duration::from_secs(30);
 /// How old a batched observation may be by default: the default poll
 /// interval (60 s), so each poll sees about one describe call per kind.
 const DEFAULT_OBSERVATION_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// How long a cloud call may take: each attempt, and the whole operation
+/// with its retries. Without them a call to an endpoint that accepts and
+/// never answers hangs for good, holding a reconcile slot (and shutdown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallTimeouts {
+    pub attempt: Duration,
+    pub operation: Duration,
+}
+
+impl Default for CallTimeouts {
+    fn default() -> Self {
+        Self {
+            attempt: Duration::from_secs(20),
+            operation: Duration::from_secs(60),
+        }
+    }
+}
+
+static CALL_TIMEOUTS: RwLock<Option<CallTimeouts>> = RwLock::new(None);
+
+/// Sets the call timeouts of this process (once, at start, from the flags).
+pub fn set_call_timeouts(t: CallTimeouts) {
+    *CALL_TIMEOUTS.write().expect("timeouts poisoned") = Some(t);
+}
+
+/// The call timeouts of this process (the defaults unless set).
+pub fn call_timeouts() -> CallTimeouts {
+    CALL_TIMEOUTS
+        .read()
+        .expect("timeouts poisoned")
+        .unwrap_or_default()
+}
 
 /// A namespace's labels.
 type Labels = BTreeMap<String, String>;
@@ -303,8 +337,16 @@ impl Aws {
         spec: &ProviderConfigSpec,
         creds: Option<Credentials>,
     ) -> AwsSession {
+        let t = call_timeouts();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(spec.region.clone()));
+            .region(Region::new(spec.region.clone()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(t.attempt.min(Duration::from_secs(5)))
+                    .operation_attempt_timeout(t.attempt)
+                    .operation_timeout(t.operation)
+                    .build(),
+            );
         if let Some(endpoint) = &spec.endpoint {
             loader = loader.endpoint_url(endpoint);
         }

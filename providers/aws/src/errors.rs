@@ -126,8 +126,23 @@ where
         SdkError::ConstructionFailure(_) => {
             CloudError::terminal("InvalidRequest", DisplayErrorContext(&err).to_string())
         }
+        SdkError::TimeoutError(_) => {
+            let t = crate::config::call_timeouts();
+            CloudError::retryable(
+                "CallTimedOut",
+                format!(
+                    "the cloud did not answer in time (each attempt {}, in all {}: --cloud-attempt-timeout, --cloud-operation-timeout)",
+                    humantime_secs(t.attempt),
+                    humantime_secs(t.operation)
+                ),
+            )
+        }
         _ => CloudError::retryable("NetworkError", DisplayErrorContext(&err).to_string()),
     }
+}
+
+fn humantime_secs(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }
 
 #[cfg(test)]

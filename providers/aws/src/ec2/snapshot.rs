@@ -71,6 +71,8 @@ struct SnapshotState<T> {
     written: HashMap<String, Instant>,
     /// Ids created after `taken`, by owner, with when.
     created: HashMap<String, (String, Instant)>,
+    /// The last listing that failed: when it failed, and why.
+    failed: Option<(Instant, CloudError)>,
 }
 
 impl<T> Default for Snapshot<T> {
@@ -82,6 +84,7 @@ impl<T> Default for Snapshot<T> {
                 items: HashMap::new(),
                 written: HashMap::new(),
                 created: HashMap::new(),
+                failed: None,
             }),
         }
     }
@@ -105,13 +108,30 @@ impl<T: Described> Snapshot<T> {
         if self.fresh(max_age) {
             return Ok(());
         }
+        let waiting_since = Instant::now();
         let _one_at_a_time = self.refresh.lock().await;
         if self.fresh(max_age) {
             return Ok(()); // another observe refreshed it while we waited
         }
+        // A listing failed while we waited: share its error
+        // rather than try again one after another (a hung endpoint would
+        // hold every waiter's reconcile slot for a call timeout each).
+        if let Some((at, err)) = &self.state.lock().expect("snapshot poisoned").failed {
+            if *at >= waiting_since {
+                return Err(err.clone());
+            }
+        }
         let started = Instant::now();
-        let items = list().await?;
+        let listed = list().await;
         let mut state = self.state.lock().expect("snapshot poisoned");
+        let items = match listed {
+            Ok(items) => items,
+            Err(e) => {
+                state.failed = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
+        state.failed = None;
         state.items = items.into_iter().map(|r| (r.id().to_string(), r)).collect();
         state.taken = Some(started);
         state.written.retain(|_, at| *at >= started);
@@ -165,5 +185,38 @@ impl<T: Described> Snapshot<T> {
     pub(super) fn written(&self, id: &str) {
         let mut state = self.state.lock().expect("snapshot poisoned");
         state.written.insert(id.to_string(), Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Observes waiting on one failing listing share its error: one call,
+    /// not one call timeout per waiter.
+    #[tokio::test]
+    async fn waiters_share_a_failed_listing() {
+        let snapshot = Arc::new(Snapshot::<aws_sdk_ec2::types::Instance>::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let observe = |snapshot: Arc<Snapshot<_>>, calls: Arc<AtomicUsize>| async move {
+            snapshot
+                .refresh_if_older(Duration::from_secs(60), || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err(CloudError::retryable("CallTimedOut", "no answer"))
+                })
+                .await
+        };
+        let waiters: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(observe(snapshot.clone(), calls.clone())))
+            .collect();
+        for w in waiters {
+            assert_eq!(w.await.unwrap().unwrap_err().code, "CallTimedOut");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A later observe tries again.
+        let _ = observe(snapshot.clone(), calls.clone()).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

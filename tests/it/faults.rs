@@ -1,0 +1,205 @@
+//! Faults: the cloud hangs. An endpoint that accepts connections and never
+//! answers holds neither the healthy resources of the same kind nor the
+//! controller's shutdown.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::PostParams;
+use kube::Api;
+use serde_json::json;
+
+use crate::support::{controller_command, kubectl, kubectl_wait_ready, wait_for, Owned, Scope};
+
+const HUNG: usize = 12;
+const HEALTHY: usize = 5;
+
+/// A TCP server that accepts and never answers, counting its connections
+/// (on a thread of its own: the test's runtime may be blocked in kubectl).
+fn tarpit() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    (url, accepted)
+}
+
+fn vpc(ns: &str, name: &str, pc: &str, n: usize) -> String {
+    format!(
+        "apiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  providerConfigRef: {{name: {pc}}}\n  forProvider: {{cidrBlock: 10.{n}.0.0/16}}\n---\n"
+    )
+}
+
+/// Waits until process `child` has exited; how long that took.
+async fn exited_within(child: &mut Owned, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    wait_for("the controller to exit", timeout, || {
+        let done = child.0.try_wait().unwrap().is_some();
+        async move { done.then_some(()) }
+    })
+    .await;
+    started.elapsed()
+}
+
+fn sigterm(child: &Owned) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {}", child.0.id());
+}
+
+/// 12 Vpcs whose ProviderConfig points at a tarpit, and 5 healthy ones:
+/// with call timeouts the healthy ones are Ready while the hung calls time
+/// out and retry; the hung ones say why in their status. Then a controller
+/// with the default (60 s) call timeout, leading, gets SIGTERM while its
+/// calls hang: it exits within --shutdown-timeout (20 s, under Kubernetes'
+/// 30 s grace period) and releases its Lease.
+#[tokio::test]
+async fn a_hung_cloud_endpoint_holds_neither_healthy_resources_nor_shutdown() {
+    let scope = Scope::new("hung").await;
+    let ns = scope.ns.clone();
+    let (url, accepted) = tarpit();
+    let hung_pc = format!("hung-{ns}");
+    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(scope.client.clone());
+    let pc = serde_json::from_value(json!({
+        "apiVersion": "driftless.dev/v1alpha1",
+        "kind": "ProviderConfig",
+        "metadata": {"name": hung_pc},
+        "spec": {
+            "region": "us-east-1",
+            "endpoint": url,
+            "credentials": {"source": "Secret", "secretRef": {"namespace": ns, "name": "aws-creds"}},
+        }
+    }))
+    .unwrap();
+    pcs.create(&PostParams::default(), &pc).await.unwrap();
+    let mut manifests = String::new();
+    for i in 0..HUNG {
+        manifests += &vpc(&ns, &format!("hung-{i}"), &hung_pc, 100 + i);
+    }
+    for i in 0..HEALTHY {
+        manifests += &vpc(&ns, &format!("ok-{i}"), &scope.provider_config, 120 + i);
+    }
+    let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
+    assert!(ok, "{out}{err}");
+
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let mut controller = controller_command(&ns)
+        .args(["--poll-interval", "30s"])
+        .args([
+            "--cloud-attempt-timeout",
+            "2s",
+            "--cloud-operation-timeout",
+            "4s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .map(Owned)
+        .unwrap();
+    let healthy: Vec<String> = (0..HEALTHY).map(|i| format!("vpc/ok-{i}")).collect();
+    let targets: Vec<&str> = healthy.iter().map(String::as_str).collect();
+    let (ok, out, err) = kubectl_wait_ready(&ns, "120s", &targets);
+    let ready_in = started.elapsed();
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(ok, "{out}{err}\ncontroller log:\n{logged}");
+    eprintln!(
+        "{HEALTHY} healthy Vpcs Ready {ready_in:?} after start, beside {HUNG} hung on a tarpit ({} connections so far)",
+        accepted.load(Ordering::SeqCst)
+    );
+    let vpcs: Api<driftless_aws::Vpc> = scope.api();
+    let hung = wait_for(
+        "a hung Vpc to report the timeout",
+        Duration::from_secs(60),
+        || {
+            let vpcs = vpcs.clone();
+            async move {
+                let v = vpcs.get("hung-0").await.ok()?;
+                let msg = serde_json::to_value(&v).ok()?["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Synced")?["message"]
+                    .as_str()?
+                    .to_string();
+                msg.contains("did not answer in time").then_some(msg)
+            }
+        },
+    )
+    .await;
+    eprintln!("hung-0: {hung}");
+    let mut delete = vec!["delete", "-n", &ns, "--timeout=60s"];
+    delete.extend(targets.iter().copied());
+    let (ok, out, err) = kubectl(&delete, None);
+    assert!(ok, "{out}{err}");
+    sigterm(&controller);
+    let took = exited_within(&mut controller, Duration::from_secs(30)).await;
+    eprintln!("with 4 s call timeouts: exited {took:?} after SIGTERM");
+
+    // Default call timeouts (60 s), leader election on: SIGTERM while calls hang.
+    let before = accepted.load(Ordering::SeqCst);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut leader = controller_command(&ns)
+        .args(["--leader-elect", "--leader-election-namespace", &ns])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .map(Owned)
+        .unwrap();
+    let leases: Api<Lease> = Api::namespaced(scope.client.clone(), &ns);
+    wait_for(
+        "calls in flight to the tarpit",
+        Duration::from_secs(60),
+        || {
+            let n = accepted.load(Ordering::SeqCst);
+            async move { (n > before).then_some(()) }
+        },
+    )
+    .await;
+    let holder = leases
+        .get("driftless-controller")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert!(holder.is_some(), "the controller leads");
+    sigterm(&leader);
+    let took = exited_within(&mut leader, Duration::from_secs(30)).await;
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    let lease = leases.get("driftless-controller").await.unwrap();
+    eprintln!("leader with calls hung (60 s call timeout): exited {took:?} after SIGTERM");
+    assert!(
+        lease.spec.unwrap().holder_identity.is_none(),
+        "the lease was not released\ncontroller log:\n{logged}"
+    );
+    assert!(
+        took < Duration::from_secs(28),
+        "exited after {took:?}\n{logged}"
+    );
+
+    // The hung Vpcs never reached a cloud: let them go without a controller.
+    for i in 0..HUNG {
+        let name = format!("hung-{i}");
+        let gone = json!({"metadata": {"finalizers": null}});
+        let _ = vpcs
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&gone),
+            )
+            .await;
+    }
+}
