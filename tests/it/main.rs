@@ -6,6 +6,7 @@ mod chart_repo;
 mod cluster;
 mod crds;
 mod ec2;
+mod git_faults;
 mod gitsync;
 mod hostile;
 mod ops;
