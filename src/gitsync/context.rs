@@ -22,7 +22,7 @@ use tracing::debug;
 use super::apply::Kinds;
 use super::impersonate;
 use super::pass::reason;
-use super::source::{self, Credentials, Revision};
+use super::source::{self, Credentials, Revision, SourceError};
 use super::{GitSync, LABEL_NAME, LABEL_NAMESPACE};
 use crate::decrypt::{self, Identities};
 use crate::manifests::{Manifest, ManifestError, Origin};
@@ -321,16 +321,15 @@ impl Context {
         let chart = gs.spec.helm.as_ref().and_then(|h| h.chart.clone());
         let from_chart_repo = chart.is_some();
         let mut checked_out = read_revision(dir, sha, &path, from_chart_repo).await;
-        if checked_out.is_err() {
-            // A revision the source step found must be readable: if it is
-            // not, the cache is damaged. Clone again, once, and read again.
-            if let Some(damage) = damage(dir, sha, &path).await {
-                checked_out = match self.fetch(gs, dir, timeout, Some(damage)).await {
-                    Ok(_) => read_revision(dir, sha, &path, from_chart_repo).await,
-                    Err(e) => Err(e),
-                };
-            }
+        if let Err(SourceError::Damaged(why)) = checked_out {
+            // An object of the revision cannot be read: delete the cache,
+            // clone again, once, and read again.
+            checked_out = match self.fetch(gs, dir, timeout, Some(why)).await {
+                Ok(_) => read_revision(dir, sha, &path, from_chart_repo).await,
+                Err(e) => Err(SourceError::Other(e)),
+            };
         }
+        let checked_out = checked_out.map_err(|e| e.to_string());
         let (checkout, renderer) = checked_out.map_err(|why| RenderFailure {
             reason: reason::INVALID_MANIFESTS,
             error: ManifestError::new(&Origin::file(&shown), why),
@@ -543,7 +542,7 @@ async fn read_revision(
     sha: &str,
     path: &str,
     from_chart_repo: bool,
-) -> Result<(source::Checkout, Renderer), String> {
+) -> Result<(source::Checkout, Renderer), SourceError> {
     let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.to_string());
     tokio::task::spawn_blocking(move || {
         let names = source::names_at(&d, &s, &p)?;
@@ -559,17 +558,11 @@ async fn read_revision(
         source::checkout(&d, &s, scope).map(|c| (c, renderer))
     })
     .await
-    .unwrap_or_else(|e| Err(format!("reading the revision failed: {e}")))
-}
-
-/// After a failed checkout of commit `sha`: why the cache is damaged, if
-/// one of the revision's objects cannot be read.
-async fn damage(dir: &Path, sha: &str, path: &str) -> Option<String> {
-    let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.to_string());
-    tokio::task::spawn_blocking(move || source::verify(&d, &s, &p).err())
-        .await
-        .ok()
-        .flatten()
+    .unwrap_or_else(|e| {
+        Err(SourceError::Other(format!(
+            "reading the revision failed: {e}"
+        )))
+    })
 }
 
 /// How long after spec.timeout a pass still waits for its fetch to report.

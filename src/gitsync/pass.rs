@@ -424,15 +424,12 @@ impl<'a> Pass<'a> {
             return; // a pinned commit, or another ref: the spec changed, not history
         }
         let (dir, from, to) = (self.dir.clone(), old.sha.clone(), revision.sha.clone());
-        let rewritten =
-            tokio::task::spawn_blocking(move || source::rewritten(&dir, &from, &to)).await;
+        let rewritten = tokio::task::spawn_blocking(move || source::rewritten(&dir, &from, &to))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
         match rewritten {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return,
-            Ok(Err(e)) => {
-                warn!(gitsync = %self.key, error = %e, "cannot tell whether history was rewritten");
-                return;
-            }
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => {
                 warn!(gitsync = %self.key, error = %e, "cannot tell whether history was rewritten");
                 return;

@@ -988,7 +988,9 @@ fn fetch_follows_branches_tags_and_commits() {
     );
     let all = fetch::checkout(&cache, &c2, "").unwrap();
     assert_eq!(files_under(all.root()).len(), 4);
-    let err = fetch::checkout(&cache, &c2, "clusters/none").unwrap_err();
+    let err = fetch::checkout(&cache, &c2, "clusters/none")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("clusters/none"), "{err}");
     let err = latest(GitRef {
         branch: Some("nope".into()),

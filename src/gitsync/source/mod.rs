@@ -208,20 +208,36 @@ pub struct Fetched {
     pub recloned: Option<String>,
 }
 
-/// Why one attempt at [`latest`] failed.
-enum Failure {
-    /// The remote, the network, credentials, the ref: retried next interval.
-    Remote(String),
+/// Why reading the source failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// The remote, the network, credentials, the ref, or the revision
+    /// itself (a path, a limit, a link): not the cache's fault.
+    Other(String),
     /// The cache's own objects or refs cannot be read (corrupt, truncated):
     /// deleting it and cloning again fixes that.
     Damaged(String),
 }
 
-impl Failure {
+impl SourceError {
     fn message(self) -> String {
         match self {
-            Failure::Remote(m) | Failure::Damaged(m) => m,
+            SourceError::Other(m) | SourceError::Damaged(m) => m,
         }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::Other(m) | SourceError::Damaged(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for SourceError {
+    fn from(m: String) -> Self {
+        SourceError::Other(m)
     }
 }
 
@@ -261,8 +277,8 @@ pub fn latest(
                     recloned: None,
                 })
             }
-            Err(Failure::Remote(m)) => return Err(m),
-            Err(Failure::Damaged(why)) => why,
+            Err(SourceError::Other(m)) => return Err(m),
+            Err(SourceError::Damaged(why)) => why,
         },
     };
     drop(repo);
@@ -283,9 +299,12 @@ pub fn latest(
 /// The commit `oid` if the cache has it (with its root tree readable);
 /// `None` when it does not; `Damaged` when it says it has it but cannot
 /// read it.
-fn find_commit<'r>(repo: &'r Repository, oid: Oid) -> Result<Option<git2::Commit<'r>>, Failure> {
+fn find_commit<'r>(
+    repo: &'r Repository,
+    oid: Oid,
+) -> Result<Option<git2::Commit<'r>>, SourceError> {
     let damaged = |what: &str, e: git2::Error| {
-        Failure::Damaged(format!("reading {what} {oid}: {}", e.message()))
+        SourceError::Damaged(format!("reading {what} {oid}: {}", e.message()))
     };
     let odb = repo.odb().map_err(|e| damaged("the objects for", e))?;
     if !odb.exists(oid) {
@@ -304,7 +323,7 @@ fn find_commit<'r>(repo: &'r Repository, oid: Oid) -> Result<Option<git2::Commit
             return Err(damaged("commit", e))
         }
         Err(e) => {
-            return Err(Failure::Remote(format!(
+            return Err(SourceError::Other(format!(
                 "{oid} is not a commit: {}",
                 e.message()
             )))
@@ -322,11 +341,11 @@ fn latest_once(
     reference: &GitRef,
     creds: Option<&Credentials>,
     deadline: Instant,
-) -> Result<Revision, Failure> {
+) -> Result<Revision, SourceError> {
     let shown = redact_url(url);
     if let Some(sha) = &reference.commit {
         let oid = Oid::from_str(sha)
-            .map_err(|e| Failure::Remote(format!("invalid commit {sha}: {}", e.message())))?;
+            .map_err(|e| SourceError::Other(format!("invalid commit {sha}: {}", e.message())))?;
         if find_commit(repo, oid)?.is_none() {
             fetch(
                 repo,
@@ -336,7 +355,9 @@ fn latest_once(
                 deadline,
             )?;
             if find_commit(repo, oid)?.is_none() {
-                return Err(Failure::Remote(format!("commit {sha} is not in {shown}")));
+                return Err(SourceError::Other(format!(
+                    "commit {sha} is not in {shown}"
+                )));
             }
         }
         return Ok(Revision {
@@ -362,13 +383,13 @@ fn latest_once(
     // The cheap check: list the remote's refs, fetch only an unknown commit.
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| Failure::Remote(format!("invalid URL {shown}: {}", e.message())))?;
+        .map_err(|e| SourceError::Other(format!("invalid URL {shown}: {}", e.message())))?;
     let listed = {
         let conn = remote
             .connect_auth(Direction::Fetch, Some(callbacks(creds, deadline)), None)
-            .map_err(|e| Failure::Remote(remote_error(&shown, "cannot reach", &e, deadline)))?;
+            .map_err(|e| SourceError::Other(remote_error(&shown, "cannot reach", &e, deadline)))?;
         let heads = conn.list().map_err(|e| {
-            Failure::Remote(remote_error(&shown, "cannot list refs of", &e, deadline))
+            SourceError::Other(remote_error(&shown, "cannot list refs of", &e, deadline))
         })?;
         let peeled = format!("{wanted}^{{}}");
         // An annotated tag is listed twice; its peeled entry names the commit.
@@ -379,14 +400,14 @@ fn latest_once(
             .map(|h| h.oid())
     };
     let Some(oid) = listed else {
-        return Err(Failure::Remote(format!("{shown} has no {wanted}")));
+        return Err(SourceError::Other(format!("{shown} has no {wanted}")));
     };
     let commit = match find_commit(repo, oid)? {
         Some(c) => c,
         None => {
             fetch(repo, url, &[refspec.as_str()], creds, deadline)?;
             find_commit(repo, oid)?.ok_or_else(|| {
-                Failure::Damaged(format!(
+                SourceError::Damaged(format!(
                     "{wanted} of {shown} is {oid}, which is not in the cache after fetching it"
                 ))
             })?
@@ -423,73 +444,25 @@ pub fn rewritten(dir: &Path, old: &str, new: &str) -> Result<bool, String> {
         .map_err(|e| e.message().to_string())
 }
 
-/// Every object of the tree of `path` in commit `sha` can be read (after a
-/// failed checkout: is the cache damaged?). The error says what is not.
-pub fn verify(dir: &Path, sha: &str, path: &str) -> Result<(), String> {
-    let repo = open_existing(dir)?;
-    let oid = Oid::from_str(sha).map_err(|e| e.message().to_string())?;
-    let tree = match find_commit(&repo, oid) {
-        Ok(Some(commit)) => commit.tree().map_err(|e| e.message().to_string())?,
-        // Not there at all is not damage (e.g. gone after a force-push).
-        Ok(None) => return Ok(()),
-        Err(f) => return Err(f.message()),
-    };
-    let base = clean_path(path).unwrap_or_default();
-    let tree = match base.is_empty() {
-        true => tree,
-        false => match tree.get_path(Path::new(&base)) {
-            Ok(entry) => entry
-                .to_object(&repo)
-                .and_then(|o| o.peel_to_tree())
-                .map_err(|e| format!("reading tree {base}: {}", e.message()))?,
-            Err(_) => return Ok(()),
-        },
-    };
-    let odb = repo.odb().map_err(|e| e.message().to_string())?;
-    let mut failed = None;
-    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-        if entry.kind() == Some(git2::ObjectType::Commit) {
-            return git2::TreeWalkResult::Ok; // a submodule: not in this repository
-        }
-        match odb.read(entry.id()) {
-            Ok(_) => git2::TreeWalkResult::Ok,
-            Err(e) => {
-                failed = Some(format!(
-                    "reading {parent}{} ({}): {}",
-                    entry.name().unwrap_or("?"),
-                    entry.id(),
-                    e.message()
-                ));
-                git2::TreeWalkResult::Abort
-            }
-        }
-    });
-    match (failed, walked) {
-        (Some(f), _) => Err(f),
-        (None, Err(e)) => Err(e.message().to_string()),
-        (None, Ok(())) => Ok(()),
-    }
-}
-
 fn fetch(
     repo: &Repository,
     url: &str,
     refspecs: &[&str],
     creds: Option<&Credentials>,
     deadline: Instant,
-) -> Result<(), Failure> {
+) -> Result<(), SourceError> {
     let shown = redact_url(url);
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| Failure::Remote(format!("invalid URL {shown}: {}", e.message())))?;
+        .map_err(|e| SourceError::Other(format!("invalid URL {shown}: {}", e.message())))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(creds, deadline));
     opts.download_tags(AutotagOption::None);
     remote.fetch(refspecs, Some(&mut opts), None).map_err(|e| {
         if Instant::now() < deadline && is_damage(&e) {
-            Failure::Damaged(format!("fetching into it: {}", e.message()))
+            SourceError::Damaged(format!("fetching into it: {}", e.message()))
         } else {
-            Failure::Remote(remote_error(&shown, "cannot fetch", &e, deadline))
+            SourceError::Other(remote_error(&shown, "cannot fetch", &e, deadline))
         }
     })
 }
@@ -618,32 +591,49 @@ pub fn clean_path(path: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-/// The tree of `path` in commit `sha` of the open cache `repo`.
-fn tree_at<'r>(repo: &'r Repository, sha: &str, base: &str) -> Result<git2::Tree<'r>, String> {
+/// The tree of `path` in commit `sha` of the open cache `repo`. The source
+/// step found the commit there, so any object it cannot read is damage.
+fn tree_at<'r>(repo: &'r Repository, sha: &str, base: &str) -> Result<git2::Tree<'r>, SourceError> {
     let oid = Oid::from_str(sha).map_err(|e| e.message().to_string())?;
-    let commit = repo
-        .find_commit(oid)
-        .map_err(|e| format!("commit {sha} is not in the cache: {}", e.message()))?;
-    let root_tree = commit.tree().map_err(|e| e.message().to_string())?;
+    let damaged = |what: &str, e: git2::Error| {
+        SourceError::Damaged(format!("reading {what} of {sha}: {}", e.message()))
+    };
+    // Gone (e.g. the applied commit after a force-push and a new clone) is
+    // not damage; there but unreadable is.
+    let present = repo.odb().map(|odb| odb.exists(oid)).unwrap_or(true);
+    if !present {
+        return Err(format!("commit {sha} is not in the cache").into());
+    }
+    let commit = repo.find_commit(oid).map_err(|e| damaged("commit", e))?;
+    let root_tree = commit.tree().map_err(|e| damaged("the tree", e))?;
     if base.is_empty() {
         return Ok(root_tree);
     }
+    let not_a_dir = || format!("path {base} is not a directory in revision {sha}");
     let entry = root_tree
         .get_path(Path::new(base))
-        .map_err(|_| format!("path {base} is not a directory in revision {sha}"))?;
+        .map_err(|e| match e.code() {
+            ErrorCode::NotFound => SourceError::Other(not_a_dir()),
+            _ => damaged(&format!("path {base}"), e),
+        })?;
     if entry.kind() != Some(git2::ObjectType::Tree) {
-        return Err(format!("path {base} is not a directory in revision {sha}"));
+        return Err(not_a_dir().into());
     }
     entry
         .to_object(repo)
         .and_then(|o| o.peel_to_tree())
-        .map_err(|e| format!("reading path {base} of revision {sha}: {}", e.message()))
+        .map_err(|e| damaged(&format!("path {base}"), e))
+}
+
+/// The cache, for reading a revision out of it: one that does not open is damaged.
+fn open_to_read(dir: &Path) -> Result<Repository, SourceError> {
+    open_existing(dir).map_err(SourceError::Damaged)
 }
 
 /// The names of the entries directly under `path` in commit `sha` (to pick
 /// a renderer before checking anything out).
-pub fn names_at(dir: &Path, sha: &str, path: &str) -> Result<Vec<String>, String> {
-    let repo = open_existing(dir)?;
+pub fn names_at(dir: &Path, sha: &str, path: &str) -> Result<Vec<String>, SourceError> {
+    let repo = open_to_read(dir)?;
     let tree = tree_at(&repo, sha, &clean_path(path)?)?;
     Ok(tree
         .iter()
@@ -657,8 +647,9 @@ pub fn names_at(dir: &Path, sha: &str, path: &str) -> Result<Vec<String>, String
 /// what they are; one pointing outside the repository refuses the revision.
 /// A checkout is written from the commit's tree in full before anyone
 /// reads it, and never reused, so a half-written one is never loaded.
-pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
-    let repo = open_existing(dir)?;
+/// `SourceError::Damaged`: an object of the revision cannot be read.
+pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, SourceError> {
+    let repo = open_to_read(dir)?;
     let base = clean_path(path)?;
     let tree = tree_at(&repo, sha, &base)?;
     let files = files_to_write(&repo, &tree, &base)?;
@@ -668,13 +659,11 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
         .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     for (rel, id) in files {
         let file = target.join(&rel);
-        repo.find_blob(id)
-            .map_err(|e| e.message().to_string())
-            .and_then(|blob| {
-                std::fs::create_dir_all(file.parent().expect("a file has a parent"))
-                    .and_then(|_| std::fs::write(&file, blob.content()))
-                    .map_err(|e| e.to_string())
-            })
+        let blob = repo.find_blob(id).map_err(|e| {
+            SourceError::Damaged(format!("reading {base}/{rel} ({id}): {}", e.message()))
+        })?;
+        std::fs::create_dir_all(file.parent().expect("a file has a parent"))
+            .and_then(|_| std::fs::write(&file, blob.content()))
             .map_err(|e| format!("checking out {base}/{rel}: {e}"))?;
     }
     Ok(checkout)
@@ -713,9 +702,11 @@ fn files_to_write(
     repo: &Repository,
     tree: &git2::Tree,
     base: &str,
-) -> Result<Vec<(String, git2::Oid)>, String> {
+) -> Result<Vec<(String, git2::Oid)>, SourceError> {
     let limits = crate::manifests::limits::get();
-    let odb = repo.odb().map_err(|e| e.message().to_string())?;
+    let odb = repo
+        .odb()
+        .map_err(|e| SourceError::Damaged(e.message().to_string()))?;
     let shown = |parent: &str, name: &str| {
         Path::new(base)
             .join(parent)
@@ -773,9 +764,13 @@ fn files_to_write(
         files.push((format!("{parent}{name}"), entry.id()));
         git2::TreeWalkResult::Ok
     })
-    .map_err(|e| failed.clone().unwrap_or_else(|| e.message().to_string()))?;
+    .map_err(|e| match failed.clone() {
+        Some(f) => SourceError::Other(f),
+        // A subtree that cannot be read.
+        None => SourceError::Damaged(format!("reading the tree of {base}: {}", e.message())),
+    })?;
     match failed {
-        Some(f) => Err(f),
+        Some(f) => Err(f.into()),
         None => Ok(files),
     }
 }
@@ -868,6 +863,23 @@ mod tests {
         let a = cache_dir(root, "ns", "app", "uid-1", "https://h/r.git");
         let b = cache_dir(root, "ns", "app", "uid-2", "https://h/r.git");
         assert_ne!(a, b, "a new object with the same spec gets its own cache");
+    }
+
+    #[test]
+    fn one_fetch_per_cache_at_a_time() {
+        let dir = Path::new("/c/ns/app-0123.git");
+        let held = CacheLock::try_acquire(dir).unwrap();
+        assert!(
+            CacheLock::try_acquire(dir).is_err(),
+            "a second fetch of one cache"
+        );
+        let other = CacheLock::try_acquire(Path::new("/c/ns/other-4567.git"));
+        assert!(other.is_ok(), "another cache is independent");
+        drop(held);
+        assert!(
+            CacheLock::try_acquire(dir).is_ok(),
+            "freed when the fetch ends"
+        );
     }
 
     #[test]
