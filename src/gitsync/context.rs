@@ -22,7 +22,7 @@ use tracing::debug;
 use super::apply::Kinds;
 use super::impersonate;
 use super::pass::reason;
-use super::source::{self, Credentials, Revision};
+use super::source::{self, Credentials, Revision, SourceError};
 use super::{GitSync, LABEL_NAME, LABEL_NAMESPACE};
 use crate::decrypt::{self, Identities};
 use crate::manifests::{Manifest, ManifestError, Origin};
@@ -319,23 +319,17 @@ impl Context {
         let path = gs.spec.path.clone();
         let shown = if path.is_empty() { "." } else { path.as_str() }.to_string();
         let chart = gs.spec.helm.as_ref().and_then(|h| h.chart.clone());
-        let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.clone());
         let from_chart_repo = chart.is_some();
-        let checked_out = tokio::task::spawn_blocking(move || {
-            let names = source::names_at(&d, &s, &p)?;
-            let renderer = match from_chart_repo {
-                true => Renderer::Helm,
-                false => Renderer::for_files(&names),
+        let mut checked_out = read_revision(dir, sha, &path, from_chart_repo).await;
+        if let Err(SourceError::Damaged(why)) = checked_out {
+            // An object of the revision cannot be read: delete the cache,
+            // clone again, once, and read again.
+            checked_out = match self.fetch(gs, dir, timeout, Some(why)).await {
+                Ok(_) => read_revision(dir, sha, &path, from_chart_repo).await,
+                Err(e) => Err(SourceError::Other(e)),
             };
-            let scope = if renderer.needs_whole_repository() {
-                ""
-            } else {
-                p.as_str()
-            };
-            source::checkout(&d, &s, scope).map(|c| (c, renderer))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("reading the revision failed: {e}")));
+        }
+        let checked_out = checked_out.map_err(|e| e.to_string());
         let (checkout, renderer) = checked_out.map_err(|why| RenderFailure {
             reason: reason::INVALID_MANIFESTS,
             error: ManifestError::new(&Origin::file(&shown), why),
@@ -474,31 +468,105 @@ impl Context {
         dir: &Path,
         timeout: Duration,
     ) -> Result<Revision, String> {
+        self.fetch(gs, dir, timeout, None).await
+    }
+
+    /// [`Self::fetch_latest`], deleting the cache first when `damaged` says
+    /// why it must go. One fetch per cache at a time: one abandoned at its
+    /// timeout keeps the cache until it ends (at the server timeouts), and
+    /// passes meanwhile say so instead of starting another.
+    async fn fetch(
+        &self,
+        gs: &GitSync,
+        dir: &Path,
+        timeout: Duration,
+        damaged: Option<String>,
+    ) -> Result<Revision, String> {
+        let shown = source::redact_url(&gs.spec.url);
         let ns = gs.namespace().unwrap_or_default();
         let creds = match &gs.spec.secret_ref {
             Some(r) => Some(read_credentials(&self.client, &ns, &r.name).await?),
             None => None,
         };
+        // The message stays the same while it waits (no new Event per pass).
+        let lock = source::CacheLock::try_acquire(dir).map_err(|_running| {
+            format!(
+                "a previous fetch of {shown} is still running (abandoned at spec.timeout; a server silent for {}s is cut off); not fetching again until it ends",
+                source::IO_TIMEOUT.as_secs()
+            )
+        })?;
         let (dir, url, git_ref) = (
             dir.to_path_buf(),
             gs.spec.url.clone(),
             gs.spec.git_ref.clone(),
         );
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let wipe_first = damaged.is_some();
         let task = tokio::task::spawn_blocking(move || {
+            let _lock = lock; // held until the fetch really ends
+            if wipe_first {
+                source::wipe(&dir)?;
+            }
             source::latest(&dir, &url, &git_ref, creds.as_ref(), deadline)
         });
-        match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(format!("the git task failed: {e}")),
-            Err(_) => Err(format!(
-                "fetching {} took longer than {}",
-                source::redact_url(&gs.spec.url),
-                humantime::format_duration(timeout)
-            )),
+        // The callbacks stop a transfer at the deadline; a read that waits
+        // for a silent server cannot be stopped before the server timeout, so
+        // the pass stops waiting for it shortly after the deadline.
+        let fetched = match tokio::time::timeout(timeout + FETCH_GRACE, task).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => return Err(format!("the git task failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "fetching {shown} took longer than {} (spec.timeout)",
+                    humantime::format_duration(timeout)
+                ))
+            }
+        };
+        if let Some(why) = damaged.or(fetched.recloned) {
+            let note = format!(
+                "the git cache of {shown} was damaged ({why}): deleted it and cloned again in {} ms",
+                started.elapsed().as_millis()
+            );
+            tracing::warn!(gitsync = %gs.name_any(), %note, "git cache recloned");
+            publish(self, gs, EventType::Warning, reason::CACHE_RECLONED, note).await;
         }
+        Ok(fetched.revision)
     }
 }
+
+/// The names under `path` of commit `sha`, the renderer they call for, and
+/// the checkout of what it needs.
+async fn read_revision(
+    dir: &Path,
+    sha: &str,
+    path: &str,
+    from_chart_repo: bool,
+) -> Result<(source::Checkout, Renderer), SourceError> {
+    let (d, s, p) = (dir.to_path_buf(), sha.to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || {
+        let names = source::names_at(&d, &s, &p)?;
+        let renderer = match from_chart_repo {
+            true => Renderer::Helm,
+            false => Renderer::for_files(&names),
+        };
+        let scope = if renderer.needs_whole_repository() {
+            ""
+        } else {
+            p.as_str()
+        };
+        source::checkout(&d, &s, scope).map(|c| (c, renderer))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(SourceError::Other(format!(
+            "reading the revision failed: {e}"
+        )))
+    })
+}
+
+/// How long after spec.timeout a pass still waits for its fetch to report.
+const FETCH_GRACE: Duration = Duration::from_secs(2);
 
 /// The data of Secret `ns/name`, which `field` of the GitSync names (for
 /// messages): one read, one way to say it is missing.

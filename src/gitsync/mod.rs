@@ -222,6 +222,23 @@ pub struct GitSyncStatus {
     /// Every object applied (and not yet pruned).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
+    /// The last time the followed branch or tag was rewritten (a
+    /// force-push): the applied commit was not an ancestor of the new one,
+    /// which was applied all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_history_rewrite: Option<HistoryRewrite>,
+}
+
+/// A rewrite of the followed branch's history, as applied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryRewrite {
+    /// The revision applied before, no longer in the branch's history.
+    pub from: String,
+    /// The revision applied instead.
+    pub to: String,
+    /// When it was applied.
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// Parses a spec duration (`30s`, `1m`, `1h30m`); the schema already

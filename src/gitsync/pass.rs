@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -24,7 +25,8 @@ use super::apply::{Applied, ApplyError, Owner};
 use super::context::{publish, Context, Error};
 use super::source::{self, Revision};
 use super::{
-    duration, health, prune, rollout, GitSync, GitSyncStatus, InventoryEntry, REQUESTED_AT,
+    duration, health, prune, rollout, GitSync, GitSyncStatus, HistoryRewrite, InventoryEntry,
+    REQUESTED_AT,
 };
 use crate::conditions::{self, Cond};
 use crate::manifests::{Manifest, ManifestError};
@@ -56,6 +58,11 @@ pub mod reason {
     pub const APPLY_REFUSED: &str = "ApplyRefused";
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    /// Event: the git cache could not be read, so it was deleted and cloned again.
+    pub const CACHE_RECLONED: &str = "CacheRecloned";
+    /// Event: the followed branch (or tag) no longer contains the applied
+    /// commit (a force-push); the new revision was applied anyway.
+    pub const HISTORY_REWRITTEN: &str = "HistoryRewritten";
 }
 
 /// The state a pass ends in, for the three conditions.
@@ -386,6 +393,7 @@ impl<'a> Pass<'a> {
                 .metrics
                 .git_applied(&self.owner.namespace, &self.owner.name, now);
             publish(self.ctx, self.gs, EventType::Normal, "Applied", message).await;
+            self.history_rewrite(revision).await;
             return;
         }
         // A re-apply of the applied revision that had to write put drift back.
@@ -402,6 +410,49 @@ impl<'a> Pass<'a> {
             );
             publish(self.ctx, self.gs, EventType::Normal, "DriftCorrected", note).await;
         }
+    }
+
+    /// Part of report: a new revision of the same branch or tag whose
+    /// history no longer contains the applied commit (a force-push). Git is
+    /// the truth, so it was applied; a Warning Event and
+    /// `status.lastHistoryRewrite` say that history was rewritten.
+    async fn history_rewrite(&mut self, revision: &Revision) {
+        let Some(old) = &self.applied else {
+            return;
+        };
+        if old.name.is_empty() || old.name != revision.name || old.sha == revision.sha {
+            return; // a pinned commit, or another ref: the spec changed, not history
+        }
+        let (dir, from, to) = (self.dir.clone(), old.sha.clone(), revision.sha.clone());
+        let rewritten = tokio::task::spawn_blocking(move || source::rewritten(&dir, &from, &to))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match rewritten {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(gitsync = %self.key, error = %e, "cannot tell whether history was rewritten");
+                return;
+            }
+        }
+        let note = format!(
+            "history of {} was rewritten (force-push): applied {old} is not an ancestor of {revision}; applied {revision} (Git is the truth)",
+            revision.name
+        );
+        warn!(gitsync = %self.key, %note, "history rewritten");
+        self.status.last_history_rewrite = Some(HistoryRewrite {
+            from: old.to_string(),
+            to: revision.to_string(),
+            at: Time(k8s_openapi::jiff::Timestamp::now()),
+        });
+        publish(
+            self.ctx,
+            self.gs,
+            EventType::Warning,
+            reason::HISTORY_REWRITTEN,
+            note,
+        )
+        .await;
     }
 
     /// Step 7, prune: what the previous inventory has and this revision

@@ -46,7 +46,7 @@ impl Repo {
         format!("file://{}", self.dir.join("remote.git").display())
     }
 
-    fn git(&self, args: &[&str]) -> String {
+    pub(crate) fn git(&self, args: &[&str]) -> String {
         git(&self.dir.join("work"), args)
     }
 
@@ -934,7 +934,8 @@ fn fetch_follows_branches_tags_and_commits() {
 
     let cache = repo.dir.join("cache.git");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let latest = |r: GitRef| fetch::latest(&cache, &repo.url(), &r, None, deadline);
+    let latest =
+        |r: GitRef| fetch::latest(&cache, &repo.url(), &r, None, deadline).map(|f| f.revision);
     let branch = latest(GitRef {
         branch: Some("main".into()),
         ..Default::default()
@@ -987,7 +988,9 @@ fn fetch_follows_branches_tags_and_commits() {
     );
     let all = fetch::checkout(&cache, &c2, "").unwrap();
     assert_eq!(files_under(all.root()).len(), 4);
-    let err = fetch::checkout(&cache, &c2, "clusters/none").unwrap_err();
+    let err = fetch::checkout(&cache, &c2, "clusters/none")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("clusters/none"), "{err}");
     let err = latest(GitRef {
         branch: Some("nope".into()),

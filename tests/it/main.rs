@@ -7,6 +7,7 @@ mod cluster;
 mod crds;
 mod ec2;
 mod faults;
+mod git_faults;
 mod gitsync;
 mod hostile;
 mod ops;

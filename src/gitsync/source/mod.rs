@@ -9,13 +9,15 @@
 //!
 //! Everything here blocks: call it from `spawn_blocking`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
 
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions, Oid,
-    RemoteCallbacks, Repository,
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode,
+    FetchOptions, Oid, RemoteCallbacks, Repository,
 };
 use sha1::{Digest, Sha1};
 
@@ -109,42 +111,254 @@ impl UrlPolicy {
     }
 }
 
-fn open_cache(dir: &Path) -> Result<Repository, String> {
-    if let Ok(repo) = Repository::open_bare(dir) {
-        return Ok(repo);
+/// How long libgit2 waits to connect to a Git server, and for the next
+/// bytes from it on any read or write (SSH too). Set once for the process:
+/// they are what stops a fetch from a server that accepts and then says
+/// nothing (a tarpit), where no progress callback ever runs. Git's
+/// upload-pack sends a keep-alive every 5 s while it prepares a pack, so a
+/// working server is never silent for 15 s.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn set_server_timeouts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libgit2 reads these globals when it opens a socket; every
+        // network use in this process goes through `latest`, which runs
+        // this first, so no socket is opened while they are written.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(
+                CONNECT_TIMEOUT.as_millis() as i32,
+            );
+            let _ = git2::opts::set_server_timeout_in_milliseconds(IO_TIMEOUT.as_millis() as i32);
+        }
+    });
+}
+
+/// One fetch at a time per cache directory. A fetch abandoned at its
+/// timeout (its blocking task still waits for the server) holds its cache
+/// until it really ends; meanwhile no other fetch touches that directory.
+#[derive(Debug)]
+pub struct CacheLock {
+    dir: PathBuf,
+}
+
+static BUSY: Mutex<Option<HashMap<PathBuf, Instant>>> = Mutex::new(None);
+
+impl CacheLock {
+    /// The lock of `dir`, or how long the fetch that holds it has run.
+    pub fn try_acquire(dir: &Path) -> Result<Self, Duration> {
+        let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        let busy = busy.get_or_insert_with(HashMap::new);
+        if let Some(since) = busy.get(dir) {
+            return Err(since.elapsed());
+        }
+        busy.insert(dir.to_path_buf(), Instant::now());
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
-    // Missing or damaged: it is only a cache.
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(busy) = busy.as_mut() {
+            busy.remove(&self.dir);
+        }
+    }
+}
+
+/// Deletes the cache `dir` (it is only a cache: the next fetch clones).
+pub fn wipe(dir: &Path) -> Result<(), String> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot delete git cache {}: {e}", dir.display())),
+    }
+}
+
+/// The cache, created when missing. One that exists and does not open is
+/// recreated; the second value says why it was.
+fn open_cache(dir: &Path) -> Result<(Repository, Option<String>), String> {
+    let damaged = match Repository::open_bare(dir) {
+        Ok(repo) => return Ok((repo, None)),
+        Err(_) if !dir.exists() => None,
+        Err(e) => Some(format!("it did not open: {}", e.message())),
+    };
+    wipe(dir)?;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create git cache {}: {e}", dir.display()))?;
-    Repository::init_bare(dir)
-        .map_err(|e| format!("cannot create git cache {}: {}", dir.display(), e.message()))
+    let repo = Repository::init_bare(dir)
+        .map_err(|e| format!("cannot create git cache {}: {}", dir.display(), e.message()))?;
+    Ok((repo, damaged))
+}
+
+/// The cache for reading a revision out of it (never created here).
+fn open_existing(dir: &Path) -> Result<Repository, String> {
+    Repository::open_bare(dir)
+        .map_err(|e| format!("cannot open git cache {}: {}", dir.display(), e.message()))
+}
+
+/// What [`latest`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    pub revision: Revision,
+    /// The cache was damaged (why), deleted, and cloned again.
+    pub recloned: Option<String>,
+}
+
+/// Why reading the source failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// The remote, the network, credentials, the ref, or the revision
+    /// itself (a path, a limit, a link): not the cache's fault.
+    Other(String),
+    /// The cache's own objects or refs cannot be read (corrupt, truncated):
+    /// deleting it and cloning again fixes that.
+    Damaged(String),
+}
+
+impl SourceError {
+    fn message(self) -> String {
+        match self {
+            SourceError::Other(m) | SourceError::Damaged(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::Other(m) | SourceError::Damaged(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for SourceError {
+    fn from(m: String) -> Self {
+        SourceError::Other(m)
+    }
+}
+
+/// Whether a libgit2 error is about the local repository's own data.
+fn is_damage(e: &git2::Error) -> bool {
+    matches!(
+        e.class(),
+        ErrorClass::Odb
+            | ErrorClass::Zlib
+            | ErrorClass::Object
+            | ErrorClass::Indexer
+            | ErrorClass::Reference
+            | ErrorClass::Tree
+            | ErrorClass::Repository
+    )
 }
 
 /// What the remote's ref points at now, and the commit itself (fetched into
-/// the cache if it is not there yet). `deadline` cancels a slow transfer.
+/// the cache if it is not there yet). `deadline` cancels a slow transfer
+/// (and the server timeouts a silent one). A cache whose objects cannot be
+/// read is deleted and cloned again, once.
 pub fn latest(
     dir: &Path,
     url: &str,
     reference: &GitRef,
     creds: Option<&Credentials>,
     deadline: Instant,
-) -> Result<Revision, String> {
-    let repo = open_cache(dir)?;
+) -> Result<Fetched, String> {
+    set_server_timeouts();
+    let (repo, damaged) = open_cache(dir)?;
+    let why = match damaged {
+        Some(why) => why,
+        None => match latest_once(&repo, url, reference, creds, deadline) {
+            Ok(revision) => {
+                return Ok(Fetched {
+                    revision,
+                    recloned: None,
+                })
+            }
+            Err(SourceError::Other(m)) => return Err(m),
+            Err(SourceError::Damaged(why)) => why,
+        },
+    };
+    drop(repo);
+    wipe(dir)?;
+    let (repo, _) = open_cache(dir)?;
+    let revision = latest_once(&repo, url, reference, creds, deadline).map_err(|f| {
+        format!(
+            "{} (after cloning again: the cache was damaged: {why})",
+            f.message()
+        )
+    })?;
+    Ok(Fetched {
+        revision,
+        recloned: Some(why),
+    })
+}
+
+/// The commit `oid` if the cache has it (with its root tree readable);
+/// `None` when it does not; `Damaged` when it says it has it but cannot
+/// read it.
+fn find_commit<'r>(
+    repo: &'r Repository,
+    oid: Oid,
+) -> Result<Option<git2::Commit<'r>>, SourceError> {
+    let damaged = |what: &str, e: git2::Error| {
+        SourceError::Damaged(format!("reading {what} {oid}: {}", e.message()))
+    };
+    let odb = repo.odb().map_err(|e| damaged("the objects for", e))?;
+    if !odb.exists(oid) {
+        return Ok(None);
+    }
+    let object = repo
+        .find_object(oid, None)
+        .map_err(|e| damaged("object", e))?;
+    let commit = match object.peel_to_commit() {
+        Ok(c) => c,
+        // A tag whose target cannot be read (a tag of a tree is the remote's).
+        Err(e)
+            if e.code() == ErrorCode::NotFound
+                || matches!(e.class(), ErrorClass::Odb | ErrorClass::Zlib) =>
+        {
+            return Err(damaged("commit", e))
+        }
+        Err(e) => {
+            return Err(SourceError::Other(format!(
+                "{oid} is not a commit: {}",
+                e.message()
+            )))
+        }
+    };
+    commit
+        .tree()
+        .map_err(|e| damaged("the tree of commit", e))?;
+    Ok(Some(commit))
+}
+
+fn latest_once(
+    repo: &Repository,
+    url: &str,
+    reference: &GitRef,
+    creds: Option<&Credentials>,
+    deadline: Instant,
+) -> Result<Revision, SourceError> {
     let shown = redact_url(url);
     if let Some(sha) = &reference.commit {
-        let oid =
-            Oid::from_str(sha).map_err(|e| format!("invalid commit {sha}: {}", e.message()))?;
-        if repo.find_commit(oid).is_err() {
+        let oid = Oid::from_str(sha)
+            .map_err(|e| SourceError::Other(format!("invalid commit {sha}: {}", e.message())))?;
+        if find_commit(repo, oid)?.is_none() {
             fetch(
-                &repo,
+                repo,
                 url,
                 &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
                 creds,
                 deadline,
             )?;
-            repo.find_commit(oid)
-                .map_err(|_| format!("commit {sha} is not in {shown}"))?;
+            if find_commit(repo, oid)?.is_none() {
+                return Err(SourceError::Other(format!(
+                    "commit {sha} is not in {shown}"
+                )));
+            }
         }
         return Ok(Revision {
             name: String::new(),
@@ -169,14 +383,14 @@ pub fn latest(
     // The cheap check: list the remote's refs, fetch only an unknown commit.
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| format!("invalid URL {shown}: {}", e.message()))?;
+        .map_err(|e| SourceError::Other(format!("invalid URL {shown}: {}", e.message())))?;
     let listed = {
         let conn = remote
             .connect_auth(Direction::Fetch, Some(callbacks(creds, deadline)), None)
-            .map_err(|e| format!("cannot reach {shown}: {}", e.message()))?;
-        let heads = conn
-            .list()
-            .map_err(|e| format!("cannot list refs of {shown}: {}", e.message()))?;
+            .map_err(|e| SourceError::Other(remote_error(&shown, "cannot reach", &e, deadline)))?;
+        let heads = conn.list().map_err(|e| {
+            SourceError::Other(remote_error(&shown, "cannot list refs of", &e, deadline))
+        })?;
         let peeled = format!("{wanted}^{{}}");
         // An annotated tag is listed twice; its peeled entry names the commit.
         heads
@@ -186,19 +400,48 @@ pub fn latest(
             .map(|h| h.oid())
     };
     let Some(oid) = listed else {
-        return Err(format!("{shown} has no {wanted}"));
+        return Err(SourceError::Other(format!("{shown} has no {wanted}")));
     };
-    if repo.find_commit(oid).is_err() {
-        fetch(&repo, url, &[refspec.as_str()], creds, deadline)?;
-    }
-    let commit = repo
-        .find_object(oid, None)
-        .and_then(|o| o.peel_to_commit())
-        .map_err(|e| format!("{wanted} of {shown} is not a commit: {}", e.message()))?;
+    let commit = match find_commit(repo, oid)? {
+        Some(c) => c,
+        None => {
+            fetch(repo, url, &[refspec.as_str()], creds, deadline)?;
+            find_commit(repo, oid)?.ok_or_else(|| {
+                SourceError::Damaged(format!(
+                    "{wanted} of {shown} is {oid}, which is not in the cache after fetching it"
+                ))
+            })?
+        }
+    };
     Ok(Revision {
         name,
         sha: commit.id().to_string(),
     })
+}
+
+/// A network-side error as users read it: "timed out" once the deadline
+/// or the server timeout ended it.
+fn remote_error(shown: &str, doing: &str, e: &git2::Error, deadline: Instant) -> String {
+    if Instant::now() >= deadline {
+        format!("{doing} {shown}: timed out (spec.timeout)")
+    } else {
+        format!("{doing} {shown}: {}", e.message())
+    }
+}
+
+/// Whether `old` is not an ancestor of `new` (a force-push rewrote the
+/// history), reading the cache `dir`; an `old` the cache no longer has is
+/// a rewrite too (a fetch keeps every commit it ever had).
+pub fn rewritten(dir: &Path, old: &str, new: &str) -> Result<bool, String> {
+    let repo = open_existing(dir)?;
+    let parse = |s: &str| Oid::from_str(s).map_err(|e| format!("{s}: {}", e.message()));
+    let (old, new) = (parse(old)?, parse(new)?);
+    if repo.find_commit(old).is_err() {
+        return Ok(true);
+    }
+    repo.graph_descendant_of(new, old)
+        .map(|descends| !descends)
+        .map_err(|e| e.message().to_string())
 }
 
 fn fetch(
@@ -207,18 +450,19 @@ fn fetch(
     refspecs: &[&str],
     creds: Option<&Credentials>,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), SourceError> {
+    let shown = redact_url(url);
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| format!("invalid URL {}: {}", redact_url(url), e.message()))?;
+        .map_err(|e| SourceError::Other(format!("invalid URL {shown}: {}", e.message())))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(creds, deadline));
     opts.download_tags(AutotagOption::None);
     remote.fetch(refspecs, Some(&mut opts), None).map_err(|e| {
-        if Instant::now() >= deadline {
-            format!("fetching {} timed out", redact_url(url))
+        if Instant::now() < deadline && is_damage(&e) {
+            SourceError::Damaged(format!("fetching into it: {}", e.message()))
         } else {
-            format!("cannot fetch {}: {}", redact_url(url), e.message())
+            SourceError::Other(remote_error(&shown, "cannot fetch", &e, deadline))
         }
     })
 }
@@ -227,6 +471,9 @@ fn callbacks(creds: Option<&Credentials>, deadline: Instant) -> RemoteCallbacks<
     let mut cb = RemoteCallbacks::new();
     let mut attempts = 0;
     cb.credentials(move |_url, user_from_url, allowed| {
+        if Instant::now() >= deadline {
+            return Err(git2::Error::from_str("timed out (spec.timeout)"));
+        }
         // libgit2 asks again after a rejected credential: stop, do not loop.
         attempts += 1;
         if attempts > 2 {
@@ -274,6 +521,9 @@ fn callbacks(creds: Option<&Credentials>, deadline: Instant) -> RemoteCallbacks<
         _ => None,
     };
     cb.certificate_check(move |cert, host| {
+        if Instant::now() >= deadline {
+            return Err(git2::Error::from_str("timed out (spec.timeout)"));
+        }
         let Some(hostkey) = cert.as_hostkey() else {
             // TLS: libgit2's own verification against the system's CAs.
             return Ok(CertificateCheckStatus::CertificatePassthrough);
@@ -300,7 +550,10 @@ fn callbacks(creds: Option<&Credentials>, deadline: Instant) -> RemoteCallbacks<
             ))),
         }
     });
+    // Returning false cancels the transfer: each pack chunk and each
+    // progress line of the server checks the deadline.
     cb.transfer_progress(move |_| Instant::now() < deadline);
+    cb.sideband_progress(move |_| Instant::now() < deadline);
     cb
 }
 
@@ -338,27 +591,49 @@ pub fn clean_path(path: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-/// The tree of `path` in commit `sha` of the open cache `repo`.
-fn tree_at<'r>(repo: &'r Repository, sha: &str, base: &str) -> Result<git2::Tree<'r>, String> {
+/// The tree of `path` in commit `sha` of the open cache `repo`. The source
+/// step found the commit there, so any object it cannot read is damage.
+fn tree_at<'r>(repo: &'r Repository, sha: &str, base: &str) -> Result<git2::Tree<'r>, SourceError> {
     let oid = Oid::from_str(sha).map_err(|e| e.message().to_string())?;
-    let commit = repo
-        .find_commit(oid)
-        .map_err(|e| format!("commit {sha} is not in the cache: {}", e.message()))?;
-    let root_tree = commit.tree().map_err(|e| e.message().to_string())?;
+    let damaged = |what: &str, e: git2::Error| {
+        SourceError::Damaged(format!("reading {what} of {sha}: {}", e.message()))
+    };
+    // Gone (e.g. the applied commit after a force-push and a new clone) is
+    // not damage; there but unreadable is.
+    let present = repo.odb().map(|odb| odb.exists(oid)).unwrap_or(true);
+    if !present {
+        return Err(format!("commit {sha} is not in the cache").into());
+    }
+    let commit = repo.find_commit(oid).map_err(|e| damaged("commit", e))?;
+    let root_tree = commit.tree().map_err(|e| damaged("the tree", e))?;
     if base.is_empty() {
         return Ok(root_tree);
     }
-    root_tree
+    let not_a_dir = || format!("path {base} is not a directory in revision {sha}");
+    let entry = root_tree
         .get_path(Path::new(base))
-        .and_then(|e| e.to_object(repo))
+        .map_err(|e| match e.code() {
+            ErrorCode::NotFound => SourceError::Other(not_a_dir()),
+            _ => damaged(&format!("path {base}"), e),
+        })?;
+    if entry.kind() != Some(git2::ObjectType::Tree) {
+        return Err(not_a_dir().into());
+    }
+    entry
+        .to_object(repo)
         .and_then(|o| o.peel_to_tree())
-        .map_err(|_| format!("path {base} is not a directory in revision {sha}"))
+        .map_err(|e| damaged(&format!("path {base}"), e))
+}
+
+/// The cache, for reading a revision out of it: one that does not open is damaged.
+fn open_to_read(dir: &Path) -> Result<Repository, SourceError> {
+    open_existing(dir).map_err(SourceError::Damaged)
 }
 
 /// The names of the entries directly under `path` in commit `sha` (to pick
 /// a renderer before checking anything out).
-pub fn names_at(dir: &Path, sha: &str, path: &str) -> Result<Vec<String>, String> {
-    let repo = open_cache(dir)?;
+pub fn names_at(dir: &Path, sha: &str, path: &str) -> Result<Vec<String>, SourceError> {
+    let repo = open_to_read(dir)?;
     let tree = tree_at(&repo, sha, &clean_path(path)?)?;
     Ok(tree
         .iter()
@@ -372,8 +647,9 @@ pub fn names_at(dir: &Path, sha: &str, path: &str) -> Result<Vec<String>, String
 /// what they are; one pointing outside the repository refuses the revision.
 /// A checkout is written from the commit's tree in full before anyone
 /// reads it, and never reused, so a half-written one is never loaded.
-pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
-    let repo = open_cache(dir)?;
+/// `SourceError::Damaged`: an object of the revision cannot be read.
+pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, SourceError> {
+    let repo = open_to_read(dir)?;
     let base = clean_path(path)?;
     let tree = tree_at(&repo, sha, &base)?;
     let files = files_to_write(&repo, &tree, &base)?;
@@ -383,13 +659,11 @@ pub fn checkout(dir: &Path, sha: &str, path: &str) -> Result<Checkout, String> {
         .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     for (rel, id) in files {
         let file = target.join(&rel);
-        repo.find_blob(id)
-            .map_err(|e| e.message().to_string())
-            .and_then(|blob| {
-                std::fs::create_dir_all(file.parent().expect("a file has a parent"))
-                    .and_then(|_| std::fs::write(&file, blob.content()))
-                    .map_err(|e| e.to_string())
-            })
+        let blob = repo.find_blob(id).map_err(|e| {
+            SourceError::Damaged(format!("reading {base}/{rel} ({id}): {}", e.message()))
+        })?;
+        std::fs::create_dir_all(file.parent().expect("a file has a parent"))
+            .and_then(|_| std::fs::write(&file, blob.content()))
             .map_err(|e| format!("checking out {base}/{rel}: {e}"))?;
     }
     Ok(checkout)
@@ -428,9 +702,11 @@ fn files_to_write(
     repo: &Repository,
     tree: &git2::Tree,
     base: &str,
-) -> Result<Vec<(String, git2::Oid)>, String> {
+) -> Result<Vec<(String, git2::Oid)>, SourceError> {
     let limits = crate::manifests::limits::get();
-    let odb = repo.odb().map_err(|e| e.message().to_string())?;
+    let odb = repo
+        .odb()
+        .map_err(|e| SourceError::Damaged(e.message().to_string()))?;
     let shown = |parent: &str, name: &str| {
         Path::new(base)
             .join(parent)
@@ -488,9 +764,13 @@ fn files_to_write(
         files.push((format!("{parent}{name}"), entry.id()));
         git2::TreeWalkResult::Ok
     })
-    .map_err(|e| failed.clone().unwrap_or_else(|| e.message().to_string()))?;
+    .map_err(|e| match failed.clone() {
+        Some(f) => SourceError::Other(f),
+        // A subtree that cannot be read.
+        None => SourceError::Damaged(format!("reading the tree of {base}: {}", e.message())),
+    })?;
     match failed {
-        Some(f) => Err(f),
+        Some(f) => Err(f.into()),
         None => Ok(files),
     }
 }
@@ -583,6 +863,23 @@ mod tests {
         let a = cache_dir(root, "ns", "app", "uid-1", "https://h/r.git");
         let b = cache_dir(root, "ns", "app", "uid-2", "https://h/r.git");
         assert_ne!(a, b, "a new object with the same spec gets its own cache");
+    }
+
+    #[test]
+    fn one_fetch_per_cache_at_a_time() {
+        let dir = Path::new("/c/ns/app-0123.git");
+        let held = CacheLock::try_acquire(dir).unwrap();
+        assert!(
+            CacheLock::try_acquire(dir).is_err(),
+            "a second fetch of one cache"
+        );
+        let other = CacheLock::try_acquire(Path::new("/c/ns/other-4567.git"));
+        assert!(other.is_ok(), "another cache is independent");
+        drop(held);
+        assert!(
+            CacheLock::try_acquire(dir).is_ok(),
+            "freed when the fetch ends"
+        );
     }
 
     #[test]
