@@ -47,6 +47,8 @@ pub mod reason {
     /// The object's namespace may not use its ProviderConfig (terminal; also
     /// the Synced reason).
     pub const PROVIDER_CONFIG_NOT_ALLOWED: &str = driftless_provider::PROVIDER_CONFIG_NOT_ALLOWED;
+    /// Other cloud resources carry this object's owner tags (Warning).
+    pub const DUPLICATES_FOUND: &str = "DuplicatesFound";
 }
 
 /// Everything a reconcile of kind `K` needs.
@@ -221,7 +223,7 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
                 synced.message = format!("deleting: {}", synced.message);
             }
             // Best effort: the error itself is what the policy acts on.
-            let _ = write_status(&api, obj.as_ref(), None, &[synced], None).await;
+            let _ = write_status(&api, obj.as_ref(), None, &[synced], None, None).await;
             publish(
                 &ctx,
                 obj.as_ref(),
@@ -255,6 +257,8 @@ struct Outcome<K: ManagedKind> {
     conds: Vec<Cond>,
     at_provider: Option<K::AtProvider>,
     resolved: Option<BTreeMap<String, String>>,
+    /// Other cloud resources carrying the owner tags, when observed.
+    duplicates: Option<Vec<String>>,
     action: Action,
     /// Ready now, and not before: wake what waits on this object.
     turned_ready: bool,
@@ -266,6 +270,7 @@ impl<K: ManagedKind> Outcome<K> {
             conds,
             at_provider: None,
             resolved: None,
+            duplicates: None,
             action,
             turned_ready: false,
         }
@@ -284,6 +289,7 @@ async fn reconcile_once<K: ManagedKind>(obj: &K, ctx: &Context<K>) -> Result<Act
         outcome.at_provider,
         &outcome.conds,
         outcome.resolved,
+        outcome.duplicates,
     )
     .await?;
     if outcome.turned_ready {
@@ -343,6 +349,7 @@ async fn steps<K: ManagedKind>(
         Decision::UpToDate | Decision::ObserveOnly => {}
     }
     record_adoption(api, obj, ctx, &target, &observed).await?;
+    report_duplicates(obj, ctx, &observed).await;
     write_connection_secret(&ctx.client, obj, &observed).await?;
     let ready = if observed.ready {
         Cond::available()
@@ -354,6 +361,7 @@ async fn steps<K: ManagedKind>(
         conds: vec![ready, Cond::reconcile_success()],
         at_provider: observed.at_provider,
         resolved: Some(resolved),
+        duplicates: Some(observed.duplicates),
         action: Action::requeue(requeue),
         turned_ready: observed.ready && !conditions_of(obj).iter().any(is_ready),
     })
@@ -500,6 +508,31 @@ async fn record_adoption<K: ManagedKind>(
     let note = format!("adopted {found}");
     publish(ctx, obj, EventType::Normal, reason::ADOPTED, note).await;
     Ok(())
+}
+
+/// Other cloud resources carrying this object's owner tags: never silent.
+/// A Warning Event and the metric when the set changes to a non-empty one;
+/// the status (written with the outcome) always shows the current set.
+async fn report_duplicates<K: ManagedKind>(obj: &K, ctx: &Context<K>, observed: &Observation<K>) {
+    let before = obj
+        .managed_status()
+        .map(|s| s.duplicates.clone())
+        .unwrap_or_default();
+    if observed.duplicates.is_empty() || observed.duplicates == before {
+        return;
+    }
+    let kind = K::kind(&());
+    ctx.shared
+        .metrics
+        .duplicates_found(&kind, observed.duplicates.len());
+    let adopted = observed.external_name.as_deref().unwrap_or("?");
+    let note = format!(
+        "{} other cloud resource(s) carry this object's owner tags: {}; driftless manages {adopted} only and leaves these as they are: delete them in the cloud",
+        observed.duplicates.len(),
+        observed.duplicates.join(", ")
+    );
+    warn!(kind = kind.as_ref(), object = %key_of(obj), duplicates = ?observed.duplicates, "duplicates found");
+    publish(ctx, obj, EventType::Warning, reason::DUPLICATES_FOUND, note).await;
 }
 
 /// Deletion: honour the policies, delete in the cloud, drop the finalizer

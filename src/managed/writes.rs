@@ -22,6 +22,7 @@ pub(super) async fn write_status<K: ManagedKind>(
     at_provider: Option<K::AtProvider>,
     conds: &[Cond],
     resolved: Option<BTreeMap<String, String>>,
+    duplicates: Option<Vec<String>>,
 ) -> Result<(), kube::Error> {
     let old: ManagedStatus<K::AtProvider> = obj.managed_status().cloned().unwrap_or_default();
     let mut new = old.clone();
@@ -30,6 +31,9 @@ pub(super) async fn write_status<K: ManagedKind>(
     }
     if let Some(r) = resolved {
         new.resolved_references = r;
+    }
+    if let Some(d) = duplicates {
+        new.duplicates = d;
     }
     for c in conds {
         conditions::set(&mut new.conditions, c, obj.meta().generation);

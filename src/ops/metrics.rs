@@ -57,6 +57,7 @@ pub struct Metrics {
     reconcile_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     cloud_calls: Family<CallLabels, Counter>,
     drift_corrections: Family<KindLabel, Counter>,
+    duplicates: Family<KindLabel, Counter>,
     resources: Family<ResourceState, Gauge>,
     /// Each kind's (kind, Ready, Synced) per object, read from the
     /// controllers' caches at scrape time: the truth, not a tally.
@@ -83,6 +84,7 @@ impl Metrics {
             ),
             cloud_calls: Family::default(),
             drift_corrections: Family::default(),
+            duplicates: Family::default(),
             resources: Family::default(),
             state_sources: Mutex::default(),
             gitsync_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
@@ -109,6 +111,11 @@ impl Metrics {
             "drift_corrections",
             "Drift corrected in the cloud, by kind",
             m.drift_corrections.clone(),
+        );
+        registry.register(
+            "duplicates_found",
+            "Cloud resources found carrying another resource's owner tags (a lost create answer, retried), by kind",
+            m.duplicates.clone(),
         );
         registry.register(
             "managed_resources",
@@ -146,6 +153,15 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// `n` cloud resources newly seen carrying one object's owner tags.
+    pub fn duplicates_found(&self, kind: &str, n: usize) {
+        self.duplicates
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc_by(n as u64);
     }
 
     pub fn drift_corrected(&self, kind: &str) {

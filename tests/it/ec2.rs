@@ -1991,3 +1991,84 @@ async fn internet_gateway_orphan_and_import() {
     }
     ec2.delete_vpc().vpc_id(&vpc_id).send().await.unwrap();
 }
+
+/// A create whose answer was lost, then retried, leaves two VPCs with the
+/// object's owner tags. driftless manages one and never hides the other: a
+/// Warning Event names it, the metric counts it, `status.duplicates` lists
+/// it while it exists, and it is left untouched. Deleted in the cloud, it
+/// leaves the status at the next poll.
+#[tokio::test]
+async fn a_duplicate_from_a_lost_create_answer_is_reported() {
+    let mut scope = Scope::new("ec2-dup").await;
+    let shared = driftless::ops::Shared::new(scope.calls.clone());
+    scope.shared = Some(shared.clone());
+    scope.start_controller(POLL);
+    let api: Api<Vpc> = scope.api();
+    let ec2 = support::ec2().await;
+    let name = unique("net");
+    let (cidr, _) = cidr16();
+    create::<Vpc>(
+        &scope,
+        manifest(&scope, "Vpc", &name, json!({"cidrBlock": cidr})),
+    )
+    .await;
+    let ready = wait_synced(&api, &name).await;
+    let managed = external_name(&ready);
+
+    // What the retried create would have made: the same request, tags and all.
+    let tags = vpc(&ec2, &managed).await.unwrap().tags().to_vec();
+    let spec = aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(aws_sdk_ec2::types::ResourceType::Vpc)
+        .set_tags(Some(tags))
+        .build();
+    let extra = ec2
+        .create_vpc()
+        .cidr_block(&cidr)
+        .tag_specifications(spec)
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap()
+        .to_string();
+    let found = Instant::now();
+    let with_dup = wait_for("status.duplicates to name the extra VPC", WAIT, || async {
+        let o = api.get(&name).await.ok()?;
+        (o.status.as_ref()?.duplicates == vec![extra.clone()]).then_some(o)
+    })
+    .await;
+    eprintln!("duplicate reported {:?} after it appeared", found.elapsed());
+    assert_eq!(external_name(&with_dup), managed, "still manages the first");
+    assert_eq!(condition(&with_dup, "Ready").unwrap().0, "True");
+    wait_event(&scope, &name, "DuplicatesFound").await;
+    let notes: Vec<String> = crate::support::events_about(&scope, &name)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DuplicatesFound"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(notes.iter().any(|n| n.contains(&extra)), "{notes:?}");
+    let metrics = shared.metrics.render();
+    assert!(
+        metrics.contains("driftless_duplicates_found_total{kind=\"Vpc\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        vpc(&ec2, &extra).await.is_some(),
+        "the duplicate was touched"
+    );
+
+    ec2.delete_vpc().vpc_id(&extra).send().await.unwrap();
+    wait_for("status.duplicates to be empty", WAIT, || async {
+        let o = api.get(&name).await.ok()?;
+        o.status.as_ref()?.duplicates.is_empty().then_some(())
+    })
+    .await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, &name).await;
+    assert!(
+        vpc(&ec2, &managed).await.is_none(),
+        "the managed VPC was left"
+    );
+}

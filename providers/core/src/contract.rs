@@ -238,6 +238,9 @@ pub struct Observation<K: ManagedKind> {
     pub at_provider: Option<K::AtProvider>,
     /// Written to `writeConnectionSecretToRef`.
     pub connection_details: BTreeMap<String, String>,
+    /// Other cloud resources carrying this object's owner tags (a create
+    /// whose answer was lost, then retried): not managed, and reported.
+    pub duplicates: Vec<String>,
 }
 
 impl<K: ManagedKind> Observation<K> {
@@ -249,6 +252,7 @@ impl<K: ManagedKind> Observation<K> {
             ready: false,
             at_provider: None,
             connection_details: BTreeMap::new(),
+            duplicates: Vec::new(),
         }
     }
 

@@ -135,6 +135,12 @@ pub struct ManagedStatus<A> {
     /// The cloud ids that references (`vpcRef`, `vpcSelector`, ...) resolved to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resolved_references: BTreeMap<String, String>,
+    /// Other cloud resources carrying this object's owner tags, as of the
+    /// last observation (a create whose answer was lost, then retried).
+    /// driftless manages only its external name and never touches these:
+    /// delete them in the cloud (or adopt one elsewhere).
+    #[serde(default)]
+    pub duplicates: Vec<String>,
 }
 
 impl<A> ManagedStatus<A> {

@@ -147,7 +147,11 @@ impl<K: Ec2Kind> crate::AwsKind for K {
 impl<K: Ec2Kind> External<K> for Ec2 {
     async fn observe(&self, t: &Target<'_, K>) -> Result<Observation<K>, CloudError> {
         match self.find::<K::Sdk, K>(t).await? {
-            Some(r) => K::observe(self, t, &r).await,
+            Some(r) => {
+                let mut observed = K::observe(self, t, &r).await?;
+                observed.duplicates = self.duplicates_of::<K::Sdk>(t.identity, r.id());
+                Ok(observed)
+            }
             None => Ok(Observation::absent()),
         }
     }

@@ -116,6 +116,23 @@ impl Ec2 {
         Ok(owned.into_iter().next())
     }
 
+    /// The resources other than `adopted` that carry `identity`'s owner
+    /// tags in the batched listing (already refreshed by the lookup: no call).
+    pub(crate) fn duplicates_of<R: Described>(
+        &self,
+        identity: &Identity,
+        adopted: &str,
+    ) -> Vec<String> {
+        let (listed, _) = self.snapshots.of::<R>().owned_by(identity);
+        let mut ids: Vec<String> = listed
+            .iter()
+            .filter(|r| !r.gone() && r.id() != adopted)
+            .map(|r| r.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Resources carrying `identity`'s owner tags, per the batched listing
     /// and the creates made since it was taken.
     async fn owned_in_snapshot<R: Described>(

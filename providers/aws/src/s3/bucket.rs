@@ -470,6 +470,7 @@ impl External<Bucket> for BucketClient {
             ready: true,
             at_provider: Some(at_provider),
             connection_details,
+            duplicates: Vec::new(), // a bucket name is unique: no duplicates
         })
     }
 
