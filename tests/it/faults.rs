@@ -2,14 +2,16 @@
 //! answers holds neither the healthy resources of the same kind nor the
 //! controller's shutdown.
 
+use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftless_provider::EXTERNAL_NAME;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::support::{controller_command, kubectl, kubectl_wait_ready, wait_for, Owned, Scope};
@@ -202,4 +204,192 @@ async fn a_hung_cloud_endpoint_holds_neither_healthy_resources_nor_shutdown() {
             )
             .await;
     }
+}
+
+/// A LocalStack of this test's own, on a free port (the shared one serves
+/// the other tests): its endpoint and PID. Stopped by its own script (by
+/// the recorded PID) on drop.
+struct OwnLocalStack {
+    port: u16,
+    endpoint: String,
+    pid: u32,
+}
+
+impl OwnLocalStack {
+    fn start_on(port: u16) -> Self {
+        let out = std::process::Command::new(crate::support::repo_root().join("localstack/start"))
+            .env("LOCALSTACK_PORT", port.to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "localstack/start: {stderr}");
+        let pid = stderr
+            .split("(pid ")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in: {stderr}"));
+        Self {
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            pid,
+        }
+    }
+
+    /// Killed outright (SIGKILL, by its PID): the cloud dies mid-call.
+    fn kill(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -KILL {}", self.pid);
+    }
+}
+
+impl Drop for OwnLocalStack {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(crate::support::repo_root().join("localstack/stop"))
+            .env("LOCALSTACK_PORT", self.port.to_string())
+            .output();
+    }
+}
+
+const CONVERGE: usize = 200;
+
+/// LocalStack killed in the middle of a 200-VPC converge and started again
+/// (an empty cloud): afterwards every VPC is Ready again, each exactly once
+/// in the new cloud, none left over.
+#[tokio::test]
+async fn the_cloud_killed_mid_converge_and_restarted_empty_converges_exactly_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cloud = OwnLocalStack::start_on(port);
+    let mut scope = Scope::new("cloud-restart").await;
+    let ns = scope.ns.clone();
+    let pc = format!("own-{ns}");
+    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(scope.client.clone());
+    let spec = json!({
+        "apiVersion": "driftless.dev/v1alpha1",
+        "kind": "ProviderConfig",
+        "metadata": {"name": pc},
+        "spec": {
+            "region": "us-east-1",
+            "endpoint": cloud.endpoint,
+            "credentials": {"source": "Secret", "secretRef": {"namespace": ns, "name": "aws-creds"}},
+        }
+    });
+    pcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(spec).unwrap(),
+    )
+    .await
+    .unwrap();
+    scope.start_controller(Duration::from_secs(2));
+    let manifests: String = (0..CONVERGE)
+        .map(|i| vpc(&ns, &format!("v{i}"), &pc, i % 250))
+        .collect();
+    let started = Instant::now();
+    let (ok, out, err) = scope.kubectl(&["apply", "-f", "-"], Some(&manifests)).await;
+    assert!(ok, "{out}{err}");
+    let vpcs: Api<driftless_aws::Vpc> = scope.api();
+    let ready = |vpcs: Api<driftless_aws::Vpc>| async move {
+        let list = vpcs.list(&Default::default()).await.unwrap();
+        list.items
+            .iter()
+            .filter(|v| {
+                v.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count()
+    };
+    let at_kill = wait_for(
+        "a quarter of the VPCs Ready",
+        Duration::from_secs(300),
+        || {
+            let vpcs = vpcs.clone();
+            async move {
+                let n = ready(vpcs).await;
+                (n >= CONVERGE / 4).then_some(n)
+            }
+        },
+    )
+    .await;
+    cloud.kill();
+    let killed_at = started.elapsed();
+    let cloud = OwnLocalStack::start_on(port);
+    let restarted = Instant::now();
+    let ec2 = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&crate::support::aws_config().await)
+            .endpoint_url(&cloud.endpoint)
+            .build(),
+    );
+    // Recovered: every object Ready with an external name that exists in the
+    // new cloud (a status from the old cloud is stale until its next poll).
+    let recovered_count = || {
+        let (vpcs, ec2, ns) = (vpcs.clone(), ec2.clone(), ns.clone());
+        async move {
+            let ids: BTreeSet<String> = crate::ops::owned_vpcs(&ec2, &ns)
+                .await
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            let list = vpcs.list(&Default::default()).await.unwrap();
+            let n = list
+                .items
+                .iter()
+                .filter(|v| {
+                    let ready = v.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                    let id = v.annotations().get(EXTERNAL_NAME);
+                    ready && id.is_some_and(|id| ids.contains(id))
+                })
+                .count();
+            (n == CONVERGE).then_some(())
+        }
+    };
+    wait_for(
+        "every VPC Ready in the new cloud",
+        Duration::from_secs(600),
+        recovered_count,
+    )
+    .await;
+    let recovered = restarted.elapsed();
+    let owned = crate::ops::owned_vpcs(&ec2, &ns).await;
+    let mut owners: Vec<&str> = owned.iter().map(|(o, _)| o.as_str()).collect();
+    owners.sort();
+    let total = owners.len();
+    owners.dedup();
+    eprintln!(
+        "{CONVERGE} VPCs: LocalStack killed {killed_at:?} into the converge ({at_kill} Ready), restarted empty; every VPC Ready in the new cloud {recovered:?} after the restart; {total} VPCs there for {} owners",
+        owners.len()
+    );
+    assert_eq!(
+        (total, owners.len()),
+        (CONVERGE, CONVERGE),
+        "each VPC exactly once"
+    );
+    // On the blocking pool: the controller, on this runtime, does the deletes.
+    let deleting = Instant::now();
+    let (ok, out, err) = scope
+        .kubectl(
+            &["delete", "-n", &ns, "vpcs", "--all", "--timeout=300s"],
+            None,
+        )
+        .await;
+    assert!(ok, "{out}{err}");
+    eprintln!("{CONVERGE} VPCs deleted in {:?}", deleting.elapsed());
+    assert!(
+        crate::ops::owned_vpcs(&ec2, &ns).await.is_empty(),
+        "VPCs left behind"
+    );
 }

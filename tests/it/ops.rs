@@ -755,7 +755,7 @@ spec:
 /// when the test fails halfway.
 /// The VPCs of this namespace in the cloud, by owner tag (`ns/name`), however
 /// many there are of each.
-async fn owned_vpcs(ec2: &aws_sdk_ec2::Client, ns: &str) -> Vec<(String, String)> {
+pub(crate) async fn owned_vpcs(ec2: &aws_sdk_ec2::Client, ns: &str) -> Vec<(String, String)> {
     let prefix = format!("{ns}/");
     let mut found = Vec::new();
     let mut token = None;
