@@ -393,3 +393,168 @@ async fn the_cloud_killed_mid_converge_and_restarted_empty_converges_exactly_onc
         "VPCs left behind"
     );
 }
+
+/// A TCP proxy that can black-hole its traffic: bytes are read and dropped
+/// (in both directions, on open and new connections), as a cut network
+/// drops packets; nothing is refused or closed.
+struct BlackHole {
+    addr: std::net::SocketAddr,
+    holed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHole {
+    fn start(target: std::net::SocketAddr) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = holed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let cut = cut.clone();
+                    std::thread::spawn(move || pipe(from, to, &cut));
+                }
+            }
+        });
+        Self { addr, holed }
+    }
+
+    fn hole(&self) {
+        self.holed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes; while `cut`, drops the bytes.
+fn pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    cut: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if cut.load(Ordering::SeqCst) => {}
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The leader's network to the API server is black-holed (a proxy drops
+/// its bytes; the standby's path is fine). The leader cannot renew, and
+/// stops acting (it exits, to restart as a standby) before its lease could
+/// expire, so the standby that takes over never overlaps with it; the
+/// standby then reconciles.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_ends() {
+    const LEASE: Duration = Duration::from_secs(6);
+    let scope = Scope::new("blackhole").await;
+    let ns = scope.ns.clone();
+    let kubeconfig = std::fs::read_to_string(&crate::support::env().kubeconfig).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("a server in the kubeconfig")
+        .to_string();
+    let proxy = BlackHole::start(server.parse().unwrap());
+    let cut_off = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cut_off.path(),
+        kubeconfig.replace(&server, &proxy.addr.to_string()),
+    )
+    .unwrap();
+    let replica = |name: &str, kubeconfig: &std::path::Path, log: &tempfile::NamedTempFile| {
+        controller_command(&ns)
+            .args(["--leader-elect", "--leader-election-namespace", &ns])
+            .args(["--lease-duration", "6s", "--poll-interval", "1s"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", name)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .map(Owned)
+            .unwrap()
+    };
+    let leases: Api<Lease> = Api::namespaced(scope.client.clone(), &ns);
+    let holder_is = |who: &'static str| {
+        let leases = leases.clone();
+        move || {
+            let leases = leases.clone();
+            async move {
+                let l = leases.get_opt("driftless-controller").await.ok()??;
+                (l.spec?.holder_identity.as_deref() == Some(who)).then_some(())
+            }
+        }
+    };
+    let a_log = tempfile::NamedTempFile::new().unwrap();
+    let mut a = replica("replica-a", cut_off.path(), &a_log);
+    wait_for(
+        "replica-a to lead",
+        Duration::from_secs(60),
+        holder_is("replica-a"),
+    )
+    .await;
+    let b_log = tempfile::NamedTempFile::new().unwrap();
+    let _b = replica("replica-b", &crate::support::env().kubeconfig, &b_log);
+    let pc = scope.provider_config.clone();
+    let first: String = (0..5)
+        .map(|i| vpc(&ns, &format!("v{i}"), &pc, 130 + i))
+        .collect();
+    let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&first));
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl_wait_ready(
+        &ns,
+        "60s",
+        &["vpc/v0", "vpc/v1", "vpc/v2", "vpc/v3", "vpc/v4"],
+    );
+    assert!(ok, "{out}{err}");
+
+    proxy.hole();
+    let cut = Instant::now();
+    let stopped = exited_within(&mut a, Duration::from_secs(30)).await;
+    wait_for(
+        "replica-b to lead",
+        Duration::from_secs(60),
+        holder_is("replica-b"),
+    )
+    .await;
+    let took_over = cut.elapsed();
+    let a_said = std::fs::read_to_string(a_log.path()).unwrap();
+    eprintln!(
+        "lease {LEASE:?}: the cut-off leader stopped {stopped:?} after the cut (0.8 x lease = {:?}); the standby led {took_over:?} after it",
+        LEASE.mul_f64(0.8)
+    );
+    assert!(
+        a_said.contains("could not renew the lease in time"),
+        "{a_said}"
+    );
+    assert!(
+        stopped < LEASE,
+        "stopped {stopped:?} after the cut\n{a_said}"
+    );
+    assert!(stopped < took_over, "the two replicas overlapped");
+
+    // The new leader acts.
+    let next = vpc(&ns, "v5", &pc, 135);
+    let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&next));
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl_wait_ready(&ns, "60s", &["vpc/v5"]);
+    let b_said = std::fs::read_to_string(b_log.path()).unwrap();
+    assert!(ok, "{out}{err}\n{b_said}");
+    let (ok, out, err) = kubectl(
+        &["delete", "-n", &ns, "vpcs", "--all", "--timeout=60s"],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+}

@@ -793,12 +793,12 @@ pub(crate) async fn owned_vpcs(ec2: &aws_sdk_ec2::Client, ns: &str) -> Vec<(Stri
 }
 
 /// Two controller processes: one leads and is killed (by its PID) in the
-/// middle of a converge; the standby takes over within a few lease
+/// middle of a 100-VPC converge; the standby takes over within a few lease
 /// durations and finishes it: every VPC Ready, each exactly once in the
 /// cloud, none left over.
 #[tokio::test]
 async fn a_standby_takes_over_when_the_leader_dies() {
-    const N: usize = 20;
+    const N: usize = 100;
     let scope = Scope::new("leader").await;
     let ns = scope.ns.clone();
     let lease_secs = 3;
