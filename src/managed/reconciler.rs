@@ -89,16 +89,30 @@ impl<K: ManagedKind> Context<K> {
         }
     }
 
-    fn next_backoff(&self, key: &str, class: ErrorClass) -> Duration {
+    /// The next retry delay of `key`: exponential from 1 s (5 s when
+    /// throttled) to 5 min; to [`UNREACHABLE_MAX_BACKOFF`] while the API
+    /// server does not answer, so that the end of an outage is noticed
+    /// within seconds, not after a backoff grown during it.
+    fn next_backoff(&self, key: &str, class: ErrorClass, unreachable: bool) -> Duration {
         let mut backoffs = self.backoffs.lock().expect("backoffs poisoned");
-        let backoff = backoffs.entry(key.to_string()).or_insert_with(|| {
+        let entry = if unreachable {
+            format!("{key} (unreachable)")
+        } else {
+            key.to_string()
+        };
+        let backoff = backoffs.entry(entry).or_insert_with(|| {
             let min = match class {
                 ErrorClass::Throttled => Duration::from_secs(5),
                 _ => Duration::from_secs(1),
             };
+            let max = if unreachable {
+                UNREACHABLE_MAX_BACKOFF
+            } else {
+                Duration::from_secs(300)
+            };
             ExponentialBuilder::new()
                 .with_min_delay(min)
-                .with_max_delay(Duration::from_secs(300))
+                .with_max_delay(max)
                 .with_jitter()
                 .without_max_times()
                 .build()
@@ -107,9 +121,14 @@ impl<K: ManagedKind> Context<K> {
     }
 
     fn reset_backoff(&self, key: &str) {
-        self.backoffs.lock().expect("backoffs poisoned").remove(key);
+        let mut backoffs = self.backoffs.lock().expect("backoffs poisoned");
+        backoffs.remove(key);
+        backoffs.remove(&format!("{key} (unreachable)"));
     }
 }
+
+/// The longest retry delay while the API server does not answer.
+const UNREACHABLE_MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +152,16 @@ impl Error {
         match self {
             Error::Cloud(e) => e.class,
             Error::Kube(_) | Error::TimedOut(_) => ErrorClass::Retryable,
+        }
+    }
+
+    /// No answer from the API server (the cluster's outage).
+    fn unreachable(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => false,
+            Error::Kube(_) => true,
+            Error::Cloud(e) => e.code == driftless_provider::KUBERNETES_UNREACHABLE,
+            Error::TimedOut(_) => false,
         }
     }
 
@@ -243,7 +272,7 @@ pub fn error_policy<K: ManagedKind>(obj: Arc<K>, err: &Error, ctx: Arc<Context<K
         // Only a spec change (which triggers a reconcile at once) or a long
         // wait can help: do not hammer the cloud.
         ErrorClass::Terminal => ctx.settings.terminal_backoff,
-        class => ctx.next_backoff(&key_of(obj.as_ref()), class),
+        class => ctx.next_backoff(&key_of(obj.as_ref()), class, err.unreachable()),
     };
     Action::requeue(delay)
 }
@@ -596,7 +625,7 @@ async fn finalize<K: ManagedKind>(
             .await;
             // Waiting is not an error, but nothing changes fast: back off.
             let delay = ctx
-                .next_backoff(&key_of(obj), ErrorClass::Retryable)
+                .next_backoff(&key_of(obj), ErrorClass::Retryable, false)
                 .max(Duration::from_secs(5));
             (why, Action::requeue(delay))
         }

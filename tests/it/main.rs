@@ -11,6 +11,7 @@ mod git_faults;
 mod gitsync;
 mod hostile;
 mod ops;
+mod outage;
 mod push;
 mod render;
 mod rollout;

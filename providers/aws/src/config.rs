@@ -316,12 +316,7 @@ impl Aws {
         let labels = api
             .get_opt(namespace)
             .await
-            .map_err(|e| {
-                CloudError::retryable(
-                    "KubernetesError",
-                    format!("reading Namespace {namespace}: {e}"),
-                )
-            })?
+            .map_err(|e| kube_error(format!("reading Namespace {namespace}"), e))?
             .and_then(|ns| ns.metadata.labels)
             .unwrap_or_default();
         self.namespace_labels
@@ -390,11 +385,19 @@ async fn read_provider_config(
             "ProviderConfigNotFound",
             format!("ProviderConfig {name} does not exist"),
         )),
-        Err(e) => Err(CloudError::retryable(
-            "KubernetesError",
-            format!("reading ProviderConfig {name}: {e}"),
-        )),
+        Err(e) => Err(kube_error(format!("reading ProviderConfig {name}"), e)),
     }
+}
+
+/// A failed read from the API server: an answer (`KubernetesError`), or
+/// none at all (`KubernetesUnreachable`: the cluster's outage, not the
+/// object's fault, retried at a short, capped backoff).
+fn kube_error(what: String, e: kube::Error) -> CloudError {
+    let code = match e {
+        kube::Error::Api(_) => "KubernetesError",
+        _ => driftless_provider::KUBERNETES_UNREACHABLE,
+    };
+    CloudError::retryable(code, format!("{what}: {e}"))
 }
 
 async fn read_secret_credentials(
@@ -405,12 +408,7 @@ async fn read_secret_credentials(
     let secret = api
         .get_opt(&r.name)
         .await
-        .map_err(|e| {
-            CloudError::retryable(
-                "KubernetesError",
-                format!("reading Secret {}/{}: {e}", r.namespace, r.name),
-            )
-        })?
+        .map_err(|e| kube_error(format!("reading Secret {}/{}", r.namespace, r.name), e))?
         .ok_or_else(|| {
             CloudError::retryable(
                 "SecretNotFound",

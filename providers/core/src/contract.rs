@@ -336,6 +336,11 @@ pub enum ErrorClass {
     Retryable,
 }
 
+/// The code of an error reading from the API server that got no answer
+/// (connection refused, reset, timed out): the cluster's outage, not the
+/// object's fault.
+pub const KUBERNETES_UNREACHABLE: &str = "KubernetesUnreachable";
+
 /// An error from the cloud, with the cloud's own code and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloudError {
