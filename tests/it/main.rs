@@ -1,6 +1,7 @@
 //! driftless integration tests: one binary, against LocalStack and a real
 //! Kubernetes API server (see support.rs for how they are found or started).
 
+mod aws_faults;
 mod bucket;
 mod chart_repo;
 mod cluster;
