@@ -137,8 +137,8 @@ pub struct ManagedStatus<A> {
     pub resolved_references: BTreeMap<String, String>,
     /// Other cloud resources carrying this object's owner tags, as of the
     /// last observation (a create whose answer was lost, then retried).
-    /// driftless manages only its external name and never touches these:
-    /// delete them in the cloud (or adopt one elsewhere).
+    /// driftless manages only its external name and does not change these
+    /// (deleting the object deletes them too): delete them in the cloud.
     #[serde(default)]
     pub duplicates: Vec<String>,
 }
