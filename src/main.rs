@@ -54,6 +54,12 @@ enum Command {
         /// calls included); past it, the pass is dropped and retried.
         #[arg(long, env = "DRIFTLESS_RECONCILE_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
         reconcile_timeout: std::time::Duration,
+        /// Delete a duplicate cloud resource when it is proven to be this
+        /// object's own: made by the same create call (the same create
+        /// token; an answer lost, the call retried). Off: duplicates are
+        /// only reported (status.duplicates, DuplicatesFound Events).
+        #[arg(long, env = "DRIFTLESS_DELETE_PROVEN_DUPLICATES")]
+        delete_proven_duplicates: bool,
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "DRIFTLESS_NAMESPACE")]
         namespace: Option<String>,
@@ -436,6 +442,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             concurrency,
             terminal_backoff,
             reconcile_timeout,
+            delete_proven_duplicates,
             namespace,
             git_cache,
             health_check_workloads,
@@ -450,6 +457,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 concurrency,
                 terminal_backoff,
                 reconcile_timeout,
+                delete_proven_duplicates,
                 namespace,
                 git_cache: git_cache.unwrap_or_else(driftless::ops::settings::default_git_cache),
                 health_check_workloads,

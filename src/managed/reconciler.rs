@@ -49,6 +49,8 @@ pub mod reason {
     pub const PROVIDER_CONFIG_NOT_ALLOWED: &str = driftless_provider::PROVIDER_CONFIG_NOT_ALLOWED;
     /// Other cloud resources carry this object's owner tags (Warning).
     pub const DUPLICATES_FOUND: &str = "DuplicatesFound";
+    /// A proven duplicate was deleted (`--delete-proven-duplicates`).
+    pub const DUPLICATE_DELETED: &str = "DuplicateDeleted";
 }
 
 /// Everything a reconcile of kind `K` needs.
@@ -378,7 +380,7 @@ async fn steps<K: ManagedKind>(
         Decision::UpToDate | Decision::ObserveOnly => {}
     }
     record_adoption(api, obj, ctx, &target, &observed).await?;
-    report_duplicates(obj, ctx, &observed).await;
+    let duplicates = report_duplicates(obj, ctx, external.as_ref(), &observed).await;
     write_connection_secret(&ctx.client, obj, &observed).await?;
     let ready = if observed.ready {
         Cond::available()
@@ -390,7 +392,7 @@ async fn steps<K: ManagedKind>(
         conds: vec![ready, Cond::reconcile_success()],
         at_provider: observed.at_provider,
         resolved: Some(resolved),
-        duplicates: Some(observed.duplicates),
+        duplicates: Some(duplicates),
         action: Action::requeue(requeue),
         turned_ready: observed.ready && !conditions_of(obj).iter().any(is_ready),
     })
@@ -540,28 +542,63 @@ async fn record_adoption<K: ManagedKind>(
 }
 
 /// Other cloud resources carrying this object's owner tags: never silent.
-/// A Warning Event and the metric when the set changes to a non-empty one;
-/// the status (written with the outcome) always shows the current set.
-async fn report_duplicates<K: ManagedKind>(obj: &K, ctx: &Context<K>, observed: &Observation<K>) {
+/// With `--delete-proven-duplicates`, those made by this object's own create
+/// call (the same create token) are deleted. A Warning Event and the metric
+/// when the set left changes to a non-empty one. Returns the set left, for
+/// the status.
+async fn report_duplicates<K: ManagedKind>(
+    obj: &K,
+    ctx: &Context<K>,
+    external: &dyn External<K>,
+    observed: &Observation<K>,
+) -> Vec<String> {
+    let mut left = observed.duplicates.clone();
+    if ctx.settings.delete_proven_duplicates {
+        for id in &observed.proven_duplicates {
+            if delete_duplicate(obj, ctx, external, id).await {
+                left.retain(|d| d != id);
+            }
+        }
+    }
     let before = obj
         .managed_status()
         .map(|s| s.duplicates.clone())
         .unwrap_or_default();
-    if observed.duplicates.is_empty() || observed.duplicates == before {
-        return;
+    if left.is_empty() || left == before {
+        return left;
     }
     let kind = K::kind(&());
-    ctx.shared
-        .metrics
-        .duplicates_found(&kind, observed.duplicates.len());
+    ctx.shared.metrics.duplicates_found(&kind, left.len());
     let adopted = observed.external_name.as_deref().unwrap_or("?");
     let note = format!(
-        "{} other cloud resource(s) carry this object's owner tags: {}; driftless manages {adopted} only and leaves these as they are: delete them in the cloud",
-        observed.duplicates.len(),
-        observed.duplicates.join(", ")
+        "{} other cloud resource(s) carry this object's owner tags: {}; driftless manages {adopted} only and does not change these: delete them in the cloud",
+        left.len(),
+        left.join(", ")
     );
-    warn!(kind = kind.as_ref(), object = %key_of(obj), duplicates = ?observed.duplicates, "duplicates found");
+    warn!(kind = kind.as_ref(), object = %key_of(obj), duplicates = ?left, "duplicates found");
     publish(ctx, obj, EventType::Warning, reason::DUPLICATES_FOUND, note).await;
+    left
+}
+
+/// Deletes the proven duplicate `id`; whether it is gone (or going).
+async fn delete_duplicate<K: ManagedKind>(
+    obj: &K,
+    ctx: &Context<K>,
+    external: &dyn External<K>,
+    id: &str,
+) -> bool {
+    match external.delete_duplicate(id).await {
+        Ok(_) => {
+            ctx.shared.metrics.duplicates_deleted(&K::kind(&()));
+            let note = format!("deleted {id}: a duplicate made by this object's own create call (the same create token; --delete-proven-duplicates)");
+            publish(ctx, obj, EventType::Normal, reason::DUPLICATE_DELETED, note).await;
+            true
+        }
+        Err(e) => {
+            warn!(object = %key_of(obj), duplicate = id, error = %e, "cannot delete a proven duplicate");
+            false
+        }
+    }
 }
 
 /// Deletion: honour the policies, delete in the cloud, drop the finalizer

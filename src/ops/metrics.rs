@@ -58,6 +58,7 @@ pub struct Metrics {
     cloud_calls: Family<CallLabels, Counter>,
     drift_corrections: Family<KindLabel, Counter>,
     duplicates: Family<KindLabel, Counter>,
+    duplicates_deleted: Family<KindLabel, Counter>,
     resources: Family<ResourceState, Gauge>,
     /// Each kind's (kind, Ready, Synced) per object, read from the
     /// controllers' caches at scrape time: the truth, not a tally.
@@ -85,6 +86,7 @@ impl Metrics {
             cloud_calls: Family::default(),
             drift_corrections: Family::default(),
             duplicates: Family::default(),
+            duplicates_deleted: Family::default(),
             resources: Family::default(),
             state_sources: Mutex::default(),
             gitsync_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
@@ -111,6 +113,11 @@ impl Metrics {
             "drift_corrections",
             "Drift corrected in the cloud, by kind",
             m.drift_corrections.clone(),
+        );
+        registry.register(
+            "duplicates_deleted",
+            "Proven duplicates deleted (--delete-proven-duplicates), by kind",
+            m.duplicates_deleted.clone(),
         );
         registry.register(
             "duplicates_found",
@@ -162,6 +169,14 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .inc_by(n as u64);
+    }
+
+    pub fn duplicates_deleted(&self, kind: &str) {
+        self.duplicates_deleted
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     pub fn drift_corrected(&self, kind: &str) {

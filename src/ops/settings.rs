@@ -15,6 +15,8 @@ pub struct Settings {
     pub terminal_backoff: Duration,
     /// Longest one managed-resource reconcile may run.
     pub reconcile_timeout: Duration,
+    /// Delete duplicates made by an object's own create call.
+    pub delete_proven_duplicates: bool,
     /// Watch only this namespace (default: all).
     pub namespace: Option<String>,
     /// Where GitSync keeps its bare clones.
@@ -43,6 +45,7 @@ impl Default for Settings {
             concurrency: 8,
             terminal_backoff: Duration::from_secs(600),
             reconcile_timeout: Duration::from_secs(180),
+            delete_proven_duplicates: false,
             namespace: None,
             git_cache: default_git_cache(),
             health_check_workloads: true,

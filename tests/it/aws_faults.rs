@@ -448,6 +448,31 @@ async fn faulty_creates_leak_nothing_report_duplicates_and_back_off() {
             );
         }
     }
+    // And each is provably the object's own: the SDK's retry resent the
+    // create call's token (what --delete-proven-duplicates relies on).
+    let token = |id: String| {
+        let ec2 = ec2.clone();
+        async move {
+            let out = ec2.describe_vpcs().vpc_ids(&id).send().await.unwrap();
+            out.vpcs()
+                .iter()
+                .flat_map(|v| v.tags())
+                .find(|t| t.key() == Some("driftless.dev/create-token"))
+                .and_then(|t| t.value().map(str::to_string))
+        }
+    };
+    for (name, d) in &duplicates {
+        let managed = &external[&format!("{ns}/{name}")];
+        let want = token(managed.clone()).await;
+        assert!(want.is_some(), "{managed} has no create token");
+        for id in d {
+            assert_eq!(
+                token(id.clone()).await,
+                want,
+                "{name}: {id} is not from the same create call"
+            );
+        }
+    }
     let reported_at = Instant::now();
     wait_for(
         "status.duplicates of every object to list its duplicates",

@@ -241,6 +241,9 @@ pub struct Observation<K: ManagedKind> {
     /// Other cloud resources carrying this object's owner tags (a create
     /// whose answer was lost, then retried): not managed, and reported.
     pub duplicates: Vec<String>,
+    /// Those of `duplicates` made by the same create call as the managed
+    /// resource (the same create token): provably ours, safe to delete.
+    pub proven_duplicates: Vec<String>,
 }
 
 impl<K: ManagedKind> Observation<K> {
@@ -253,6 +256,7 @@ impl<K: ManagedKind> Observation<K> {
             at_provider: None,
             connection_details: BTreeMap::new(),
             duplicates: Vec::new(),
+            proven_duplicates: Vec::new(),
         }
     }
 
@@ -391,6 +395,17 @@ pub trait External<K: ManagedKind>: Send + Sync {
     ) -> Result<(), CloudError>;
     /// Delete the resource, or say what it waits for.
     async fn delete(&self, target: &Target<'_, K>) -> Result<Deletion, CloudError>;
+    /// Delete the resource `id`, a proven duplicate of the target's (see
+    /// [`Observation::proven_duplicates`]).
+    async fn delete_duplicate(&self, id: &str) -> Result<Deletion, CloudError> {
+        Err(CloudError::terminal(
+            "Unsupported",
+            format!(
+                "deleting {} duplicates ({id}) is not implemented",
+                K::kind(&())
+            ),
+        ))
+    }
     /// Every resource of this kind, in this client's region, that carries
     /// driftless owner tags. Push mode's `get` and `apply --prune` use it;
     /// the controller never does.

@@ -26,6 +26,10 @@ pub const TAG_KIND: &str = "driftless.dev/kind";
 pub const TAG_OWNER: &str = "driftless.dev/owner";
 /// Push mode: the stack a resource belongs to.
 pub const TAG_STACK: &str = "driftless.dev/stack";
+/// One create call's token, the same on every SDK retry of that call: two
+/// resources carrying the same token were made by one create whose answer
+/// was lost (a proven duplicate). Not part of the desired tags.
+pub const TAG_CREATE_TOKEN: &str = "driftless.dev/create-token";
 /// Push mode: the deletionPolicy of the object, for `apply --prune`.
 pub const TAG_DELETION_POLICY: &str = "driftless.dev/deletion-policy";
 

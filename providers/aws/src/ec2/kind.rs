@@ -149,7 +149,8 @@ impl<K: Ec2Kind> External<K> for Ec2 {
         match self.find::<K::Sdk, K>(t).await? {
             Some(r) => {
                 let mut observed = K::observe(self, t, &r).await?;
-                observed.duplicates = self.duplicates_of::<K::Sdk>(t.identity, r.id());
+                (observed.duplicates, observed.proven_duplicates) =
+                    self.duplicates_of::<K::Sdk>(t.identity, &r);
                 Ok(observed)
             }
             None => Ok(Observation::absent()),
@@ -178,6 +179,10 @@ impl<K: Ec2Kind> External<K> for Ec2 {
         }
         let _written = self.writing::<K::Sdk>(r.id());
         K::delete(self, &r).await
+    }
+
+    async fn delete_duplicate(&self, id: &str) -> Result<Deletion, CloudError> {
+        self.delete_by_id::<K>(id).await
     }
 
     async fn list_owned(&self) -> Result<Vec<Owned>, CloudError> {

@@ -33,8 +33,8 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use driftless_provider::{
-    CloudError, Deletion, FieldDiff, FieldKey, Identity, ManagedKind, Owned, Target, TAG_KIND,
-    TAG_MANAGED_BY, TAG_OWNER,
+    CloudError, Deletion, FieldDiff, FieldKey, Identity, ManagedKind, Owned, Target,
+    TAG_CREATE_TOKEN, TAG_KIND, TAG_MANAGED_BY, TAG_OWNER,
 };
 
 use crate::errors::{cloud_error, code_of};
@@ -117,20 +117,35 @@ impl Ec2 {
     }
 
     /// The resources other than `adopted` that carry `identity`'s owner
-    /// tags in the batched listing (already refreshed by the lookup: no call).
+    /// tags in the batched listing (already refreshed by the lookup: no
+    /// call), and those of them with `adopted`'s create token (proven).
     pub(crate) fn duplicates_of<R: Described>(
         &self,
         identity: &Identity,
-        adopted: &str,
-    ) -> Vec<String> {
+        adopted: &R,
+    ) -> (Vec<String>, Vec<String>) {
         let (listed, _) = self.snapshots.of::<R>().owned_by(identity);
-        let mut ids: Vec<String> = listed
+        let token = create_token(adopted.tags());
+        let mut others: Vec<&R> = listed
             .iter()
-            .filter(|r| !r.gone() && r.id() != adopted)
+            .filter(|r| !r.gone() && r.id() != adopted.id())
+            .collect();
+        others.sort_by(|a, b| a.id().cmp(b.id()));
+        let proven = others
+            .iter()
+            .filter(|r| token.is_some() && create_token(r.tags()) == token)
             .map(|r| r.id().to_string())
             .collect();
-        ids.sort();
-        ids
+        (others.iter().map(|r| r.id().to_string()).collect(), proven)
+    }
+
+    /// Deletes `id` of kind `K`, if it still exists.
+    pub(crate) async fn delete_by_id<K: Ec2Kind>(&self, id: &str) -> Result<Deletion, CloudError> {
+        let Some(r) = self.by_id::<K::Sdk>(id).await? else {
+            return Ok(Deletion::Done);
+        };
+        let _written = self.writing::<K::Sdk>(r.id());
+        K::delete(self, &r).await
     }
 
     /// Resources carrying `identity`'s owner tags, per the batched listing
@@ -387,8 +402,15 @@ pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
                 t.value().unwrap_or_default().to_string(),
             ))
         })
-        .filter(|(k, _)| !k.starts_with("aws:"))
+        .filter(|(k, _)| !k.starts_with("aws:") && k != TAG_CREATE_TOKEN)
         .collect()
+}
+
+/// The create token of a resource's tags, if any.
+fn create_token(tags: &[Tag]) -> Option<&str> {
+    tags.iter()
+        .find(|t| t.key() == Some(TAG_CREATE_TOKEN))
+        .and_then(|t| t.value())
 }
 
 /// The spec's tags plus the owner tags.
@@ -408,14 +430,16 @@ pub(crate) fn tag_specification(
     identity: &Identity,
     spec: &BTreeMap<String, String>,
 ) -> TagSpecification {
+    // A new token per call: the SDK's retries of this call resend it.
+    let token = format!("{:016x}", rand::random::<u64>());
+    let tags = desired_tags(identity, spec)
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .chain([Tag::builder().key(TAG_CREATE_TOKEN).value(token).build()])
+        .collect();
     TagSpecification::builder()
         .resource_type(rt)
-        .set_tags(Some(
-            desired_tags(identity, spec)
-                .iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect(),
-        ))
+        .set_tags(Some(tags))
         .build()
 }
 

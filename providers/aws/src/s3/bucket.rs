@@ -470,7 +470,9 @@ impl External<Bucket> for BucketClient {
             ready: true,
             at_provider: Some(at_provider),
             connection_details,
-            duplicates: Vec::new(), // a bucket name is unique: no duplicates
+            // A bucket name is unique: no duplicates.
+            duplicates: Vec::new(),
+            proven_duplicates: Vec::new(),
         })
     }
 
