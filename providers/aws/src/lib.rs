@@ -12,6 +12,7 @@ use std::sync::Arc;
 use driftless_provider::{CloudError, ConfigSource, Connector, External, KindVisitor, ManagedKind};
 
 pub use config::{Aws, AwsSession, ProviderConfig};
+pub use ec2::elastic_ip::ElasticIp;
 pub use ec2::instance::Instance;
 pub use ec2::internet_gateway::InternetGateway;
 pub use ec2::security_group::SecurityGroup;
@@ -46,4 +47,5 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<SecurityGroup>(aws.clone());
     visitor.visit::<Instance>(aws.clone());
     visitor.visit::<InternetGateway>(aws.clone());
+    visitor.visit::<ElasticIp>(aws.clone());
 }
