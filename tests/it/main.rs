@@ -7,6 +7,7 @@ mod chart_repo;
 mod cluster;
 mod crds;
 mod ec2;
+mod elastic_ip;
 mod faults;
 mod git_faults;
 mod gitsync;

@@ -305,6 +305,13 @@ spec:
   forProvider: {{vpcRef: {{name: net}}}}
 ---
 apiVersion: aws.driftless.dev/v1alpha1
+kind: ElasticIp
+metadata: {{name: eip, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{tags: {{a: b}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
 kind: Instance
 metadata: {{name: vm, namespace: {ns}}}
 spec:
@@ -314,7 +321,7 @@ spec:
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
-    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,instances";
+    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,instances";
     let (ok, out, err) = kubectl_wait_ready(&ns, "90s", &[all, "--all"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
@@ -322,7 +329,7 @@ spec:
             "delete",
             "-n",
             &ns,
-            "instances,internetgateways,securitygroups,subnets,vpcs,buckets",
+            "instances,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets",
             "--all",
             "--timeout=90s",
         ],
@@ -391,6 +398,13 @@ spec:
   forProvider: {{vpcRef: {{name: git-net}}}}
 ---
 apiVersion: aws.driftless.dev/v1alpha1
+kind: ElasticIp
+metadata: {{name: git-eip}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
 kind: Instance
 metadata: {{name: git-vm}}
 spec:
@@ -445,6 +459,7 @@ spec:
             "subnet/git-net-a",
             "securitygroup/git-sg",
             "internetgateway/git-igw",
+            "elasticip/git-eip",
             "instance/git-vm",
         ],
     );

@@ -118,11 +118,19 @@ impl Described for sdk::Address {
 impl Ec2Kind for ElasticIp {
     type Sdk = sdk::Address;
 
-    async fn observe(_ec2: &Ec2, t: &Target<'_, ElasticIp>, a: &sdk::Address) -> Observed<ElasticIp> {
+    async fn observe(
+        _ec2: &Ec2,
+        t: &Target<'_, ElasticIp>,
+        a: &sdk::Address,
+    ) -> Observed<ElasticIp> {
         let id = a.id().to_string();
         let domain = a.domain().map(|d| d.as_str().to_string());
         let mut diff = Vec::new();
-        diff.compare(ElasticIpField::Domain, domain.as_deref().unwrap_or_default(), Some("vpc"));
+        diff.compare(
+            ElasticIpField::Domain,
+            domain.as_deref().unwrap_or_default(),
+            Some("vpc"),
+        );
         let group = t.spec.network_border_group.as_deref();
         let have = a.network_border_group().unwrap_or_default();
         diff.compare(ElasticIpField::NetworkBorderGroup, have, group);
@@ -148,8 +156,15 @@ impl Ec2Kind for ElasticIp {
         let tags = tag_specification(ResourceType::ElasticIp, t.identity, &t.spec.tags);
         let req = ec2.client.allocate_address().domain(sdk::DomainType::Vpc);
         let req = req.set_network_border_group(t.spec.network_border_group.clone());
-        let out = req.tag_specifications(tags).send().await.map_err(cloud_error)?;
-        let id = new_id(out.allocation_id(), "AllocateAddress returned no allocation id")?;
+        let out = req
+            .tag_specifications(tags)
+            .send()
+            .await
+            .map_err(cloud_error)?;
+        let id = new_id(
+            out.allocation_id(),
+            "AllocateAddress returned no allocation id",
+        )?;
         let _written = ec2.created::<sdk::Address>(t.identity, &id);
         Ok(Created { external_name: id })
     }
@@ -172,10 +187,20 @@ impl Ec2Kind for ElasticIp {
     async fn delete(ec2: &Ec2, a: &sdk::Address) -> Result<Deletion, CloudError> {
         let id = a.id();
         // Released only unused: driftless never disassociates what another
-        // owner associated (a NAT gateway, an instance).
-        if let Some(what) = associated_with(a) {
+        // owner associated (a NAT gateway, an instance). Read fresh: the
+        // snapshot may predate an association (and LocalStack releases an
+        // associated address without complaint).
+        let Some(fresh) = sdk::Address::describe_one(&ec2.client, id).await? else {
+            return Ok(Deletion::Done);
+        };
+        if let Some(what) = associated_with(&fresh) {
             let why = format!("associated with {what}; disassociate it first");
-            return Ok(Deletion::Waiting(waiting_on(sdk::Address::WHAT, id, &[], &why)));
+            return Ok(Deletion::Waiting(waiting_on(
+                sdk::Address::WHAT,
+                id,
+                &[],
+                &why,
+            )));
         }
         let sent = ec2.client.release_address().allocation_id(id).send().await;
         match sent {

@@ -1,0 +1,393 @@
+//! ElasticIp end to end: allocate, status and connection Secret, tag drift,
+//! an immutable field refused, deletion waiting while associated, a lost
+//! create adopted, and the idle cost of observing many addresses.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Address, Tag};
+use driftless_aws::ElasticIp;
+use driftless_provider::{ManagedKind, CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{json, Value};
+
+use crate::support::{self, code_in, unique, unless_not_found, wait_for, Scope};
+
+const POLL: Duration = Duration::from_secs(2);
+const WAIT: Duration = Duration::from_secs(90);
+const AMI: &str = "ami-03cf127a";
+
+fn manifest(scope: &Scope, name: &str, for_provider: Value) -> ElasticIp {
+    serde_json::from_value(json!({
+        "apiVersion": "aws.driftless.dev/v1alpha1",
+        "kind": "ElasticIp",
+        "metadata": {"name": name, "namespace": scope.ns},
+        "spec": {
+            "forProvider": for_provider,
+            "providerConfigRef": {"name": scope.provider_config},
+            "writeConnectionSecretToRef": {"name": format!("{name}-conn")},
+        },
+    }))
+    .expect("a valid manifest")
+}
+
+async fn create(api: &Api<ElasticIp>, obj: ElasticIp) {
+    let name = obj.name_any();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create ElasticIp {name}: {e}"));
+}
+
+fn condition(o: &ElasticIp, type_: &str) -> Option<(String, String, String)> {
+    let c = o.managed_status()?.condition(type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_message(
+    api: &Api<ElasticIp>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    message: impl Fn(&str, &str) -> bool,
+) -> (ElasticIp, String) {
+    wait_for(
+        &format!("ElasticIp {name} {type_}={status}"),
+        WAIT,
+        || async {
+            let o = api.get(name).await.ok()?;
+            let (s, reason, msg) = condition(&o, type_)?;
+            (s == status && message(&reason, &msg)).then_some((o, msg))
+        },
+    )
+    .await
+}
+
+/// Ready and Synced at the current generation.
+async fn wait_synced(api: &Api<ElasticIp>, name: &str) -> ElasticIp {
+    wait_for(&format!("ElasticIp {name} synced"), WAIT, || async {
+        let o = api.get(name).await.ok()?;
+        let synced = o.managed_status()?.condition("Synced")?.clone();
+        let ready = condition(&o, "Ready")?.0 == "True";
+        (ready && synced.status == "True" && synced.observed_generation == o.meta().generation)
+            .then_some(o)
+    })
+    .await
+}
+
+async fn wait_gone(api: &Api<ElasticIp>, name: &str) {
+    wait_for(&format!("ElasticIp {name} deleted"), WAIT, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
+}
+
+fn external_name(o: &ElasticIp) -> String {
+    o.annotations()
+        .get(EXTERNAL_NAME)
+        .cloned()
+        .unwrap_or_else(|| panic!("{} has no external name", o.name_any()))
+}
+
+/// The address, `None` when EC2 says there is no such allocation.
+async fn address(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<Address> {
+    let result = ec2.describe_addresses().allocation_ids(id).send().await;
+    let out = unless_not_found(
+        &format!("DescribeAddresses {id}"),
+        result,
+        code_in(&["InvalidAllocationID.NotFound"]),
+    )?;
+    out.addresses().first().cloned()
+}
+
+/// The allocation ids carrying `owner`'s owner tag.
+async fn owned(ec2: &aws_sdk_ec2::Client, owner: &str) -> Vec<String> {
+    let f = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{TAG_OWNER}"))
+        .values(owner)
+        .build();
+    let out = ec2.describe_addresses().filters(f).send().await.unwrap();
+    let mut ids: Vec<String> = out
+        .addresses()
+        .iter()
+        .filter_map(|a| a.allocation_id().map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| {
+            let key = t.key().unwrap_or_default().to_string();
+            (key, t.value().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn elastic_ip_lifecycle_drift_and_deletion_waits_while_associated() {
+    let mut scope = Scope::new("eip").await;
+    scope.start_controller(POLL);
+    let api: Api<ElasticIp> = scope.api();
+    let ec2 = support::ec2().await;
+    let name = unique("eip");
+    let for_provider = json!({"domain": "vpc", "tags": {"team": "net"}});
+    create(&api, manifest(&scope, &name, for_provider)).await;
+
+    let ready = wait_synced(&api, &name).await;
+    let id = external_name(&ready);
+    assert!(id.starts_with("eipalloc-"), "{id}");
+    let at = ready.status.unwrap().at_provider.unwrap();
+    assert_eq!(at.allocation_id.as_deref(), Some(id.as_str()));
+    assert_eq!(at.domain.as_deref(), Some("vpc"));
+    assert_eq!(at.association_id, None);
+    let ip = at.public_ip.expect("status.atProvider.publicIp");
+    let secrets: Api<Secret> = scope.api();
+    let conn = secrets.get(&format!("{name}-conn")).await.unwrap();
+    let data = conn.data.expect("connection Secret data");
+    assert_eq!(data["publicIp"].0, ip.as_bytes());
+    assert_eq!(data["allocationId"].0, id.as_bytes());
+    // Tagged in the create call: the spec's tags and the owner tags.
+    let a = address(&ec2, &id).await.expect("the address exists");
+    assert_eq!(a.public_ip(), Some(ip.as_str()));
+    let tags = tag_map(a.tags());
+    assert_eq!(tags.get("team").map(String::as_str), Some("net"));
+    assert_eq!(tags.get(TAG_OWNER), Some(&format!("{}/{name}", scope.ns)));
+    assert_eq!(scope.calls.operation_total("AllocateAddress"), 1);
+    assert_eq!(scope.calls.operation_total("CreateTags"), 0);
+
+    // Tag drift is put back: a changed tag and an added one.
+    ec2.create_tags()
+        .resources(&id)
+        .tags(Tag::builder().key("team").value("hijacked").build())
+        .tags(Tag::builder().key("intruder").value("yes").build())
+        .send()
+        .await
+        .unwrap();
+    let drifted = Instant::now();
+    wait_for("ElasticIp tag drift corrected", WAIT, || async {
+        let tags = tag_map(address(&ec2, &id).await?.tags());
+        let done =
+            tags.get("team").map(String::as_str) == Some("net") && !tags.contains_key("intruder");
+        done.then_some(())
+    })
+    .await;
+    eprintln!(
+        "ElasticIp tag drift corrected in {:?} (poll {POLL:?})",
+        drifted.elapsed()
+    );
+
+    // An immutable field is refused and nothing is changed.
+    let patch = json!({"spec": {"forProvider": {"networkBorderGroup": "us-west-2-lax-1"}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let (_, msg) = wait_message(&api, &name, "Synced", "False", |_, m| {
+        m.contains("networkBorderGroup")
+    })
+    .await;
+    eprintln!("immutable change refused: {msg}");
+    assert_eq!(scope.calls.operation_total("ReleaseAddress"), 0);
+    assert_eq!(scope.calls.operation_total("AllocateAddress"), 1);
+    assert_eq!(
+        address(&ec2, &id).await.unwrap().public_ip(),
+        Some(ip.as_str())
+    );
+    let patch = json!({"spec": {"forProvider": {"networkBorderGroup": null}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_synced(&api, &name).await;
+
+    // Associated by hand with an instance: the deletion waits and names it.
+    let instance = ec2
+        .run_instances()
+        .image_id(AMI)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let association = ec2
+        .associate_address()
+        .allocation_id(&id)
+        .instance_id(&instance)
+        .send()
+        .await
+        .unwrap()
+        .association_id()
+        .unwrap()
+        .to_string();
+    wait_for("status.atProvider.associationId", WAIT, || async {
+        let o = api.get(&name).await.ok()?;
+        let at = o.status?.at_provider?;
+        (at.association_id.as_deref() == Some(association.as_str())).then_some(())
+    })
+    .await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let (_, msg) = wait_message(&api, &name, "Ready", "False", |reason, m| {
+        reason == "Deleting" && m.contains("associated with")
+    })
+    .await;
+    assert!(msg.contains(&format!("instance {instance}")), "{msg}");
+    assert!(msg.contains(&id), "{msg}");
+    assert!(
+        address(&ec2, &id).await.is_some(),
+        "released while associated"
+    );
+    assert_eq!(scope.calls.operation_total("ReleaseAddress"), 0);
+
+    // Disassociated: released, and gone from EC2.
+    ec2.disassociate_address()
+        .association_id(&association)
+        .send()
+        .await
+        .unwrap();
+    wait_gone(&api, &name).await;
+    assert!(
+        address(&ec2, &id).await.is_none(),
+        "address {id} not released"
+    );
+    assert_eq!(scope.calls.operation_total("ReleaseAddress"), 1);
+    ec2.terminate_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A Kubernetes client whose first request recording the external name of
+/// `name` never completes (a controller killed between create and record).
+fn crashing_client(
+    inner: kube::Client,
+    ns: &str,
+    name: &'static str,
+    crashed: Arc<std::sync::Mutex<bool>>,
+) -> kube::Client {
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let crashed = crashed.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await?;
+            let records_id = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .is_some_and(|p| p["metadata"]["annotations"][EXTERNAL_NAME].is_string());
+            if parts.method == http::Method::PATCH
+                && parts.uri.path().ends_with(&format!("/{name}"))
+                && records_id
+            {
+                *crashed.lock().unwrap() = true;
+                std::future::pending::<()>().await;
+            }
+            let req = http::Request::from_parts(parts, kube::client::Body::from(bytes));
+            inner.send(req).await
+        }
+    });
+    kube::Client::new(service, ns.to_string())
+}
+
+#[tokio::test]
+async fn a_lost_allocation_is_adopted_not_allocated_again() {
+    let mut scope = Scope::new("eip-crash").await;
+    let api: Api<ElasticIp> = scope.api();
+    let ec2 = support::ec2().await;
+    create(&api, manifest(&scope, "ip", json!({}))).await;
+    let crashed = Arc::new(std::sync::Mutex::new(false));
+    let client = crashing_client(scope.client.clone(), &scope.ns, "ip", crashed.clone());
+    scope.start_controller_client(client, POLL);
+    wait_for("allocated, not recorded", WAIT, || async {
+        crashed.lock().unwrap().then_some(())
+    })
+    .await;
+    scope.stop_controller();
+    let o = api.get("ip").await.unwrap();
+    assert!(!o.annotations().contains_key(EXTERNAL_NAME));
+    assert!(o.annotations().contains_key(CREATE_PENDING));
+    let owner = format!("{}/ip", scope.ns);
+    let allocated = owned(&ec2, &owner).await;
+    assert_eq!(allocated.len(), 1, "{allocated:?}");
+
+    scope.start_controller(POLL);
+    let o = wait_synced(&api, "ip").await;
+    assert_eq!(external_name(&o), allocated[0]);
+    let seen = scope.passes("ElasticIp", "ip");
+    scope.wait_passes("ElasticIp", "ip", seen + 2).await;
+    assert_eq!(owned(&ec2, &owner).await, allocated);
+    assert_eq!(
+        scope.calls.operation_total("AllocateAddress"),
+        1,
+        "{:?}",
+        scope.calls.snapshot()
+    );
+    api.delete("ip", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "ip").await;
+    assert!(owned(&ec2, &owner).await.is_empty());
+}
+
+#[tokio::test]
+async fn observing_fifty_addresses_costs_one_call_per_poll() {
+    const N: usize = 50;
+    const POLLS: u64 = 5;
+    let mut scope = Scope::new("eip-batch").await;
+    scope.start_controller(POLL);
+    let api: Api<ElasticIp> = scope.api();
+    let names: Vec<String> = (0..N).map(|i| format!("ip-{i:02}")).collect();
+    for n in &names {
+        create(&api, manifest(&scope, n, json!({"tags": {"batch": "yes"}}))).await;
+    }
+    for n in &names {
+        wait_synced(&api, n).await;
+    }
+    let passes = |scope: &Scope| -> Vec<u64> {
+        names.iter().map(|n| scope.passes("ElasticIp", n)).collect()
+    };
+    // Let the creates' follow-up reads settle.
+    for (n, seen) in names.iter().zip(passes(&scope)) {
+        scope.wait_passes("ElasticIp", n, seen + 2).await;
+    }
+    let describes = scope.calls.operation_total("DescribeAddresses");
+    let total = scope.calls.total();
+    let start = passes(&scope);
+    for (n, seen) in names.iter().zip(&start) {
+        scope.wait_passes("ElasticIp", n, seen + POLLS).await;
+    }
+    let describes = scope.calls.operation_total("DescribeAddresses") - describes;
+    let total = scope.calls.total() - total;
+    let polls = passes(&scope)
+        .iter()
+        .zip(&start)
+        .map(|(now, was)| now - was)
+        .max()
+        .unwrap();
+    let per = total as f64 / (N as f64 * polls as f64);
+    eprintln!(
+        "{N} Ready ElasticIps over {polls} idle polls of {POLL:?}: {describes} DescribeAddresses, {total} EC2 calls in all: {per:.3} calls per resource per poll"
+    );
+    assert!(describes >= 1, "no observation in {polls} polls");
+    assert!(
+        describes <= polls + 1,
+        "{describes} DescribeAddresses in {polls} polls: {:?}",
+        scope.calls.snapshot()
+    );
+    assert_eq!(
+        total,
+        describes,
+        "per-resource calls: {:?}",
+        scope.calls.snapshot()
+    );
+    for n in &names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    for n in &names {
+        wait_gone(&api, n).await;
+    }
+}
