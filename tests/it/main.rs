@@ -11,6 +11,7 @@ mod faults;
 mod git_faults;
 mod gitsync;
 mod hostile;
+mod key_pair;
 mod ops;
 mod outage;
 mod push;

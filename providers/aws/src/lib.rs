@@ -14,6 +14,7 @@ use driftless_provider::{CloudError, ConfigSource, Connector, External, KindVisi
 pub use config::{Aws, AwsSession, ProviderConfig};
 pub use ec2::instance::Instance;
 pub use ec2::internet_gateway::InternetGateway;
+pub use ec2::key_pair::KeyPair;
 pub use ec2::security_group::SecurityGroup;
 pub use ec2::subnet::Subnet;
 pub use ec2::vpc::Vpc;
@@ -46,4 +47,5 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<SecurityGroup>(aws.clone());
     visitor.visit::<Instance>(aws.clone());
     visitor.visit::<InternetGateway>(aws.clone());
+    visitor.visit::<KeyPair>(aws.clone());
 }

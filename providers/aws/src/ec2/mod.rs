@@ -20,6 +20,7 @@
 
 pub mod instance;
 pub mod internet_gateway;
+pub mod key_pair;
 mod kind;
 pub mod security_group;
 mod snapshot;
