@@ -265,6 +265,7 @@ async fn the_cluster_role_grants_exactly_what_the_controller_uses() {
     let bucket = crate::support::unique("rbac");
     let pc = scope.provider_config.clone();
     let ns = scope.ns.clone();
+    let key = crate::key_pair::FIXED_PUBLIC_KEY;
     // Every managed kind: create, reference, Ready, delete.
     let manifests = format!(
         r#"
@@ -275,6 +276,13 @@ spec:
   providerConfigRef: {{name: {pc}}}
   writeConnectionSecretToRef: {{name: {bucket}-conn}}
   forProvider: {{tags: {{a: b}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: KeyPair
+metadata: {{name: key, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{publicKeyMaterial: "{key}"}}
 ---
 apiVersion: aws.driftless.dev/v1alpha1
 kind: Vpc
@@ -314,7 +322,7 @@ spec:
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
-    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,instances";
+    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,instances,keypairs";
     let (ok, out, err) = kubectl_wait_ready(&ns, "90s", &[all, "--all"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
@@ -322,7 +330,7 @@ spec:
             "delete",
             "-n",
             &ns,
-            "instances,internetgateways,securitygroups,subnets,vpcs,buckets",
+            "instances,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
             "--all",
             "--timeout=90s",
         ],
@@ -363,6 +371,13 @@ spec:
         "clusters/test/infra/network.yaml",
         &format!(
             r#"apiVersion: aws.driftless.dev/v1alpha1
+kind: KeyPair
+metadata: {{name: git-key}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{publicKeyMaterial: "{key}"}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
 kind: Vpc
 metadata: {{name: git-net}}
 spec:
@@ -445,6 +460,7 @@ spec:
             "subnet/git-net-a",
             "securitygroup/git-sg",
             "internetgateway/git-igw",
+            "keypair/git-key",
             "instance/git-vm",
         ],
     );
