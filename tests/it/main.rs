@@ -12,6 +12,7 @@ mod faults;
 mod git_faults;
 mod gitsync;
 mod hostile;
+mod key_pair;
 mod ops;
 mod outage;
 mod push;

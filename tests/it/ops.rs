@@ -265,6 +265,7 @@ async fn the_cluster_role_grants_exactly_what_the_controller_uses() {
     let bucket = crate::support::unique("rbac");
     let pc = scope.provider_config.clone();
     let ns = scope.ns.clone();
+    let key = crate::key_pair::FIXED_PUBLIC_KEY;
     // Every managed kind: create, reference, Ready, delete.
     let manifests = format!(
         r#"
@@ -275,6 +276,13 @@ spec:
   providerConfigRef: {{name: {pc}}}
   writeConnectionSecretToRef: {{name: {bucket}-conn}}
   forProvider: {{tags: {{a: b}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: KeyPair
+metadata: {{name: key, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{publicKeyMaterial: "{key}"}}
 ---
 apiVersion: aws.driftless.dev/v1alpha1
 kind: Vpc
@@ -321,7 +329,7 @@ spec:
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
-    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,instances";
+    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,instances,keypairs";
     let (ok, out, err) = kubectl_wait_ready(&ns, "90s", &[all, "--all"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
@@ -329,7 +337,7 @@ spec:
             "delete",
             "-n",
             &ns,
-            "instances,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets",
+            "instances,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
             "--all",
             "--timeout=90s",
         ],
@@ -370,6 +378,13 @@ spec:
         "clusters/test/infra/network.yaml",
         &format!(
             r#"apiVersion: aws.driftless.dev/v1alpha1
+kind: KeyPair
+metadata: {{name: git-key}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{publicKeyMaterial: "{key}"}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
 kind: Vpc
 metadata: {{name: git-net}}
 spec:
@@ -460,6 +475,7 @@ spec:
             "securitygroup/git-sg",
             "internetgateway/git-igw",
             "elasticip/git-eip",
+            "keypair/git-key",
             "instance/git-vm",
         ],
     );

@@ -39,6 +39,8 @@ const TERMINAL: &[&str] = &[
     "InvalidGroupId.Malformed",
     "InvalidInstanceID.Malformed",
     "InvalidKeyPair.NotFound",
+    "InvalidKeyPair.Duplicate",
+    "InvalidKey.Format",
     "InvalidUserData.Malformed",
     "VpcLimitExceeded",
     "TooManyBuckets",

@@ -15,6 +15,7 @@ pub use config::{Aws, AwsSession, ProviderConfig};
 pub use ec2::elastic_ip::ElasticIp;
 pub use ec2::instance::Instance;
 pub use ec2::internet_gateway::InternetGateway;
+pub use ec2::key_pair::KeyPair;
 pub use ec2::security_group::SecurityGroup;
 pub use ec2::subnet::Subnet;
 pub use ec2::vpc::Vpc;
@@ -48,4 +49,5 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<Instance>(aws.clone());
     visitor.visit::<InternetGateway>(aws.clone());
     visitor.visit::<ElasticIp>(aws.clone());
+    visitor.visit::<KeyPair>(aws.clone());
 }

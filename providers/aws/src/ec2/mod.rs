@@ -21,6 +21,7 @@
 pub mod elastic_ip;
 pub mod instance;
 pub mod internet_gateway;
+pub mod key_pair;
 mod kind;
 pub mod security_group;
 mod snapshot;

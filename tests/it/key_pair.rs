@@ -1,0 +1,297 @@
+//! KeyPair end to end: an OpenSSH public key imported (never a private key
+//! made), tag drift corrected, immutable changes refused, deleted; and the
+//! cost of observing many key pairs while idle.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{KeyPairInfo, Tag};
+use driftless_aws::KeyPair;
+use driftless_provider::{ManagedKind, EXTERNAL_NAME, TAG_OWNER};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{json, Value};
+
+use crate::support::{self, wait_for, Scope};
+
+const POLL: Duration = Duration::from_secs(2);
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A valid ed25519 public key, used where generating one is not worth it.
+pub(crate) const FIXED_PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDzYZaiIMeMSeNCXGIks5zK/2ww94DzF72zDi25nPQNm fixed@test";
+
+/// A fresh ed25519 public key from ssh-keygen (the fixed one without it).
+fn public_key(comment: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("id");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(&path)
+        .status();
+    match made {
+        Ok(s) if s.success() => std::fs::read_to_string(path.with_extension("pub")).unwrap(),
+        _ => FIXED_PUBLIC_KEY.to_string(),
+    }
+}
+
+fn manifest(scope: &Scope, name: &str, for_provider: Value) -> KeyPair {
+    serde_json::from_value(json!({
+        "apiVersion": "aws.driftless.dev/v1alpha1",
+        "kind": "KeyPair",
+        "metadata": {"name": name, "namespace": scope.ns},
+        "spec": {"forProvider": for_provider, "providerConfigRef": {"name": scope.provider_config},
+                 "writeConnectionSecretToRef": {"name": format!("{name}-conn")}},
+    }))
+    .unwrap()
+}
+
+/// Waits until condition `type_` is `status` at the object's generation and
+/// its message satisfies `ok`; returns the object and the message.
+async fn wait_condition(
+    api: &Api<KeyPair>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    ok: impl Fn(&str) -> bool,
+) -> (KeyPair, String) {
+    wait_for(
+        &format!("KeyPair {name} {type_}={status}"),
+        WAIT,
+        || async {
+            let o = api.get(name).await.ok()?;
+            let c = o.managed_status()?.condition(type_)?.clone();
+            let current = c.observed_generation == o.meta().generation;
+            (c.status == status && current && ok(&c.message)).then_some((o, c.message))
+        },
+    )
+    .await
+}
+
+async fn wait_synced(api: &Api<KeyPair>, name: &str) -> KeyPair {
+    wait_condition(api, name, "Ready", "True", |_| true).await;
+    wait_condition(api, name, "Synced", "True", |_| true)
+        .await
+        .0
+}
+
+/// The key pair `id` as LocalStack lists it (it ignores KeyPairIds: filter here).
+async fn key_pair(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<KeyPairInfo> {
+    let out = ec2
+        .describe_key_pairs()
+        .include_public_key(true)
+        .send()
+        .await
+        .expect("DescribeKeyPairs");
+    let found = out.key_pairs().iter().find(|k| k.key_pair_id() == Some(id));
+    found.cloned()
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    let pair = |t: &Tag| {
+        (
+            t.key().unwrap_or_default().into(),
+            t.value().unwrap_or_default().into(),
+        )
+    };
+    tags.iter().map(pair).collect()
+}
+
+fn external_name(o: &KeyPair) -> String {
+    o.annotations()
+        .get(EXTERNAL_NAME)
+        .cloned()
+        .expect("an external name")
+}
+
+#[tokio::test]
+async fn key_pair_import_drift_immutable_and_delete() {
+    let mut scope = Scope::new("keypair").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let api: Api<KeyPair> = scope.api();
+    let key = public_key("deploy@test");
+    let spec = json!({"publicKeyMaterial": key, "tags": {"team": "ops"}});
+    api.create(&PostParams::default(), &manifest(&scope, "deploy", spec))
+        .await
+        .unwrap();
+    let ready = wait_synced(&api, "deploy").await;
+    let id = external_name(&ready);
+    assert!(id.starts_with("key-"), "external name {id}");
+    let at = ready.status.unwrap().at_provider.unwrap();
+    let name = format!("{}-deploy", scope.ns);
+    assert_eq!(at.key_pair_id.as_deref(), Some(id.as_str()));
+    assert_eq!(at.key_name.as_deref(), Some(name.as_str()));
+    assert_eq!(at.key_type.as_deref(), Some("ed25519"));
+    let fingerprint = at.key_fingerprint.clone().unwrap_or_default();
+    assert!(!fingerprint.is_empty(), "no fingerprint: {at:?}");
+    eprintln!("LocalStack's fingerprint of the imported ed25519 key: {fingerprint}");
+    let secrets: Api<Secret> = scope.api();
+    let conn = secrets.get("deploy-conn").await.expect("connection secret");
+    let data = conn.data.unwrap_or_default();
+    let text = |k: &str| String::from_utf8(data.get(k).expect(k).0.clone()).unwrap();
+    assert_eq!(text("keyName"), name);
+    assert_eq!(text("fingerprint"), fingerprint);
+
+    // Imported, never created; tagged in the import call.
+    let kp = key_pair(&ec2, &id).await.expect("the key pair exists");
+    let blob = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(blob(kp.public_key().unwrap_or_default()), blob(&key));
+    let tags = tag_map(kp.tags());
+    assert_eq!(tags.get("team").map(String::as_str), Some("ops"));
+    assert_eq!(tags.get(TAG_OWNER), Some(&format!("{}/deploy", scope.ns)));
+    assert_eq!(scope.calls.operation_total("ImportKeyPair"), 1);
+    assert_eq!(scope.calls.operation_total("CreateKeyPair"), 0);
+    assert_eq!(scope.calls.operation_total("CreateTags"), 0);
+
+    // Tag drift is put back.
+    let hijack = Tag::builder().key("team").value("hijacked").build();
+    ec2.create_tags()
+        .resources(&id)
+        .tags(hijack)
+        .send()
+        .await
+        .unwrap();
+    let at = Instant::now();
+    wait_for("tag drift corrected", WAIT, || async {
+        let tags = tag_map(key_pair(&ec2, &id).await?.tags());
+        (tags.get("team").map(String::as_str) == Some("ops")).then_some(())
+    })
+    .await;
+    eprintln!(
+        "key pair tag drift corrected in {:?} (poll {POLL:?})",
+        at.elapsed()
+    );
+
+    // Immutable: another name and another key are refused, terminal, and
+    // nothing changes.
+    let other = public_key("other@test");
+    let patch =
+        json!({"spec": {"forProvider": {"keyName": "renamed", "publicKeyMaterial": other}}});
+    api.patch("deploy", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let (_, msg) = wait_condition(&api, "deploy", "Synced", "False", |m| {
+        m.contains("keyName") && m.contains("publicKeyMaterial")
+    })
+    .await;
+    for field in ["forProvider.keyName", "forProvider.publicKeyMaterial"] {
+        assert!(msg.contains(&format!("{field} is immutable")), "{msg}");
+    }
+    assert!(
+        msg.contains("ImmutableField") && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    let kp = key_pair(&ec2, &id)
+        .await
+        .expect("the key pair is still there");
+    assert_eq!(kp.key_name(), Some(name.as_str()));
+    assert_eq!(blob(kp.public_key().unwrap_or_default()), blob(&key));
+    for (op, n) in [
+        ("ImportKeyPair", 1),
+        ("DeleteKeyPair", 0),
+        ("CreateKeyPair", 0),
+    ] {
+        assert_eq!(
+            scope.calls.operation_total(op),
+            n,
+            "{op}: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+    // Restoring the spec heals it.
+    let patch = json!({"spec": {"forProvider": {"keyName": null, "publicKeyMaterial": key}}});
+    api.patch("deploy", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_synced(&api, "deploy").await;
+
+    // Not an OpenSSH public key: refused at admission, with the reason.
+    let bad = format!(
+        "apiVersion: aws.driftless.dev/v1alpha1\nkind: KeyPair\nmetadata: {{name: bad, namespace: {}}}\nspec:\n  forProvider: {{publicKeyMaterial: not-a-key}}\n",
+        scope.ns
+    );
+    let (ok, _, err) = scope.kubectl(&["apply", "-f", "-"], Some(&bad)).await;
+    assert!(
+        !ok && err.contains("must be an OpenSSH public key"),
+        "{err}"
+    );
+
+    api.delete("deploy", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("KeyPair deploy deleted", WAIT, || async {
+        api.get_opt("deploy").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        key_pair(&ec2, &id).await.is_none(),
+        "key pair {id} left behind"
+    );
+    assert_eq!(scope.calls.operation_total("DeleteKeyPair"), 1);
+}
+
+#[tokio::test]
+async fn observing_fifty_key_pairs_costs_one_call_per_poll() {
+    const N: usize = 50;
+    const POLLS: u64 = 5;
+    let mut scope = Scope::new("keypair-batch").await;
+    scope.start_controller(POLL);
+    let api: Api<KeyPair> = scope.api();
+    let names: Vec<String> = (0..N).map(|i| format!("k-{i:02}")).collect();
+    for n in &names {
+        let spec = json!({"publicKeyMaterial": public_key(n)});
+        api.create(&PostParams::default(), &manifest(&scope, n, spec))
+            .await
+            .unwrap();
+    }
+    for n in &names {
+        wait_synced(&api, n).await;
+    }
+    let passes = |s: &Scope| -> Vec<u64> { names.iter().map(|n| s.passes("KeyPair", n)).collect() };
+    for (n, seen) in names.iter().zip(passes(&scope)) {
+        scope.wait_passes("KeyPair", n, seen + 2).await;
+    }
+    let describes = scope.calls.operation_total("DescribeKeyPairs");
+    let (total, start) = (scope.calls.total(), passes(&scope));
+    for (n, seen) in names.iter().zip(&start) {
+        scope.wait_passes("KeyPair", n, seen + POLLS).await;
+    }
+    let calls = scope.calls.total() - total;
+    let describes = scope.calls.operation_total("DescribeKeyPairs") - describes;
+    // The most any one object was polled meanwhile (jitter: some get one more).
+    let polls = passes(&scope)
+        .iter()
+        .zip(&start)
+        .map(|(now, was)| now - was)
+        .max()
+        .unwrap();
+    let per = calls as f64 / (N as u64 * polls) as f64;
+    eprintln!(
+        "{N} Ready key pairs over {polls} idle polls of {POLL:?}: {calls} cloud calls, {per:.3} per resource per poll"
+    );
+    // One DescribeKeyPairs per snapshot refresh, about one per poll: never
+    // one call per key pair.
+    assert!(
+        calls >= 1 && calls <= polls + 1,
+        "{calls} calls in {polls} polls: {:?}",
+        scope.calls.snapshot()
+    );
+    assert_eq!(
+        calls,
+        describes,
+        "per-resource calls while idle: {:?}",
+        scope.calls.snapshot()
+    );
+    for n in &names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    for n in &names {
+        wait_for(&format!("KeyPair {n} deleted"), WAIT, || async {
+            api.get_opt(n).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+}
