@@ -986,8 +986,10 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     }
     assert_eq!(owned.len(), N, "VPCs owned in {ns}: {owned:?}");
 
+    // One reconcile at a time (--concurrency 1), beside the other tests on
+    // 2 cores: 100 deletes in a row take minutes.
     let (ok, out, err) = kubectl(
-        &["delete", "-n", &ns, "vpcs", "--all", "--timeout=120s"],
+        &["delete", "-n", &ns, "vpcs", "--all", "--timeout=600s"],
         None,
     );
     assert!(ok, "{out}{err}");
