@@ -960,7 +960,7 @@ async fn a_standby_takes_over_when_the_leader_dies() {
         "took over in {took:?}, lease duration {lease_secs} s"
     );
     // The new leader finishes the converge.
-    let (ok, out, err) = kubectl_wait_ready(&ns, "120s", &["vpcs", "--all"]);
+    let (ok, out, err) = kubectl_wait_ready(&ns, "300s", &["vpcs", "--all"]);
     assert!(ok, "{out}{err}");
     eprintln!(
         "the standby finished the converge {:?} after the kill",
