@@ -15,10 +15,8 @@ use driftless_provider::{EXTERNAL_NAME, TAG_OWNER};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use rand::{Rng, SeedableRng};
-use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::support::{wait_for, Scope};
@@ -257,23 +255,7 @@ fn vpc(ns: &str, name: &str, pc: &str, n: usize) -> String {
 
 /// A ProviderConfig whose endpoint is `url`, with the scope's credentials.
 async fn provider_config(scope: &Scope, name: &str, url: &str) {
-    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(scope.client.clone());
-    let spec = json!({
-        "apiVersion": "driftless.dev/v1alpha1",
-        "kind": "ProviderConfig",
-        "metadata": {"name": name},
-        "spec": {
-            "region": crate::support::env().region,
-            "endpoint": url,
-            "credentials": {"source": "Secret", "secretRef": {"namespace": scope.ns, "name": "aws-creds"}},
-        }
-    });
-    pcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(spec).unwrap(),
-    )
-    .await
-    .unwrap();
+    crate::support::create_provider_config(&scope.client, name, url, &scope.ns).await;
 }
 
 fn is_ready(v: &driftless_aws::Vpc) -> bool {

@@ -27,7 +27,7 @@ const AMI: &str = "ami-03cf127a";
 // ---------------------------------------------------------------- helpers
 
 /// A managed object's manifest; tests adjust it before creating it.
-fn manifest(scope: &Scope, kind: &str, name: &str, for_provider: Value) -> Value {
+pub(crate) fn manifest(scope: &Scope, kind: &str, name: &str, for_provider: Value) -> Value {
     json!({
         "apiVersion": "aws.driftless.dev/v1alpha1",
         "kind": kind,
@@ -36,7 +36,7 @@ fn manifest(scope: &Scope, kind: &str, name: &str, for_provider: Value) -> Value
     })
 }
 
-async fn create<K>(scope: &Scope, manifest: Value) -> K
+pub(crate) async fn create<K>(scope: &Scope, manifest: Value) -> K
 where
     K: ManagedKind + DeserializeOwned,
 {
@@ -48,14 +48,14 @@ where
         .unwrap_or_else(|e| panic!("create {} {}: {e}", K::kind(&()), obj.name_any()))
 }
 
-fn condition<K: ManagedKind>(o: &K, type_: &str) -> Option<(String, String, String)> {
+pub(crate) fn condition<K: ManagedKind>(o: &K, type_: &str) -> Option<(String, String, String)> {
     let c = o.managed_status()?.condition(type_)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 /// Waits until condition `type_` of `name` has `status` and a message
 /// `message` accepts; returns the object and the message.
-async fn wait_message<K: ManagedKind>(
+pub(crate) async fn wait_message<K: ManagedKind>(
     api: &Api<K>,
     name: &str,
     type_: &str,
@@ -90,7 +90,7 @@ async fn wait_ready<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
 
 /// Ready, Synced and synced at the current generation (so a later change of
 /// the cloud alone counts as drift).
-async fn wait_synced<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
+pub(crate) async fn wait_synced<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
     let what = format!("{} {name} synced at its generation", K::kind(&()));
     wait_for(&what, WAIT, || async {
         let o = api.get(name).await.ok()?;
@@ -102,7 +102,7 @@ async fn wait_synced<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
     .await
 }
 
-async fn wait_gone<K: ManagedKind>(api: &Api<K>, name: &str) {
+pub(crate) async fn wait_gone<K: ManagedKind>(api: &Api<K>, name: &str) {
     let what = format!("{} {name} deleted", K::kind(&()));
     wait_for(&what, WAIT, || async {
         api.get_opt(name).await.ok()?.is_none().then_some(())
@@ -110,7 +110,7 @@ async fn wait_gone<K: ManagedKind>(api: &Api<K>, name: &str) {
     .await
 }
 
-fn external_name<K: ManagedKind>(o: &K) -> String {
+pub(crate) fn external_name<K: ManagedKind>(o: &K) -> String {
     o.annotations()
         .get(EXTERNAL_NAME)
         .cloned()
@@ -145,7 +145,7 @@ async fn wait_event(scope: &Scope, name: &str, reason: &str) {
     .await
 }
 
-fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .map(|t| {
             (
@@ -1463,12 +1463,84 @@ async fn owned(ec2: &aws_sdk_ec2::Client, kind: &str, owner: &str) -> Vec<String
     }
 }
 
+/// What `names` (all of `kind`, Ready) cost while idle for `polls` more
+/// passes each, after their creates' follow-up reads settled.
+pub(crate) struct IdleCalls {
+    /// Calls of the kind's batched listing.
+    pub describes: u64,
+    /// Every cloud call.
+    pub total: u64,
+    /// The most passes any one object had meanwhile (jitter: some get one more).
+    pub polls: u64,
+    pub took: Duration,
+}
+
+impl IdleCalls {
+    pub(crate) async fn measure(
+        scope: &Scope,
+        kind: &str,
+        names: &[String],
+        describe: &str,
+        polls: u64,
+    ) -> Self {
+        let passes = || -> Vec<u64> { names.iter().map(|n| scope.passes(kind, n)).collect() };
+        // The quick re-read after a write, then a poll.
+        for (n, seen) in names.iter().zip(passes()) {
+            scope.wait_passes(kind, n, seen + 2).await;
+        }
+        let (describes, total, start) = (
+            scope.calls.operation_total(describe),
+            scope.calls.total(),
+            passes(),
+        );
+        let started = Instant::now();
+        for (n, seen) in names.iter().zip(&start) {
+            scope.wait_passes(kind, n, seen + polls).await;
+        }
+        let polls = passes()
+            .iter()
+            .zip(&start)
+            .map(|(now, was)| now - was)
+            .max()
+            .unwrap();
+        Self {
+            describes: scope.calls.operation_total(describe) - describes,
+            total: scope.calls.total() - total,
+            polls,
+            took: started.elapsed(),
+        }
+    }
+
+    /// Calls per resource per poll.
+    pub(crate) fn per_resource(&self, n: usize) -> f64 {
+        self.total as f64 / (n as f64 * self.polls as f64)
+    }
+
+    /// About one batched listing per poll (snapshots live one poll), and no
+    /// call per resource.
+    pub(crate) fn assert_one_listing_per_poll(&self, describe: &str, scope: &Scope) {
+        let (describes, polls) = (self.describes, self.polls);
+        assert!(describes >= 1, "no observation at all in {polls} polls");
+        assert!(
+            describes <= polls + 1,
+            "{describes} {describe} in {polls} polls: {:?}",
+            scope.calls.snapshot()
+        );
+        assert_eq!(
+            self.total,
+            describes,
+            "per-resource calls while idle: {:?}",
+            scope.calls.snapshot()
+        );
+    }
+}
+
 /// A Kubernetes client for a controller that "dies" right after a create
 /// call returned: the first request that would record the external-name of
 /// one of `names` never completes (the reconcile hangs there, as a killed
 /// process would stop), and the name is reported in `crashed`. Everything
 /// else passes through `inner` unchanged.
-fn crashing_client(
+pub(crate) fn crashing_client(
     inner: kube::Client,
     ns: &str,
     names: &'static [&'static str],
@@ -1660,51 +1732,20 @@ async fn observing_fifty_vpcs_costs_pages_not_resources() {
     for n in &names {
         ids.push(external_name(&wait_synced(&api, n).await));
     }
-    // Let the last creates' follow-up reads settle: two more passes of each
-    // (the quick re-read after a write, then a poll).
-    let passes =
-        |scope: &Scope| -> Vec<u64> { names.iter().map(|n| scope.passes("Vpc", n)).collect() };
-    for (n, seen) in names.iter().zip(passes(&scope)) {
-        scope.wait_passes("Vpc", n, seen + 2).await;
-    }
-
-    // Idle: until every object has been polled POLLS more times.
-    const POLLS: u32 = 5;
-    let describes = scope.calls.operation_total("DescribeVpcs");
-    let total = scope.calls.total();
-    let start = passes(&scope);
-    let started = Instant::now();
-    for (n, seen) in names.iter().zip(&start) {
-        scope.wait_passes("Vpc", n, seen + u64::from(POLLS)).await;
-    }
-    let describes = scope.calls.operation_total("DescribeVpcs") - describes;
-    let total = scope.calls.total() - total;
-    // The most any one object was polled meanwhile (jitter: some get one more).
-    let polls = passes(&scope)
-        .iter()
-        .zip(&start)
-        .map(|(now, was)| now - was)
-        .max()
-        .unwrap();
+    // Idle: until every object has been polled 5 more times.
+    let idle = IdleCalls::measure(&scope, "Vpc", &names, "DescribeVpcs", 5).await;
+    let IdleCalls {
+        describes,
+        total,
+        polls,
+        took,
+    } = idle;
     eprintln!(
-        "{N} Ready VPCs over {polls} idle polls of {POLL:?} ({:?}): {describes} DescribeVpcs ({:.1} per poll), {total} EC2 calls in all",
-        started.elapsed(),
+        "{N} Ready VPCs over {polls} idle polls of {POLL:?} ({took:?}): {describes} DescribeVpcs ({:.1} per poll), {total} EC2 calls in all",
         describes as f64 / polls as f64
     );
-    // One page (50 < the page size of 1000) per refresh, one refresh per
-    // poll (snapshots live one poll): never one call per VPC.
-    assert!(describes >= 1, "no observation at all in {polls} polls");
-    assert!(
-        describes <= polls + 1,
-        "{describes} DescribeVpcs in {polls} polls: {:?}",
-        scope.calls.snapshot()
-    );
-    assert_eq!(
-        total,
-        describes,
-        "per-resource calls while idle: {:?}",
-        scope.calls.snapshot()
-    );
+    // One page (50 < the page size of 1000) per refresh.
+    idle.assert_one_listing_per_poll("DescribeVpcs", &scope);
     // Every object still observed: atProvider is current.
     assert_eq!(
         api.list(&ListParams::default()).await.unwrap().items.len(),

@@ -2,18 +2,20 @@
 //! an immutable field refused, deletion waiting while associated, a lost
 //! create adopted, and the idle cost of observing many addresses.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Address, Tag};
 use driftless_aws::ElasticIp;
-use driftless_provider::{ManagedKind, CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
+use driftless_provider::{CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::ec2::{
+    crashing_client, external_name, tag_map, wait_gone, wait_message, wait_synced, IdleCalls,
+};
 use crate::support::{self, code_in, unique, unless_not_found, wait_for, Scope};
 
 const POLL: Duration = Duration::from_secs(2);
@@ -41,56 +43,6 @@ async fn create(api: &Api<ElasticIp>, obj: ElasticIp) {
         .unwrap_or_else(|e| panic!("create ElasticIp {name}: {e}"));
 }
 
-fn condition(o: &ElasticIp, type_: &str) -> Option<(String, String, String)> {
-    let c = o.managed_status()?.condition(type_)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-async fn wait_message(
-    api: &Api<ElasticIp>,
-    name: &str,
-    type_: &str,
-    status: &str,
-    message: impl Fn(&str, &str) -> bool,
-) -> (ElasticIp, String) {
-    wait_for(
-        &format!("ElasticIp {name} {type_}={status}"),
-        WAIT,
-        || async {
-            let o = api.get(name).await.ok()?;
-            let (s, reason, msg) = condition(&o, type_)?;
-            (s == status && message(&reason, &msg)).then_some((o, msg))
-        },
-    )
-    .await
-}
-
-/// Ready and Synced at the current generation.
-async fn wait_synced(api: &Api<ElasticIp>, name: &str) -> ElasticIp {
-    wait_for(&format!("ElasticIp {name} synced"), WAIT, || async {
-        let o = api.get(name).await.ok()?;
-        let synced = o.managed_status()?.condition("Synced")?.clone();
-        let ready = condition(&o, "Ready")?.0 == "True";
-        (ready && synced.status == "True" && synced.observed_generation == o.meta().generation)
-            .then_some(o)
-    })
-    .await
-}
-
-async fn wait_gone(api: &Api<ElasticIp>, name: &str) {
-    wait_for(&format!("ElasticIp {name} deleted"), WAIT, || async {
-        api.get_opt(name).await.ok()?.is_none().then_some(())
-    })
-    .await
-}
-
-fn external_name(o: &ElasticIp) -> String {
-    o.annotations()
-        .get(EXTERNAL_NAME)
-        .cloned()
-        .unwrap_or_else(|| panic!("{} has no external name", o.name_any()))
-}
-
 /// The address, `None` when EC2 says there is no such allocation.
 async fn address(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<Address> {
     let result = ec2.describe_addresses().allocation_ids(id).send().await;
@@ -116,15 +68,6 @@ async fn owned(ec2: &aws_sdk_ec2::Client, owner: &str) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .map(|t| {
-            let key = t.key().unwrap_or_default().to_string();
-            (key, t.value().unwrap_or_default().to_string())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -264,48 +207,17 @@ async fn elastic_ip_lifecycle_drift_and_deletion_waits_while_associated() {
         .unwrap();
 }
 
-/// A Kubernetes client whose first request recording the external name of
-/// `name` never completes (a controller killed between create and record).
-fn crashing_client(
-    inner: kube::Client,
-    ns: &str,
-    name: &'static str,
-    crashed: Arc<std::sync::Mutex<bool>>,
-) -> kube::Client {
-    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-        let inner = inner.clone();
-        let crashed = crashed.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let bytes = body.collect_bytes().await?;
-            let records_id = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .is_some_and(|p| p["metadata"]["annotations"][EXTERNAL_NAME].is_string());
-            if parts.method == http::Method::PATCH
-                && parts.uri.path().ends_with(&format!("/{name}"))
-                && records_id
-            {
-                *crashed.lock().unwrap() = true;
-                std::future::pending::<()>().await;
-            }
-            let req = http::Request::from_parts(parts, kube::client::Body::from(bytes));
-            inner.send(req).await
-        }
-    });
-    kube::Client::new(service, ns.to_string())
-}
-
 #[tokio::test]
 async fn a_lost_allocation_is_adopted_not_allocated_again() {
     let mut scope = Scope::new("eip-crash").await;
     let api: Api<ElasticIp> = scope.api();
     let ec2 = support::ec2().await;
     create(&api, manifest(&scope, "ip", json!({}))).await;
-    let crashed = Arc::new(std::sync::Mutex::new(false));
-    let client = crashing_client(scope.client.clone(), &scope.ns, "ip", crashed.clone());
+    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = crashing_client(scope.client.clone(), &scope.ns, &["ip"], crashed.clone());
     scope.start_controller_client(client, POLL);
     wait_for("allocated, not recorded", WAIT, || async {
-        crashed.lock().unwrap().then_some(())
+        (!crashed.lock().unwrap().is_empty()).then_some(())
     })
     .await;
     scope.stop_controller();
@@ -347,43 +259,18 @@ async fn observing_fifty_addresses_costs_one_call_per_poll() {
     for n in &names {
         wait_synced(&api, n).await;
     }
-    let passes = |scope: &Scope| -> Vec<u64> {
-        names.iter().map(|n| scope.passes("ElasticIp", n)).collect()
-    };
-    // Let the creates' follow-up reads settle.
-    for (n, seen) in names.iter().zip(passes(&scope)) {
-        scope.wait_passes("ElasticIp", n, seen + 2).await;
-    }
-    let describes = scope.calls.operation_total("DescribeAddresses");
-    let total = scope.calls.total();
-    let start = passes(&scope);
-    for (n, seen) in names.iter().zip(&start) {
-        scope.wait_passes("ElasticIp", n, seen + POLLS).await;
-    }
-    let describes = scope.calls.operation_total("DescribeAddresses") - describes;
-    let total = scope.calls.total() - total;
-    let polls = passes(&scope)
-        .iter()
-        .zip(&start)
-        .map(|(now, was)| now - was)
-        .max()
-        .unwrap();
-    let per = total as f64 / (N as f64 * polls as f64);
-    eprintln!(
-        "{N} Ready ElasticIps over {polls} idle polls of {POLL:?}: {describes} DescribeAddresses, {total} EC2 calls in all: {per:.3} calls per resource per poll"
-    );
-    assert!(describes >= 1, "no observation in {polls} polls");
-    assert!(
-        describes <= polls + 1,
-        "{describes} DescribeAddresses in {polls} polls: {:?}",
-        scope.calls.snapshot()
-    );
-    assert_eq!(
-        total,
+    let idle = IdleCalls::measure(&scope, "ElasticIp", &names, "DescribeAddresses", POLLS).await;
+    let IdleCalls {
         describes,
-        "per-resource calls: {:?}",
-        scope.calls.snapshot()
+        total,
+        polls,
+        ..
+    } = idle;
+    eprintln!(
+        "{N} Ready ElasticIps over {polls} idle polls of {POLL:?}: {describes} DescribeAddresses, {total} EC2 calls in all: {:.3} calls per resource per poll",
+        idle.per_resource(N)
     );
+    idle.assert_one_listing_per_poll("DescribeAddresses", &scope);
     for n in &names {
         api.delete(n, &DeleteParams::default()).await.unwrap();
     }

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use driftless_provider::EXTERNAL_NAME;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::support::{controller_command, kubectl, kubectl_wait_ready, wait_for, Owned, Scope};
+use crate::support::{
+    controller_command, create_provider_config, kubectl, kubectl_wait_ready, wait_for, Owned, Scope,
+};
 
 const HUNG: usize = 12;
 const HEALTHY: usize = 5;
@@ -36,7 +37,7 @@ fn tarpit() -> (String, Arc<AtomicUsize>) {
     (url, accepted)
 }
 
-fn vpc(ns: &str, name: &str, pc: &str, n: usize) -> String {
+pub(crate) fn vpc(ns: &str, name: &str, pc: &str, n: usize) -> String {
     format!(
         "apiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  providerConfigRef: {{name: {pc}}}\n  forProvider: {{cidrBlock: 10.{n}.0.0/16}}\n---\n"
     )
@@ -74,19 +75,7 @@ async fn a_hung_cloud_endpoint_holds_neither_healthy_resources_nor_shutdown() {
     let ns = scope.ns.clone();
     let (url, accepted) = tarpit();
     let hung_pc = format!("hung-{ns}");
-    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(scope.client.clone());
-    let pc = serde_json::from_value(json!({
-        "apiVersion": "driftless.dev/v1alpha1",
-        "kind": "ProviderConfig",
-        "metadata": {"name": hung_pc},
-        "spec": {
-            "region": "us-east-1",
-            "endpoint": url,
-            "credentials": {"source": "Secret", "secretRef": {"namespace": ns, "name": "aws-creds"}},
-        }
-    }))
-    .unwrap();
-    pcs.create(&PostParams::default(), &pc).await.unwrap();
+    create_provider_config(&scope.client, &hung_pc, &url, &ns).await;
     let mut manifests = String::new();
     for i in 0..HUNG {
         manifests += &vpc(&ns, &format!("hung-{i}"), &hung_pc, 100 + i);
@@ -271,23 +260,7 @@ async fn the_cloud_killed_mid_converge_and_restarted_empty_converges_exactly_onc
     let mut scope = Scope::new("cloud-restart").await;
     let ns = scope.ns.clone();
     let pc = format!("own-{ns}");
-    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(scope.client.clone());
-    let spec = json!({
-        "apiVersion": "driftless.dev/v1alpha1",
-        "kind": "ProviderConfig",
-        "metadata": {"name": pc},
-        "spec": {
-            "region": "us-east-1",
-            "endpoint": cloud.endpoint,
-            "credentials": {"source": "Secret", "secretRef": {"namespace": ns, "name": "aws-creds"}},
-        }
-    });
-    pcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(spec).unwrap(),
-    )
-    .await
-    .unwrap();
+    create_provider_config(&scope.client, &pc, &cloud.endpoint, &ns).await;
     scope.start_controller(Duration::from_secs(2));
     let manifests: String = (0..CONVERGE)
         .map(|i| vpc(&ns, &format!("v{i}"), &pc, i % 250))

@@ -2,18 +2,18 @@
 //! made), tag drift corrected, immutable changes refused, deleted; and the
 //! cost of observing many key pairs while idle.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{KeyPairInfo, Tag};
 use driftless_aws::KeyPair;
-use driftless_provider::{ManagedKind, EXTERNAL_NAME, TAG_OWNER};
+use driftless_provider::{ManagedKind, TAG_OWNER};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use serde_json::{json, Value};
 
+use crate::ec2::{external_name, tag_map, wait_synced, IdleCalls};
 use crate::support::{self, wait_for, Scope};
 
 const POLL: Duration = Duration::from_secs(2);
@@ -70,13 +70,6 @@ async fn wait_condition(
     .await
 }
 
-async fn wait_synced(api: &Api<KeyPair>, name: &str) -> KeyPair {
-    wait_condition(api, name, "Ready", "True", |_| true).await;
-    wait_condition(api, name, "Synced", "True", |_| true)
-        .await
-        .0
-}
-
 /// The key pair `id` as LocalStack lists it (it ignores KeyPairIds: filter here).
 async fn key_pair(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<KeyPairInfo> {
     let out = ec2
@@ -87,23 +80,6 @@ async fn key_pair(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<KeyPairInfo> {
         .expect("DescribeKeyPairs");
     let found = out.key_pairs().iter().find(|k| k.key_pair_id() == Some(id));
     found.cloned()
-}
-
-fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    let pair = |t: &Tag| {
-        (
-            t.key().unwrap_or_default().into(),
-            t.value().unwrap_or_default().into(),
-        )
-    };
-    tags.iter().map(pair).collect()
-}
-
-fn external_name(o: &KeyPair) -> String {
-    o.annotations()
-        .get(EXTERNAL_NAME)
-        .cloned()
-        .expect("an external name")
 }
 
 #[tokio::test]
@@ -250,41 +226,15 @@ async fn observing_fifty_key_pairs_costs_one_call_per_poll() {
     for n in &names {
         wait_synced(&api, n).await;
     }
-    let passes = |s: &Scope| -> Vec<u64> { names.iter().map(|n| s.passes("KeyPair", n)).collect() };
-    for (n, seen) in names.iter().zip(passes(&scope)) {
-        scope.wait_passes("KeyPair", n, seen + 2).await;
-    }
-    let describes = scope.calls.operation_total("DescribeKeyPairs");
-    let (total, start) = (scope.calls.total(), passes(&scope));
-    for (n, seen) in names.iter().zip(&start) {
-        scope.wait_passes("KeyPair", n, seen + POLLS).await;
-    }
-    let calls = scope.calls.total() - total;
-    let describes = scope.calls.operation_total("DescribeKeyPairs") - describes;
-    // The most any one object was polled meanwhile (jitter: some get one more).
-    let polls = passes(&scope)
-        .iter()
-        .zip(&start)
-        .map(|(now, was)| now - was)
-        .max()
-        .unwrap();
-    let per = calls as f64 / (N as u64 * polls) as f64;
+    let idle = IdleCalls::measure(&scope, "KeyPair", &names, "DescribeKeyPairs", POLLS).await;
+    let IdleCalls { total, polls, .. } = idle;
     eprintln!(
-        "{N} Ready key pairs over {polls} idle polls of {POLL:?}: {calls} cloud calls, {per:.3} per resource per poll"
+        "{N} Ready key pairs over {polls} idle polls of {POLL:?}: {total} cloud calls, {:.3} per resource per poll",
+        idle.per_resource(N)
     );
     // One DescribeKeyPairs per snapshot refresh, about one per poll: never
     // one call per key pair.
-    assert!(
-        calls >= 1 && calls <= polls + 1,
-        "{calls} calls in {polls} polls: {:?}",
-        scope.calls.snapshot()
-    );
-    assert_eq!(
-        calls,
-        describes,
-        "per-resource calls while idle: {:?}",
-        scope.calls.snapshot()
-    );
+    idle.assert_one_listing_per_poll("DescribeKeyPairs", &scope);
     for n in &names {
         api.delete(n, &DeleteParams::default()).await.unwrap();
     }

@@ -12,14 +12,17 @@ use std::time::{Duration, Instant};
 use driftless::gitsync::GitSync;
 use driftless_aws::Vpc;
 use driftless_provider::{ManagedKind, EXTERNAL_NAME};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::gitsync::{new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo};
-use crate::support::{controller_command, env, repo_root, unique, wait_for, Owned};
+use crate::support::{
+    controller_command, create_namespace_with_credentials, create_provider_config, env, repo_root,
+    unique, wait_for, Owned,
+};
 
 const VPCS: usize = 100;
 const CONFIGMAPS: usize = 100;
@@ -170,34 +173,9 @@ async fn an_api_server_outage_mid_converge_and_mid_apply_loses_nothing() {
     let client = cluster.client().await;
     crate::support::install_crds(&client).await;
     let ns = unique("outage");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let creds = json!({"metadata": {"name": "aws-creds"},
-        "stringData": {"aws_access_key_id": "test", "aws_secret_access_key": "test"}});
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(creds).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace_with_credentials(&client, &ns).await;
     let pc = format!("pc-{ns}");
-    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(client.clone());
-    let spec = json!({"apiVersion": "driftless.dev/v1alpha1", "kind": "ProviderConfig",
-        "metadata": {"name": pc},
-        "spec": {"region": env().region, "endpoint": env().aws_endpoint,
-            "credentials": {"source": "Secret", "secretRef": {"namespace": ns, "name": "aws-creds"}}}});
-    pcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(spec).unwrap(),
-    )
-    .await
-    .unwrap();
+    create_provider_config(&client, &pc, &env().aws_endpoint, &ns).await;
 
     let repo = Repo::new();
     for (path, text) in configmaps("a", CONFIGMAPS) {
@@ -228,9 +206,7 @@ async fn an_api_server_outage_mid_converge_and_mid_apply_loses_nothing() {
 
     // The converge and the next revision are under way when the cluster stops.
     let manifests: String = (0..VPCS)
-        .map(|i| {
-            format!("---\napiVersion: aws.driftless.dev/v1alpha1\nkind: Vpc\nmetadata: {{name: v{i}, namespace: {ns}}}\nspec:\n  providerConfigRef: {{name: {pc}}}\n  forProvider: {{cidrBlock: 10.{}.0.0/16}}\n", 100 + i)
-        })
+        .map(|i| crate::faults::vpc(&ns, &format!("v{i}"), &pc, 100 + i))
         .collect();
     cluster.kubectl(&["apply", "-f", "-"], &manifests);
     let vpcs: Api<Vpc> = Api::namespaced(client.clone(), &ns);

@@ -343,47 +343,63 @@ pub struct Scope {
     controller: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Namespace `ns` with the test cloud's credentials in its Secret `aws-creds`.
+pub async fn create_namespace_with_credentials(client: &kube::Client, ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .expect("create test namespace");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let creds = json!({
+        "metadata": {"name": "aws-creds"},
+        "stringData": {"aws_access_key_id": "test", "aws_secret_access_key": "test"},
+    });
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(creds).unwrap(),
+        )
+        .await
+        .expect("create credentials secret");
+}
+
+/// ProviderConfig `name` for the cloud at `endpoint`, with the credentials
+/// of namespace `creds_ns` (see [`create_namespace_with_credentials`]).
+pub async fn create_provider_config(
+    client: &kube::Client,
+    name: &str,
+    endpoint: &str,
+    creds_ns: &str,
+) {
+    let pcs: Api<driftless_aws::ProviderConfig> = Api::all(client.clone());
+    let pc: driftless_aws::ProviderConfig = serde_json::from_value(json!({
+        "apiVersion": "driftless.dev/v1alpha1",
+        "kind": "ProviderConfig",
+        "metadata": {"name": name},
+        "spec": {
+            "region": env().region,
+            "endpoint": endpoint,
+            "credentials": {"source": "Secret", "secretRef": {"namespace": creds_ns, "name": "aws-creds"}},
+        }
+    }))
+    .unwrap();
+    pcs.create(&PostParams::default(), &pc)
+        .await
+        .expect("create ProviderConfig");
+}
+
 impl Scope {
     pub async fn new(prefix: &str) -> Self {
         let client = kube_client().await;
         install_crds(&client).await;
         let ns = unique(prefix);
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .expect("create test namespace");
+        create_namespace_with_credentials(&client, &ns).await;
         let provider_config = format!("pc-{ns}");
-        let pcs: Api<driftless_aws::ProviderConfig> = Api::all(client.clone());
-        let pc: driftless_aws::ProviderConfig = serde_json::from_value(json!({
-            "apiVersion": "driftless.dev/v1alpha1",
-            "kind": "ProviderConfig",
-            "metadata": {"name": provider_config},
-            "spec": {
-                "region": env().region,
-                "endpoint": env().aws_endpoint,
-                "credentials": {"source": "Secret", "secretRef": {"namespace": ns, "name": "aws-creds"}},
-            }
-        }))
-        .unwrap();
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-        secrets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "metadata": {"name": "aws-creds"},
-                    "stringData": {"aws_access_key_id": "test", "aws_secret_access_key": "test"},
-                }))
-                .unwrap(),
-            )
-            .await
-            .expect("create credentials secret");
-        pcs.create(&PostParams::default(), &pc)
-            .await
-            .expect("create ProviderConfig");
+        create_provider_config(&client, &provider_config, &env().aws_endpoint, &ns).await;
         Self {
             client,
             ns,

@@ -133,18 +133,13 @@ where
             CloudError::retryable(
                 "CallTimedOut",
                 format!(
-                    "the cloud did not answer in time (each attempt {}, in all {}: --cloud-attempt-timeout, --cloud-operation-timeout)",
-                    humantime_secs(t.attempt),
-                    humantime_secs(t.operation)
+                    "the cloud did not answer in time (each attempt {:?}, in all {:?}: --cloud-attempt-timeout, --cloud-operation-timeout)",
+                    t.attempt, t.operation
                 ),
             )
         }
         _ => CloudError::retryable("NetworkError", DisplayErrorContext(&err).to_string()),
     }
-}
-
-fn humantime_secs(d: std::time::Duration) -> String {
-    format!("{}s", d.as_secs_f64())
 }
 
 #[cfg(test)]
