@@ -42,6 +42,11 @@ impl Repo {
         repo
     }
 
+    /// The working clone's directory.
+    pub(crate) fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("file://{}", self.dir.join("remote.git").display())
     }

@@ -8,6 +8,7 @@ mod cluster;
 mod crds;
 mod ec2;
 mod elastic_ip;
+mod examples;
 mod faults;
 mod git_faults;
 mod gitsync;
