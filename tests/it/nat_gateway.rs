@@ -354,3 +354,59 @@ async fn observing_fifty_nat_gateways_costs_one_call_per_poll() {
     }
     delete_network(&ec2, net).await;
 }
+
+#[tokio::test]
+async fn push_mode_applies_and_prunes_a_nat_gateway_with_its_network() {
+    use crate::push::driftless;
+    let ec2 = support::ec2().await;
+    let (stack, b) = (unique("st"), rand::random::<u8>());
+    let dir = tempfile::tempdir().unwrap();
+    let kind = |kind: &str, name: &str, for_provider: &str| {
+        format!("apiVersion: aws.driftless.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n  forProvider: {for_provider}\n---\n")
+    };
+    let manifests = [
+        kind("Vpc", "net", &format!("{{cidrBlock: 10.{b}.0.0/16}}")),
+        kind(
+            "Subnet",
+            "public-a",
+            &format!("{{vpcRef: {{name: net}}, cidrBlock: 10.{b}.1.0/24}}"),
+        ),
+        kind("ElasticIp", "nat-ip", "{}"),
+        kind(
+            "NatGateway",
+            "nat",
+            "{subnetRef: {name: public-a}, allocationRef: {name: nat-ip}}",
+        ),
+    ];
+    std::fs::write(dir.path().join("net.yaml"), manifests.concat()).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (code, out, _) = driftless(&["apply", path, "--stack", &stack]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 created, 0 failed"), "{out}");
+    let (code, out, _) = driftless(&["plan", path, "--stack", &stack]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 unchanged"), "a re-plan is a no-op: {out}");
+    let (_, out, _) = driftless(&["get", "--stack", &stack]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("NatGateway"))
+        .expect(&out);
+    assert!(
+        line.contains("True") && line.contains("available"),
+        "{line}"
+    );
+    let id = line
+        .split_whitespace()
+        .find(|w| w.starts_with("nat-"))
+        .unwrap()
+        .to_string();
+
+    // Pruned all at once: the Elastic IP is released after the gateway is gone.
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_str().unwrap();
+    let (code, out, _) = driftless(&["apply", empty, "--stack", &stack, "--prune"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 deleted, 0 failed"), "{out}");
+    let g = gateway(&ec2, &id).await;
+    assert!(g.as_ref().is_none_or(|g| state(g) == "deleted"), "{g:?}");
+}
