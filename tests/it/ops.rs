@@ -320,6 +320,13 @@ spec:
   forProvider: {{tags: {{a: b}}}}
 ---
 apiVersion: aws.driftless.dev/v1alpha1
+kind: NatGateway
+metadata: {{name: nat, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{subnetRef: {{name: net-a}}, allocationRef: {{name: eip}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
 kind: Instance
 metadata: {{name: vm, namespace: {ns}}}
 spec:
@@ -329,7 +336,7 @@ spec:
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
-    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,instances,keypairs";
+    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,natgateways,instances,keypairs";
     let (ok, out, err) = kubectl_wait_ready(&ns, "90s", &[all, "--all"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
@@ -337,7 +344,7 @@ spec:
             "delete",
             "-n",
             &ns,
-            "instances,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
+            "instances,natgateways,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
             "--all",
             "--timeout=90s",
         ],
@@ -420,6 +427,13 @@ spec:
   forProvider: {{}}
 ---
 apiVersion: aws.driftless.dev/v1alpha1
+kind: NatGateway
+metadata: {{name: git-nat}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{subnetRef: {{name: git-net-a}}, allocationRef: {{name: git-eip}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
 kind: Instance
 metadata: {{name: git-vm}}
 spec:
@@ -475,6 +489,7 @@ spec:
             "securitygroup/git-sg",
             "internetgateway/git-igw",
             "elasticip/git-eip",
+            "natgateway/git-nat",
             "keypair/git-key",
             "instance/git-vm",
         ],

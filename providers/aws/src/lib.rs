@@ -16,6 +16,7 @@ pub use ec2::elastic_ip::ElasticIp;
 pub use ec2::instance::Instance;
 pub use ec2::internet_gateway::InternetGateway;
 pub use ec2::key_pair::KeyPair;
+pub use ec2::nat_gateway::NatGateway;
 pub use ec2::security_group::SecurityGroup;
 pub use ec2::subnet::Subnet;
 pub use ec2::vpc::Vpc;
@@ -50,4 +51,5 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<InternetGateway>(aws.clone());
     visitor.visit::<ElasticIp>(aws.clone());
     visitor.visit::<KeyPair>(aws.clone());
+    visitor.visit::<NatGateway>(aws.clone());
 }

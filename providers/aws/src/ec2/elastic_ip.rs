@@ -4,7 +4,7 @@
 //! NAT gateway, a network interface) its deletion waits and says with what.
 
 use super::prelude::*;
-use super::{is_not_found, waiting_on};
+use super::{is_not_found, label, nat_gateway, waiting_on};
 use crate::errors::code_of;
 
 /// Where an address can be used: `vpc`, the only domain driftless supports
@@ -81,6 +81,29 @@ fn associated_with(a: &sdk::Address) -> Option<String> {
         (None, Some(n)) => Some(format!("network interface {n}")),
         (None, None) => assoc.map(|id| format!("association {id}")),
     }
+}
+
+/// Why address `a` cannot be released yet, if it cannot. An address on a
+/// network interface of no instance may be a NAT gateway's: named then. One
+/// held only by a `deleted` gateway is free (AWS disassociates it; LocalStack
+/// leaves the association behind).
+async fn in_use(ec2: &Ec2, a: &sdk::Address) -> Result<Option<String>, CloudError> {
+    let Some(what) = associated_with(a) else {
+        return Ok(None);
+    };
+    let (id, eni) = (a.id(), set(a.network_interface_id()));
+    let gateways = match eni.filter(|_| set(a.instance_id()).is_none()) {
+        Some(eni) => nat_gateway::holding(&ec2.client, id, eni).await?,
+        None => Vec::new(),
+    };
+    Ok(match gateways.iter().find(|g| !g.gone()) {
+        Some(g) => Some(format!(
+            "in use by {}; delete that NAT gateway first",
+            label("NAT gateway", g.id(), g.tags())
+        )),
+        None if !gateways.is_empty() => None,
+        None => Some(format!("associated with {what}; disassociate it first")),
+    })
 }
 
 // `DescribeAddresses` has no pagination: one call returns every match.
@@ -193,8 +216,7 @@ impl Ec2Kind for ElasticIp {
         let Some(fresh) = sdk::Address::describe_one(&ec2.client, id).await? else {
             return Ok(Deletion::Done);
         };
-        if let Some(what) = associated_with(&fresh) {
-            let why = format!("associated with {what}; disassociate it first");
+        if let Some(why) = in_use(ec2, &fresh).await? {
             return Ok(Deletion::Waiting(waiting_on(
                 sdk::Address::WHAT,
                 id,

@@ -23,6 +23,7 @@ pub mod instance;
 pub mod internet_gateway;
 pub mod key_pair;
 mod kind;
+pub mod nat_gateway;
 pub mod security_group;
 mod snapshot;
 pub mod subnet;
@@ -534,14 +535,15 @@ pub(crate) fn split_ids(joined: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether an EC2 error says the resource does not exist.
+/// Whether an EC2 error says the resource does not exist (`X.NotFound`;
+/// NAT gateways say `NatGatewayNotFound`).
 pub(crate) fn is_not_found<E, R>(
     err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
 ) -> bool
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
 {
-    code_of(err).is_some_and(|c| c.ends_with(".NotFound"))
+    code_of(err).is_some_and(|c| c.ends_with(".NotFound") || c == "NatGatewayNotFound")
 }
 
 /// Whether an EC2 error is a dependency that blocks a deletion.
