@@ -386,7 +386,8 @@ async fn steps<K: ManagedKind>(
         Cond::available()
     } else {
         requeue = requeue.min(Duration::from_secs(2));
-        Cond::creating("the cloud resource is not ready yet")
+        let why = observed.not_ready.as_deref();
+        Cond::creating(why.unwrap_or("the cloud resource is not ready yet"))
     };
     Ok(Outcome {
         conds: vec![ready, Cond::reconcile_success()],

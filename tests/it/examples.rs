@@ -81,9 +81,12 @@ async fn gone(ec2: &aws_sdk_ec2::Client, kind: &str, id: &str) -> bool {
         "instance" => {
             let out = ec2.describe_instances().instance_ids(id).send().await;
             out.ok().is_none_or(|o| {
-                o.reservations().iter().flat_map(|r| r.instances()).all(|i| {
-                    i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("terminated")
-                })
+                o.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .all(|i| {
+                        i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("terminated")
+                    })
             })
         }
         "natgateway" => {
@@ -177,7 +180,10 @@ async fn the_example_network_is_applied_by_push_mode_and_pruned() {
     std::fs::create_dir_all(&overlay).unwrap();
     std::fs::write(
         overlay.join("kustomization.yaml"),
-        format!("resources: [../staging]\npatches:\n{}", rename_bucket(&bucket)),
+        format!(
+            "resources: [../staging]\npatches:\n{}",
+            rename_bucket(&bucket)
+        ),
     )
     .unwrap();
 
@@ -185,7 +191,10 @@ async fn the_example_network_is_applied_by_push_mode_and_pruned() {
     let path = overlay.to_str().unwrap();
     let (code, out, err) = driftless(&["apply", path, "--stack", &stack]);
     assert_eq!(code, 0, "apply the staging overlay:\n{out}\n{err}");
-    eprintln!("push mode: the example network converged in {:?}", started.elapsed());
+    eprintln!(
+        "push mode: the example network converged in {:?}",
+        started.elapsed()
+    );
     let owned = live_tagged(TAG_STACK, |v| v == stack).await;
     assert_network_routes(&owned, &bucket).await;
     assert!(bucket_exists(&bucket).await);
@@ -202,7 +211,10 @@ async fn the_example_network_is_applied_by_push_mode_and_pruned() {
         "--prune",
     ]);
     assert_eq!(code, 0, "prune everything:\n{out}\n{err}");
-    eprintln!("push mode: the example network deleted in {:?}", started.elapsed());
+    eprintln!(
+        "push mode: the example network deleted in {:?}",
+        started.elapsed()
+    );
     let left = live_tagged(TAG_STACK, |v| v == stack).await;
     assert!(left.is_empty(), "nothing left in EC2: {left:?}");
     assert!(!bucket_exists(&bucket).await, "bucket {bucket} deleted");
@@ -252,12 +264,23 @@ patches:
     let timeout = format!("--timeout={}s", CONVERGE.as_secs());
     let (ok, out, err) = scope
         .kubectl(
-            &["wait", "-n", ns, "--for=condition=Ready", &timeout, "managed", "--all"],
+            &[
+                "wait",
+                "-n",
+                ns,
+                "--for=condition=Ready",
+                &timeout,
+                "managed",
+                "--all",
+            ],
             None,
         )
         .await;
     assert!(ok, "every managed resource Ready:\n{out}\n{err}");
-    eprintln!("GitSync: the example network Ready {:?} after the GitSync was created", started.elapsed());
+    eprintln!(
+        "GitSync: the example network Ready {:?} after the GitSync was created",
+        started.elapsed()
+    );
     let prefix = format!("{ns}/");
     let owned = live_tagged(TAG_OWNER, |v| v.starts_with(&prefix)).await;
     assert_network_routes(&owned, &bucket).await;
@@ -270,7 +293,10 @@ patches:
         .unwrap();
     let started = Instant::now();
     let (ok, out, err) = scope
-        .kubectl(&["delete", "-n", ns, "managed", "--all", "--wait=false"], None)
+        .kubectl(
+            &["delete", "-n", ns, "managed", "--all", "--wait=false"],
+            None,
+        )
         .await;
     assert!(ok, "delete everything:\n{out}\n{err}");
     wait_for("every managed resource gone", CONVERGE, || async {
@@ -280,7 +306,10 @@ patches:
         (ok && out.trim().is_empty()).then_some(())
     })
     .await;
-    eprintln!("GitSync: the example network deleted in {:?}", started.elapsed());
+    eprintln!(
+        "GitSync: the example network deleted in {:?}",
+        started.elapsed()
+    );
     let left = live_tagged(TAG_OWNER, |v| v.starts_with(&prefix)).await;
     assert!(left.is_empty(), "nothing left in EC2: {left:?}");
     assert!(!bucket_exists(&bucket).await, "bucket {bucket} deleted");

@@ -235,6 +235,9 @@ pub struct Observation<K: ManagedKind> {
     pub diff: Vec<FieldDiff<K::Field>>,
     /// It is usable (e.g. a VPC in state `available`).
     pub ready: bool,
+    /// Why it is not usable yet, in the cloud's words (e.g. `NAT gateway
+    /// nat-1 is pending`): the Ready condition's message.
+    pub not_ready: Option<String>,
     pub at_provider: Option<K::AtProvider>,
     /// Written to `writeConnectionSecretToRef`.
     pub connection_details: BTreeMap<String, String>,
@@ -253,6 +256,7 @@ impl<K: ManagedKind> Observation<K> {
             external_name: None,
             diff: Vec::new(),
             ready: false,
+            not_ready: None,
             at_provider: None,
             connection_details: BTreeMap::new(),
             duplicates: Vec::new(),

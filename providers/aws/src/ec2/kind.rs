@@ -28,6 +28,11 @@ pub(crate) trait Described: Clone + Send + Sync + 'static {
     fn state(&self) -> (String, bool) {
         ("available".to_string(), true)
     }
+    /// Why it is not ready, when [`Self::state`] says so: the Ready message.
+    fn not_ready_because(&self) -> Option<String> {
+        let (state, ready) = self.state();
+        (!ready && !state.is_empty()).then(|| format!("{} {} is {state}", Self::WHAT, self.id()))
+    }
     /// Why a delete must wait without a call (an instance shutting down).
     fn not_deletable_yet(&self) -> Option<String> {
         None
@@ -149,6 +154,9 @@ impl<K: Ec2Kind> External<K> for Ec2 {
         match self.find::<K::Sdk, K>(t).await? {
             Some(r) => {
                 let mut observed = K::observe(self, t, &r).await?;
+                if !observed.ready && observed.not_ready.is_none() {
+                    observed.not_ready = r.not_ready_because();
+                }
                 (observed.duplicates, observed.proven_duplicates) =
                     self.duplicates_of::<K::Sdk>(t.identity, &r);
                 Ok(observed)

@@ -184,6 +184,16 @@ impl Described for sdk::NatGateway {
         (state.to_string(), state == "available")
     }
 
+    fn not_ready_because(&self) -> Option<String> {
+        let state = Described::state(self).0;
+        let why = failure(self).map_or(String::new(), |f| {
+            format!(
+                " ({f}); it does not recover: fix the cause, delete this object and apply it again"
+            )
+        });
+        (state != "available").then(|| format!("NAT gateway {} is {state}{why}", self.id()))
+    }
+
     fn not_deletable_yet(&self) -> Option<String> {
         (self.state() == Some(&NatGatewayState::Deleting)).then(|| {
             format!(
@@ -348,5 +358,13 @@ mod tests {
             observation_of(&failed).failure_message.as_deref(),
             Some("Gateway.NotAttached: Network vpc-1 has no Internet gateway attached")
         );
+        // The Ready condition's message.
+        let why = failed.not_ready_because().unwrap();
+        assert!(
+            why.contains("is failed (Gateway.NotAttached: Network vpc-1 has no Internet gateway attached); it does not recover"),
+            "{why}"
+        );
+        let pending = gateway(NatGatewayState::Pending).not_ready_because();
+        assert_eq!(pending.as_deref(), Some("NAT gateway nat-1 is pending"));
     }
 }

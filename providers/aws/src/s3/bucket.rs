@@ -468,6 +468,7 @@ impl External<Bucket> for BucketClient {
             external_name: Some(name),
             diff,
             ready: true,
+            not_ready: None,
             at_provider: Some(at_provider),
             connection_details,
             // A bucket name is unique: no duplicates.
