@@ -19,7 +19,9 @@ pub enum RuleStatus {
     Disabled,
 }
 
-/// One lifecycle rule: which objects (filter), and at least one action.
+/// One lifecycle rule: which objects (filter), and at least one action
+/// (AWS refuses a rule without one; LocalStack accepts it, so admission
+/// checks it).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

@@ -1,5 +1,8 @@
 //! `forProvider.policy`: the bucket policy, compared as a policy rather than
 //! as text. One GetBucketPolicy per poll when set; none when unset.
+//! LocalStack returns the text exactly as put (indentation included) and
+//! does not check Resource ARNs as AWS does; the compare below does not
+//! depend on either.
 
 use driftless_provider::{CloudError, FieldDiff};
 use serde_json::Value;
