@@ -485,6 +485,36 @@ async fn invalid_specs_are_refused_at_admission() {
             "{serverSideEncryption: {algorithm: AES256, kmsKeyId: k}}",
             "kmsKeyId is only valid with algorithm aws:kms",
         ),
+        (
+            "ok-name-3",
+            "{lifecycleRules: [{id: a, filter: {prefix: logs/}}]}",
+            "a lifecycle rule needs at least one action",
+        ),
+        (
+            "ok-name-4",
+            "{lifecycleRules: [{id: a, transitions: [{days: 30, storageClass: COLD}]}]}",
+            "Unsupported value: \"COLD\"",
+        ),
+        (
+            "ok-name-5",
+            "{lifecycleRules: [{id: a, expiration: {days: 1, expiredObjectDeleteMarker: true}}]}",
+            "expiration takes exactly one of days, date and expiredObjectDeleteMarker",
+        ),
+        (
+            "ok-name-6",
+            "{lifecycleRules: [{id: a, expiration: {days: 1}}, {id: a, expiration: {days: 2}}]}",
+            "Duplicate value",
+        ),
+        (
+            "ok-name-7",
+            "{cors: [{allowedMethods: [GET, PATCH], allowedOrigins: ['*']}]}",
+            "should match '^(GET|PUT|POST|DELETE|HEAD)$'",
+        ),
+        (
+            "ok-name-8",
+            "{ownershipControls: Everyone}",
+            "Unsupported value: \"Everyone\"",
+        ),
     ] {
         let manifest = format!(
             "apiVersion: aws.driftless.dev/v1alpha1\nkind: Bucket\nmetadata:\n  name: \"{name}\"\n  namespace: {}\nspec:\n  forProvider: {for_provider}\n",
@@ -666,4 +696,390 @@ async fn a_namespace_the_provider_config_does_not_allow_makes_no_cloud_call() {
     })
     .await;
     assert!(!bucket_exists(&s3, &name).await);
+}
+
+// ---- policy, lifecycleRules, cors, ownershipControls ----
+
+fn read_only_policy(name: &str) -> Value {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "PublicRead", "Effect": "Allow", "Principal": "*",
+        "Action": ["s3:GetObject"], "Resource": format!("arn:aws:s3:::{name}/*"),
+    }]})
+}
+
+fn lifecycle_rules() -> Value {
+    json!([
+        {"id": "expire-logs", "filter": {"prefix": "logs/"},
+         "expiration": {"days": 30},
+         "transitions": [{"days": 7, "storageClass": "GLACIER"}],
+         "abortIncompleteMultipartUpload": {"daysAfterInitiation": 2}},
+        {"id": "tagged", "status": "Disabled",
+         "filter": {"prefix": "tmp/", "tags": {"class": "scratch"}},
+         "noncurrentVersionExpiration": {"noncurrentDays": 5}},
+    ])
+}
+
+fn cors_rules() -> Value {
+    json!([{"id": "web", "allowedMethods": ["GET", "PUT"], "allowedOrigins": ["https://app.example"],
+            "allowedHeaders": ["*"], "exposeHeaders": ["ETag"], "maxAgeSeconds": 300}])
+}
+
+/// The bucket's policy as S3 returns it, parsed (None: no policy).
+async fn s3_policy(s3: &aws_sdk_s3::Client, name: &str) -> Option<Value> {
+    let out = s3.get_bucket_policy().bucket(name).send().await.ok()?;
+    serde_json::from_str(out.policy()?).ok()
+}
+
+fn same_policy(a: &Value, b: &Value) -> bool {
+    use driftless_aws::s3::bucket::policy::canonical;
+    canonical(a) == canonical(b)
+}
+
+/// Lifecycle rules by id: (status, expiration days).
+async fn s3_lifecycle(s3: &aws_sdk_s3::Client, name: &str) -> Vec<(String, String, Option<i32>)> {
+    let Ok(out) = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(name)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut rules: Vec<_> = out
+        .rules()
+        .iter()
+        .map(|r| {
+            let days = r.expiration().and_then(|e| e.days());
+            (
+                r.id().unwrap_or_default().to_string(),
+                r.status().as_str().to_string(),
+                days,
+            )
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+async fn s3_ownership(s3: &aws_sdk_s3::Client, name: &str) -> Option<String> {
+    let out = s3
+        .get_bucket_ownership_controls()
+        .bucket(name)
+        .send()
+        .await
+        .ok()?;
+    let rule = out.ownership_controls()?.rules().first()?;
+    Some(rule.object_ownership().as_str().to_string())
+}
+
+fn expected_lifecycle() -> Vec<(String, String, Option<i32>)> {
+    vec![
+        ("expire-logs".into(), "Enabled".into(), Some(30)),
+        ("tagged".into(), "Disabled".into(), None),
+    ]
+}
+
+/// `n` more reconcile passes of `name`: "nothing happened" over real polls.
+async fn wait_more_passes(scope: &Scope, name: &str, n: u64) {
+    let seen = scope.passes("Bucket", name);
+    scope.wait_passes("Bucket", name, seen + n).await;
+}
+
+#[tokio::test]
+async fn bucket_policy_lifecycle_cors_and_ownership_are_kept() {
+    let mut scope = Scope::new("bucket-settings").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let s3 = support::s3().await;
+    let name = unique("dl-settings");
+    let policy = read_only_policy(&name);
+    let b = bucket(
+        &scope,
+        &name,
+        json!({
+            "policy": policy,
+            "lifecycleRules": lifecycle_rules(),
+            "cors": cors_rules(),
+            "ownershipControls": "BucketOwnerPreferred",
+            "forceDestroy": true,
+        }),
+        json!({}),
+        json!({}),
+    );
+    api.create(&PostParams::default(), &b).await.unwrap();
+    crate::ec2::wait_synced(&api, &name).await;
+
+    // AWS holds each setting, and the tags record the deletable ones.
+    assert!(same_policy(&s3_policy(&s3, &name).await.unwrap(), &policy));
+    assert_eq!(s3_lifecycle(&s3, &name).await, expected_lifecycle());
+    let cors = s3.get_bucket_cors().bucket(&name).send().await.unwrap();
+    let rule = &cors.cors_rules()[0];
+    assert_eq!(rule.allowed_methods(), ["GET", "PUT"]);
+    assert_eq!(rule.allowed_origins(), ["https://app.example"]);
+    assert_eq!(rule.max_age_seconds(), Some(300));
+    assert_eq!(
+        s3_ownership(&s3, &name).await.as_deref(),
+        Some("BucketOwnerPreferred")
+    );
+    let tags = s3_tags(&s3, &name).await;
+    assert!(
+        tags.contains(&(
+            "driftless.dev/settings".into(),
+            "policy lifecycleRules cors".into()
+        )),
+        "{tags:?}"
+    );
+    assert_eq!(scope.calls.operation_total("PutBucketPolicy"), 1);
+
+    // The same policy written differently, out of band: a single statement
+    // object, scalar Action and list Resource, other key order, indented.
+    let reformatted = json!({"Statement": {
+        "Resource": [format!("arn:aws:s3:::{name}/*")], "Action": "s3:GetObject",
+        "Principal": {"AWS": "*"}, "Effect": "Allow", "Sid": "PublicRead"},
+        "Version": "2012-10-17"});
+    let text = serde_json::to_string_pretty(&reformatted).unwrap();
+    s3.put_bucket_policy()
+        .bucket(&name)
+        .policy(&text)
+        .send()
+        .await
+        .unwrap();
+    // And in the spec, as a string in yet another form: a spec change.
+    let as_text = format!(
+        "{{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": [ {{ \"Action\": \"s3:GetObject\", \"Effect\": \"Allow\", \"Resource\": \"arn:aws:s3:::{name}/*\", \"Principal\": \"*\", \"Sid\": \"PublicRead\" }} ]\n}}"
+    );
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"forProvider": {"policy": as_text}}})),
+    )
+    .await
+    .unwrap();
+    crate::ec2::wait_synced(&api, &name).await;
+    wait_more_passes(&scope, &name, 3).await;
+    assert_eq!(
+        scope.calls.operation_total("PutBucketPolicy"),
+        1,
+        "a policy differing only in form was written again: {:?}",
+        scope.calls.snapshot()
+    );
+    let stored = s3.get_bucket_policy().bucket(&name).send().await.unwrap();
+    assert_eq!(
+        stored.policy(),
+        Some(text.as_str()),
+        "the equivalent policy was replaced"
+    );
+
+    // A policy changed out of band is restored, with an Event.
+    let hijacked = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:PutObject"],
+        "Resource": format!("arn:aws:s3:::{name}/*")}]});
+    s3.put_bucket_policy()
+        .bucket(&name)
+        .policy(hijacked.to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_for("policy restored", WAIT, || async {
+        let have = s3_policy(&s3, &name).await?;
+        same_policy(&have, &policy).then_some(())
+    })
+    .await;
+    wait_for("DriftCorrected event", WAIT, || async {
+        event_reasons(&scope, &name)
+            .await
+            .contains(&"DriftCorrected".to_string())
+            .then_some(())
+    })
+    .await;
+
+    // A lifecycle rule changed out of band, and one added, are put back.
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(&name)
+        .lifecycle_configuration(intruding_lifecycle())
+        .send()
+        .await
+        .unwrap();
+    wait_for("lifecycle restored", WAIT, || async {
+        (s3_lifecycle(&s3, &name).await == expected_lifecycle()).then_some(())
+    })
+    .await;
+
+    // Removing policy and lifecycleRules deletes what driftless set; cors
+    // stays managed, ownership stays as it is.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"forProvider": {"policy": null, "lifecycleRules": null, "ownershipControls": null}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("policy and lifecycle deleted", WAIT, || async {
+        (s3_policy(&s3, &name).await.is_none() && s3_lifecycle(&s3, &name).await.is_empty())
+            .then_some(())
+    })
+    .await;
+    crate::ec2::wait_synced(&api, &name).await;
+    let tags = s3_tags(&s3, &name).await;
+    assert!(
+        tags.contains(&("driftless.dev/settings".into(), "cors".into())),
+        "{tags:?}"
+    );
+    assert!(s3.get_bucket_cors().bucket(&name).send().await.is_ok());
+    assert_eq!(
+        s3_ownership(&s3, &name).await.as_deref(),
+        Some("BucketOwnerPreferred")
+    );
+
+    // A policy driftless did not set, on a bucket whose spec has none, is
+    // left alone.
+    s3.put_bucket_policy()
+        .bucket(&name)
+        .policy(hijacked.to_string())
+        .send()
+        .await
+        .unwrap();
+    let deletes = scope.calls.operation_total("DeleteBucketPolicy");
+    wait_more_passes(&scope, &name, 3).await;
+    assert!(
+        s3_policy(&s3, &name).await.is_some(),
+        "a policy driftless never set was deleted"
+    );
+    assert_eq!(scope.calls.operation_total("DeleteBucketPolicy"), deletes);
+
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    crate::ec2::wait_gone(&api, &name).await;
+    assert!(!bucket_exists(&s3, &name).await);
+}
+
+/// `expire-logs` shortened to one day, and a rule nobody asked for.
+fn intruding_lifecycle() -> aws_sdk_s3::types::BucketLifecycleConfiguration {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+        LifecycleRuleFilter,
+    };
+    let rule = |id: &str, prefix: &str| {
+        LifecycleRule::builder()
+            .id(id)
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+            .expiration(LifecycleExpiration::builder().days(1).build())
+            .build()
+            .unwrap()
+    };
+    BucketLifecycleConfiguration::builder()
+        .rules(rule("expire-logs", "logs/"))
+        .rules(rule("intruder", ""))
+        .build()
+        .unwrap()
+}
+
+/// S3 has no batch read of bucket settings: every observation is HeadBucket
+/// and GetBucketTagging, plus one Get per setting the spec sets.
+#[tokio::test]
+async fn idle_bucket_costs_two_calls_plus_one_per_set_setting() {
+    const N: usize = 5;
+    let mut scope = Scope::new("bucket-idle").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let names: Vec<String> = (0..N).map(|_| unique("dl-idle")).collect();
+    for n in &names {
+        let b = bucket(
+            &scope,
+            n,
+            json!({"tags": {"idle": "yes"}}),
+            json!({}),
+            json!({}),
+        );
+        api.create(&PostParams::default(), &b).await.unwrap();
+    }
+    for n in &names {
+        crate::ec2::wait_synced(&api, n).await;
+    }
+    let (plain, calls) = idle_calls(&scope, &names, &[]).await;
+    eprintln!(
+        "{N} plain buckets over {} idle polls: {} S3 calls, {:.2} per bucket per poll",
+        plain.polls,
+        plain.total,
+        plain.per_resource(N)
+    );
+    assert_eq!(calls.total, 2 * calls.heads, "{:?}", scope.calls.snapshot());
+
+    for n in &names {
+        let settings = json!({"spec": {"forProvider": {
+            "policy": read_only_policy(n), "lifecycleRules": lifecycle_rules(),
+            "cors": cors_rules(), "ownershipControls": "BucketOwnerEnforced"}}});
+        api.patch(n, &PatchParams::default(), &Patch::Merge(settings))
+            .await
+            .unwrap();
+    }
+    for n in &names {
+        crate::ec2::wait_synced(&api, n).await;
+    }
+    let gets = [
+        "GetBucketPolicy",
+        "GetBucketLifecycleConfiguration",
+        "GetBucketCors",
+        "GetBucketOwnershipControls",
+    ];
+    let (full, calls) = idle_calls(&scope, &names, &gets).await;
+    eprintln!(
+        "{N} buckets with policy, lifecycleRules, cors and ownershipControls over {} idle polls: {} S3 calls, {:.2} per bucket per poll",
+        full.polls,
+        full.total,
+        full.per_resource(N)
+    );
+    // Each set setting: exactly one Get per observation, nothing else.
+    for (get, n) in gets.iter().zip(&calls.gets) {
+        assert_eq!(*n, calls.heads, "{get}: {:?}", scope.calls.snapshot());
+    }
+    assert_eq!(calls.total, 6 * calls.heads, "{:?}", scope.calls.snapshot());
+    for n in &names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    for n in &names {
+        crate::ec2::wait_gone(&api, n).await;
+    }
+}
+
+/// Calls over an idle window: HeadBucket (one per observation), each of
+/// `gets`, and all.
+struct WindowCalls {
+    heads: u64,
+    gets: Vec<u64>,
+    total: u64,
+}
+
+/// The figure (IdleCalls) and the exact counts over a window around it that
+/// starts one pass after the last write, so it holds observations only.
+async fn idle_calls(
+    scope: &Scope,
+    names: &[String],
+    gets: &[&str],
+) -> (crate::ec2::IdleCalls, WindowCalls) {
+    for n in names {
+        wait_more_passes(scope, n, 1).await;
+    }
+    let count = |scope: &Scope| WindowCalls {
+        heads: scope.calls.operation_total("HeadBucket"),
+        gets: gets
+            .iter()
+            .map(|g| scope.calls.operation_total(g))
+            .collect(),
+        total: scope.calls.total(),
+    };
+    let before = count(scope);
+    let idle = crate::ec2::IdleCalls::measure(scope, "Bucket", names, "HeadBucket", 3).await;
+    let after = count(scope);
+    let window = WindowCalls {
+        heads: after.heads - before.heads,
+        gets: after
+            .gets
+            .iter()
+            .zip(&before.gets)
+            .map(|(a, b)| a - b)
+            .collect(),
+        total: after.total - before.total,
+    };
+    (idle, window)
 }

@@ -21,6 +21,7 @@ const TERMINAL: &[&str] = &[
     "InvalidRequest",
     "InvalidTag",
     "MalformedXML",
+    "MalformedPolicy",
     "KMS.NotFoundException",
     "InvalidParameter",
     "InvalidParameterValue",
