@@ -29,8 +29,8 @@ fn copy_examples(to: &Path) {
     assert!(out.status.success(), "cp examples: {out:?}");
 }
 
-/// A kustomize patch renaming the one Bucket (S3 names are global: each
-/// test run gets its own).
+/// A kustomize patch renaming the one Bucket and its policy's resources (S3
+/// names are global: each test run gets its own).
 fn rename_bucket(bucket: &str) -> String {
     format!(
         "- target: {{group: aws.driftless.dev, kind: Bucket}}
@@ -38,6 +38,9 @@ fn rename_bucket(bucket: &str) -> String {
     - op: replace
       path: /metadata/name
       value: {bucket}
+    - op: replace
+      path: /spec/forProvider/policy/Statement/0/Resource
+      value: [arn:aws:s3:::{bucket}, arn:aws:s3:::{bucket}/*]
 "
     )
 }
