@@ -1577,6 +1577,53 @@ pub(crate) fn crashing_client(
     kube::Client::new(service, ns.to_string())
 }
 
+/// A create whose answer a crash loses (the controller dies before it
+/// records the id) is adopted after a restart, not made again: `owned`
+/// lists the cloud ids carrying the object's owner tags, `create_call` is the
+/// API operation. Returns the adopted id.
+pub(crate) async fn assert_lost_create_adopted<K, F, Fut>(
+    scope: &mut Scope,
+    name: &'static [&'static str; 1],
+    create_call: &str,
+    owned: F,
+) -> String
+where
+    K: ManagedKind + DeserializeOwned,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let api: Api<K> = scope.api();
+    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = crashing_client(scope.client.clone(), &scope.ns, name, crashed.clone());
+    scope.start_controller_client(client, Duration::from_secs(2));
+    wait_for("created, not recorded", WAIT, || async {
+        (!crashed.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    scope.stop_controller();
+    let o = api.get(name[0]).await.unwrap();
+    assert!(
+        !o.annotations().contains_key(EXTERNAL_NAME),
+        "recorded before the crash"
+    );
+    assert!(
+        o.annotations().contains_key(CREATE_PENDING),
+        "create not marked pending"
+    );
+    let created = owned().await;
+    assert_eq!(created.len(), 1, "one resource made: {created:?}");
+
+    scope.start_controller(Duration::from_secs(2));
+    let o = wait_synced(&api, name[0]).await;
+    assert_eq!(external_name(&o), created[0], "the one made is adopted");
+    let seen = scope.passes(&K::kind(&()), name[0]);
+    scope.wait_passes(&K::kind(&()), name[0], seen + 2).await;
+    assert_eq!(owned().await, created, "and no other made since");
+    let calls = scope.calls.operation_total(create_call);
+    assert_eq!(calls, 1, "{create_call}: {:?}", scope.calls.snapshot());
+    created[0].clone()
+}
+
 #[tokio::test]
 async fn a_crash_between_create_and_record_is_adopted_not_duplicated() {
     let mut scope = Scope::new("ec2-crash").await;

@@ -2,19 +2,19 @@
 //! an immutable field refused, deletion waiting while associated, a lost
 //! create adopted, and the idle cost of observing many addresses.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Address, Tag};
 use driftless_aws::ElasticIp;
-use driftless_provider::{CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
+use driftless_provider::TAG_OWNER;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    crashing_client, external_name, tag_map, wait_gone, wait_message, wait_synced, IdleCalls,
+    assert_lost_create_adopted, external_name, tag_map, wait_gone, wait_message, wait_synced,
+    IdleCalls,
 };
 use crate::support::{self, code_in, unique, unless_not_found, wait_for, Scope};
 
@@ -213,33 +213,15 @@ async fn a_lost_allocation_is_adopted_not_allocated_again() {
     let api: Api<ElasticIp> = scope.api();
     let ec2 = support::ec2().await;
     create(&api, manifest(&scope, "ip", json!({}))).await;
-    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let client = crashing_client(scope.client.clone(), &scope.ns, &["ip"], crashed.clone());
-    scope.start_controller_client(client, POLL);
-    wait_for("allocated, not recorded", WAIT, || async {
-        (!crashed.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
-    scope.stop_controller();
-    let o = api.get("ip").await.unwrap();
-    assert!(!o.annotations().contains_key(EXTERNAL_NAME));
-    assert!(o.annotations().contains_key(CREATE_PENDING));
     let owner = format!("{}/ip", scope.ns);
-    let allocated = owned(&ec2, &owner).await;
-    assert_eq!(allocated.len(), 1, "{allocated:?}");
-
-    scope.start_controller(POLL);
-    let o = wait_synced(&api, "ip").await;
-    assert_eq!(external_name(&o), allocated[0]);
-    let seen = scope.passes("ElasticIp", "ip");
-    scope.wait_passes("ElasticIp", "ip", seen + 2).await;
-    assert_eq!(owned(&ec2, &owner).await, allocated);
-    assert_eq!(
-        scope.calls.operation_total("AllocateAddress"),
-        1,
-        "{:?}",
-        scope.calls.snapshot()
-    );
+    let allocated = || owned(&ec2, &owner);
+    assert_lost_create_adopted::<ElasticIp, _, _>(
+        &mut scope,
+        &["ip"],
+        "AllocateAddress",
+        allocated,
+    )
+    .await;
     api.delete("ip", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "ip").await;
     assert!(owned(&ec2, &owner).await.is_empty());

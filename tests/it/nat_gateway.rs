@@ -4,18 +4,17 @@
 //! admission rules on the Elastic IP, a lost create adopted, and the idle
 //! cost of observing many gateways.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, NatGateway as SdkNatGateway, Tag};
 use driftless_aws::{ElasticIp, NatGateway, Subnet, Vpc};
-use driftless_provider::{CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
+use driftless_provider::TAG_OWNER;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    crashing_client, create, external_name, manifest, tag_map, wait_gone, wait_message,
+    assert_lost_create_adopted, create, external_name, manifest, tag_map, wait_gone, wait_message,
     wait_synced, IdleCalls,
 };
 use crate::support::{self, unique, wait_for, Scope};
@@ -275,33 +274,15 @@ async fn a_lost_nat_gateway_create_is_adopted_not_created_again() {
         .to_string();
     let for_nat = json!({"subnetId": net.1, "allocationId": allocation});
     create::<NatGateway>(&scope, manifest(&scope, "NatGateway", "nat", for_nat)).await;
-    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let client = crashing_client(scope.client.clone(), &scope.ns, &["nat"], crashed.clone());
-    scope.start_controller_client(client, POLL);
-    wait_for("created, not recorded", WAIT, || async {
-        (!crashed.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
-    scope.stop_controller();
-    let o = api.get("nat").await.unwrap();
-    assert!(!o.annotations().contains_key(EXTERNAL_NAME));
-    assert!(o.annotations().contains_key(CREATE_PENDING));
     let owner = format!("{}/nat", scope.ns);
-    let created = owned(&ec2, &owner).await;
-    assert_eq!(created.len(), 1, "{created:?}");
-
-    scope.start_controller(POLL);
-    let o = wait_synced(&api, "nat").await;
-    assert_eq!(external_name(&o), created[0]);
-    let seen = scope.passes("NatGateway", "nat");
-    scope.wait_passes("NatGateway", "nat", seen + 2).await;
-    assert_eq!(owned(&ec2, &owner).await, created);
-    assert_eq!(
-        scope.calls.operation_total("CreateNatGateway"),
-        1,
-        "{:?}",
-        scope.calls.snapshot()
-    );
+    let created = || owned(&ec2, &owner);
+    assert_lost_create_adopted::<NatGateway, _, _>(
+        &mut scope,
+        &["nat"],
+        "CreateNatGateway",
+        created,
+    )
+    .await;
     delete(&api, "nat").await;
     wait_gone(&api, "nat").await;
     assert!(owned(&ec2, &owner).await.is_empty());
