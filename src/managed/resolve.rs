@@ -47,7 +47,7 @@ pub async fn resolve(
                             awaiting(Some(name.clone())),
                         ));
                     };
-                    match ready_id(&obj) {
+                    match ready_id(&obj, r.value) {
                         Ok(id) => ids.push(id),
                         Err(why) => {
                             return Ok(Resolution::NotReady(
@@ -81,7 +81,7 @@ pub async fn resolve(
                 }
                 let mut ids = Vec::new();
                 for obj in &matches {
-                    match ready_id(obj) {
+                    match ready_id(obj, r.value) {
                         Ok(id) => ids.push(id),
                         Err(why) => {
                             return Ok(Resolution::NotReady(
@@ -99,10 +99,11 @@ pub async fn resolve(
     Ok(Resolution::Resolved(resolved))
 }
 
-/// The cloud id of a referenced object, if it is usable.
-fn ready_id(obj: &DynamicObject) -> Result<String, &'static str> {
+/// The cloud id of a referenced object (or its value at `pointer`), if it
+/// is usable.
+fn ready_id(obj: &DynamicObject, pointer: Option<&str>) -> Result<String, String> {
     if obj.metadata.deletion_timestamp.is_some() {
-        return Err("is being deleted");
+        return Err("is being deleted".into());
     }
     let ready = obj.data["status"]["conditions"]
         .as_array()
@@ -110,12 +111,15 @@ fn ready_id(obj: &DynamicObject) -> Result<String, &'static str> {
         .flatten()
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
     if !ready {
-        return Err("is not Ready yet");
+        return Err("is not Ready yet".into());
     }
-    obj.annotations()
-        .get(EXTERNAL_NAME)
-        .cloned()
-        .ok_or("has no external name yet")
+    match pointer {
+        None => (obj.annotations().get(EXTERNAL_NAME).cloned())
+            .ok_or_else(|| "has no external name yet".into()),
+        Some(pointer) => (obj.data.pointer(pointer).and_then(|v| v.as_str()))
+            .map(str::to_string)
+            .ok_or_else(|| format!("has no {} yet", pointer[1..].replace('/', "."))),
+    }
 }
 
 #[cfg(test)]
@@ -139,17 +143,23 @@ mod tests {
 
     #[test]
     fn a_reference_needs_a_ready_target_with_an_id() {
+        let ready = object("True", Some("vpc-1"));
+        assert_eq!(ready_id(&ready, None), Ok("vpc-1".to_string()));
+        let not_ready = object("False", Some("vpc-1"));
+        assert_eq!(ready_id(&not_ready, None), Err("is not Ready yet".into()));
+        let unnamed = object("True", None);
         assert_eq!(
-            ready_id(&object("True", Some("vpc-1"))),
-            Ok("vpc-1".to_string())
+            ready_id(&unnamed, None),
+            Err("has no external name yet".into())
         );
+        // A value read from the object instead (a key pair's name).
+        let at = Some("/status/atProvider/keyName");
         assert_eq!(
-            ready_id(&object("False", Some("vpc-1"))),
-            Err("is not Ready yet")
+            ready_id(&ready, at),
+            Err("has no status.atProvider.keyName yet".into())
         );
-        assert_eq!(
-            ready_id(&object("True", None)),
-            Err("has no external name yet")
-        );
+        let mut named = ready.clone();
+        named.data["status"]["atProvider"] = serde_json::json!({"keyName": "deploy"});
+        assert_eq!(ready_id(&named, at), Ok("deploy".to_string()));
     }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{KeyPairInfo, Tag};
-use driftless_aws::KeyPair;
+use driftless_aws::{Instance, KeyPair};
 use driftless_provider::{ManagedKind, TAG_OWNER};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -18,6 +18,7 @@ use crate::support::{self, wait_for, Scope};
 
 const POLL: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(90);
+const AMI: &str = "ami-03cf127a";
 
 /// A valid ed25519 public key, used where generating one is not worth it.
 pub(crate) const FIXED_PUBLIC_KEY: &str =
@@ -244,4 +245,63 @@ async fn observing_fifty_key_pairs_costs_one_call_per_poll() {
         })
         .await;
     }
+}
+
+/// An Instance names its key pair by `keyPairRef`: it waits until the
+/// KeyPair is Ready, then launches with the key pair's EC2 name (not its id).
+#[tokio::test]
+async fn an_instance_launches_with_the_key_pair_it_references() {
+    let mut scope = Scope::new("keypair-ref").await;
+    scope.start_controller(POLL);
+    let ec2 = support::ec2().await;
+    let (vpc, subnet) = crate::nat_gateway::network(&ec2).await;
+    let instances: Api<Instance> = scope.api();
+    let vm = crate::ec2::manifest(
+        &scope,
+        "Instance",
+        "vm",
+        json!({"imageId": AMI, "instanceType": "t3.micro", "subnetId": subnet, "keyPairRef": {"name": "login"}}),
+    );
+    crate::ec2::create::<Instance>(&scope, vm).await;
+    let (_, why) =
+        crate::ec2::wait_message::<Instance>(&instances, "vm", "Synced", "False", |_, m| {
+            m.contains("keyName: KeyPair login does not exist")
+        })
+        .await;
+    eprintln!("before the KeyPair exists: {why}");
+    let keys: Api<KeyPair> = scope.api();
+    let spec = json!({"publicKeyMaterial": FIXED_PUBLIC_KEY});
+    keys.create(&PostParams::default(), &manifest(&scope, "login", spec))
+        .await
+        .unwrap();
+    let vm = wait_synced(&instances, "vm").await;
+    let id = external_name(&vm);
+    let out = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let launched = out.reservations()[0].instances()[0]
+        .key_name()
+        .map(str::to_string);
+    let name = format!("{}-login", scope.ns);
+    assert_eq!(
+        launched.as_deref(),
+        Some(name.as_str()),
+        "launched with the key pair's name"
+    );
+    let resolved = vm.status.unwrap().resolved_references;
+    assert_eq!(resolved.get("keyName"), Some(&name), "{resolved:?}");
+    instances
+        .delete("vm", &DeleteParams::default())
+        .await
+        .unwrap();
+    crate::ec2::wait_gone(&instances, "vm").await;
+    keys.delete("login", &DeleteParams::default())
+        .await
+        .unwrap();
+    crate::ec2::wait_gone(&keys, "login").await;
+    ec2.delete_subnet().subnet_id(&subnet).send().await.unwrap();
+    ec2.delete_vpc().vpc_id(&vpc).send().await.unwrap();
 }

@@ -57,7 +57,7 @@ async fn owned(ec2: &aws_sdk_ec2::Client, owner: &str) -> Vec<String> {
 }
 
 /// A VPC and a subnet made by hand (not driftless objects): (vpc, subnet).
-async fn network(ec2: &aws_sdk_ec2::Client) -> (String, String) {
+pub(crate) async fn network(ec2: &aws_sdk_ec2::Client) -> (String, String) {
     let b: u8 = rand::random();
     let out = ec2
         .create_vpc()

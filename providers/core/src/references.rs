@@ -50,6 +50,10 @@ pub struct Reference {
     pub source: RefSource,
     /// A list of targets (e.g. security groups) rather than one.
     pub many: bool,
+    /// Where the target's value is read, as a JSON pointer into the object
+    /// (e.g. `/status/atProvider/keyName`: an instance names its key pair by
+    /// name, not id); `None`: its external-name annotation.
+    pub value: Option<&'static str>,
 }
 
 impl Reference {
@@ -104,7 +108,17 @@ impl Reference {
             target: ApiResource::erase::<T>(&()),
             source,
             many,
+            value: None,
         })
+    }
+
+    /// The same reference, resolved to the target's value at `pointer`
+    /// rather than its external name.
+    pub fn reading(self, pointer: &'static str) -> Self {
+        Self {
+            value: Some(pointer),
+            ..self
+        }
     }
 }
 
@@ -150,7 +164,7 @@ pub fn push_rule(schema: &mut schemars::Schema, rule: &str, message: &str) {
 macro_rules! reference {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident(one $target:ty = $target_str:literal) {
+        pub struct $name:ident(one $target:ty = $target_str:literal $(, value $value:literal)?) {
             $(#[doc = $id_doc:literal])*
             id $id:literal, by_ref $by_ref:literal, selector $selector:literal $(,)?
         }
@@ -162,12 +176,14 @@ macro_rules! reference {
 
         impl $name {
             pub fn reference(&self) -> Option<$crate::Reference> {
-                $crate::Reference::single::<$target>(
+                let r = $crate::Reference::single::<$target>(
                     $id,
                     self.id.as_ref(),
                     self.by_ref.as_ref(),
                     self.selector.as_ref(),
-                )
+                );
+                $(let r = r.map(|r| r.reading($value));)?
+                r
             }
         }
     };

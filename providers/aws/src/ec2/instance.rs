@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use aws_sdk_ec2::types::{AttributeValue, InstanceStateName, InstanceType};
 use driftless_provider::Identity;
 
+use super::key_pair::KeyPair;
 use super::prelude::*;
 use super::security_group::SecurityGroup;
 use super::subnet::Subnet;
@@ -24,6 +25,15 @@ reference! {
     pub struct SecurityGroupsReference(many SecurityGroup = "SecurityGroup") {
         /// Security group ids (unset: the VPC's default group, and not compared).
         ids "securityGroupIds", by_ref "securityGroupRefs", selector "securityGroupSelector"
+    }
+}
+
+reference! {
+    /// The key pair an instance is launched with: EC2 names it by name, so a
+    /// reference resolves to the KeyPair's `status.atProvider.keyName`.
+    pub struct KeyPairReference(one KeyPair = "KeyPair", value "/status/atProvider/keyName") {
+        /// An EC2 key pair's name (unset: none). Immutable.
+        id "keyName", by_ref "keyPairRef", selector "keyPairSelector"
     }
 }
 
@@ -47,9 +57,8 @@ pub struct InstanceParameters {
     pub subnet: SubnetReference,
     #[serde(flatten)]
     pub security_groups: SecurityGroupsReference,
-    /// An EC2 key pair's name. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_name: Option<String>,
+    #[serde(flatten)]
+    pub key_pair: KeyPairReference,
     /// A script or cloud-init config, plain text (driftless encodes it).
     /// Used at launch only, so it cannot change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +100,7 @@ managed_resource! {
     kind Instance("Instance"), spec InstanceSpec, status InstanceStatus("InstanceStatus"),
     group "aws.driftless.dev", category "aws",
     for_provider InstanceParameters, at_provider InstanceObservation, fields InstanceField,
-    references(subnet, security_groups),
+    references(subnet, security_groups, key_pair),
 }
 
 fn state_of(i: &sdk::Instance) -> Option<&InstanceStateName> {
@@ -198,7 +207,7 @@ fn launch_token(
         &spec.instance_type,
         subnet,
         &groups.join(","),
-        spec.key_name.as_deref().unwrap_or_default(),
+        resolved(t, KeyPairReference::FIELD).unwrap_or_default(),
         spec.user_data.as_deref().unwrap_or_default(),
     ])
 }
@@ -226,7 +235,8 @@ impl Ec2Kind for Instance {
                 resolved(t, SubnetReference::FIELD),
             );
             let key = i.key_name().unwrap_or_default();
-            diff.compare(InstanceField::KeyName, key, t.spec.key_name.as_ref());
+            let want = resolved(t, KeyPairReference::FIELD);
+            diff.compare(InstanceField::KeyName, key, want);
             let instance_type = i.instance_type().map_or("", InstanceType::as_str);
             diff.compare(
                 InstanceField::InstanceType,
@@ -298,7 +308,7 @@ impl Ec2Kind for Instance {
                 .max_count(1)
                 .subnet_id(subnet)
                 .set_security_group_ids((!groups.is_empty()).then(|| groups.clone()))
-                .set_key_name(t.spec.key_name.clone())
+                .set_key_name(resolved(t, KeyPairReference::FIELD).map(str::to_string))
                 .set_user_data(
                     t.spec
                         .user_data
