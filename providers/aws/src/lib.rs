@@ -18,6 +18,8 @@ pub use ec2::internet_gateway::InternetGateway;
 pub use ec2::key_pair::KeyPair;
 pub use ec2::security_group::SecurityGroup;
 pub use ec2::subnet::Subnet;
+pub use ec2::volume::Volume;
+pub use ec2::volume_attachment::VolumeAttachment;
 pub use ec2::vpc::Vpc;
 pub use s3::bucket::Bucket;
 
@@ -50,4 +52,6 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<InternetGateway>(aws.clone());
     visitor.visit::<ElasticIp>(aws.clone());
     visitor.visit::<KeyPair>(aws.clone());
+    visitor.visit::<Volume>(aws.clone());
+    visitor.visit::<VolumeAttachment>(aws.clone());
 }

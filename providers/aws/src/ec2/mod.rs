@@ -26,6 +26,8 @@ mod kind;
 pub mod security_group;
 mod snapshot;
 pub mod subnet;
+pub mod volume;
+pub mod volume_attachment;
 pub mod vpc;
 
 use std::collections::BTreeMap;
