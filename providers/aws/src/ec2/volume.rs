@@ -130,19 +130,10 @@ pub(crate) fn attached_to(v: &sdk::Volume) -> Vec<&str> {
 fn attachments(v: &sdk::Volume) -> Vec<String> {
     let text = |a: &sdk::VolumeAttachment| {
         let state = a.state().map_or("", sdk::VolumeAttachmentState::as_str);
-        let (i, d) = (a.instance_id(), a.device());
-        format!(
-            "{} {} ({state})",
-            i.unwrap_or_default(),
-            d.unwrap_or_default()
-        )
+        let (i, d) = (a.instance_id().unwrap_or(""), a.device().unwrap_or(""));
+        format!("{i} {d} ({state})")
     };
     v.attachments().iter().map(text).collect()
-}
-
-/// Whether the key AWS reports (an ARN) is the one the spec names (id or ARN).
-fn same_key(have: &str, want: &str) -> bool {
-    have == want || have.ends_with(&format!("/{want}"))
 }
 
 #[async_trait]
@@ -161,7 +152,8 @@ impl Ec2Kind for Volume {
         let encrypted = v.encrypted().unwrap_or_default();
         diff.compare(VolumeField::Encrypted, encrypted, s.encrypted);
         let key = v.kms_key_id().unwrap_or_default();
-        let other_key = s.kms_key_id.as_ref().filter(|want| !same_key(key, want));
+        // AWS reports an ARN; the spec may give the key's id.
+        let other_key = s.kms_key_id.as_ref().filter(|w| !key.ends_with(w.as_str()));
         diff.compare(VolumeField::KmsKeyId, key, other_key);
         let snapshot = v.snapshot_id().unwrap_or_default();
         diff.compare(VolumeField::SnapshotId, snapshot, s.snapshot_id.as_ref());
@@ -194,11 +186,12 @@ impl Ec2Kind for Volume {
     async fn create(ec2: &Ec2, t: &Target<'_, Volume>) -> Result<Created, CloudError> {
         let s = t.spec;
         let tags = tag_specification(ResourceType::Volume, t.identity, &s.tags);
-        let req = ec2
-            .client
-            .create_volume()
-            .availability_zone(&s.availability_zone);
-        let req = req
+        // One ClientToken per call, so the SDK's retries of it make one
+        // volume (LocalStack ignores it: the owner tags find a lost one).
+        let token = format!("dl-{:016x}", rand::random::<u64>());
+        let req = ec2.client.create_volume().client_token(token);
+        let out = req
+            .availability_zone(&s.availability_zone)
             .set_size(s.size)
             .volume_type(sdk::VolumeType::from(s.volume_type.as_str()))
             .set_iops(s.iops)
@@ -206,10 +199,6 @@ impl Ec2Kind for Volume {
             .set_encrypted(s.encrypted)
             .set_kms_key_id(s.kms_key_id.clone())
             .set_snapshot_id(s.snapshot_id.clone())
-            // One token per call, so the SDK's retries of it make one volume
-            // (LocalStack ignores it: the owner tags find a lost one).
-            .client_token(format!("dl-{:016x}", rand::random::<u64>()));
-        let out = req
             .tag_specifications(tags)
             .send()
             .await
@@ -285,13 +274,13 @@ impl Ec2 {
         }
         let req = self.client.describe_volumes_modifications().volume_ids(id);
         let out = req.send().await.map_err(cloud_error)?;
-        let busy = out.volumes_modifications().iter().find(|m| {
+        let busy = out.volumes_modifications().iter().find_map(|m| {
             let state = m.modification_state().map_or("", |s| s.as_str());
-            matches!(state, "modifying" | "optimizing")
+            matches!(state, "modifying" | "optimizing").then(|| (state, m.progress()))
         });
-        if let Some(m) = busy {
-            let state = m.modification_state().map_or("", |s| s.as_str());
-            let why = format!("volume {id} is still being modified ({state}, {}% done): the next change waits for it to finish", m.progress().unwrap_or_default());
+        if let Some((state, done)) = busy {
+            let done = done.unwrap_or_default();
+            let why = format!("volume {id} is still being modified ({state}, {done}% done): the next change waits for it to finish");
             return Err(CloudError::retryable("IncorrectModificationState", why));
         }
         let req = self.client.modify_volume().volume_id(id).set_size(s.size);

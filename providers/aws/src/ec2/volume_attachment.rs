@@ -240,3 +240,36 @@ impl External<VolumeAttachment> for Ec2 {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_external_name_is_volume_then_instance() {
+        assert_eq!(split("vol-1:i-2").unwrap(), ("vol-1", "i-2"));
+        let err = split("vol-1").unwrap_err();
+        assert!(err.message.contains("<volume-id>:<instance-id>"), "{err}");
+    }
+
+    #[test]
+    fn a_detached_attachment_does_not_count() {
+        let on = |i: &str, state: &str| {
+            let state = sdk::VolumeAttachmentState::from(state);
+            sdk::VolumeAttachment::builder()
+                .instance_id(i)
+                .state(state)
+                .build()
+        };
+        let v = sdk::Volume::builder()
+            .attachments(on("i-1", "detached"))
+            .attachments(on("i-2", "attached"))
+            .build();
+        assert!(attachment(&v, "i-1").is_none());
+        assert_eq!(
+            attachment(&v, "i-2").and_then(|a| a.instance_id()),
+            Some("i-2")
+        );
+        assert_eq!(attached_to(&v), ["i-2"]);
+    }
+}
