@@ -26,5 +26,6 @@ mod support;
 mod tenancy;
 mod tools;
 mod validate;
+mod volume;
 mod webhook;
 mod wiring;

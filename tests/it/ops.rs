@@ -332,11 +332,25 @@ metadata: {{name: vm, namespace: {ns}}}
 spec:
   providerConfigRef: {{name: {pc}}}
   forProvider: {{imageId: ami-03cf127a, instanceType: t3.micro, subnetRef: {{name: net-a}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: Volume
+metadata: {{name: disk, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{availabilityZone: us-east-1a, size: 1}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: VolumeAttachment
+metadata: {{name: disk-vm, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider: {{volumeRef: {{name: disk}}, instanceRef: {{name: vm}}, device: /dev/sdf}}
 "#
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
-    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,natgateways,instances,keypairs";
+    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,natgateways,instances,keypairs,volumes,volumeattachments";
     let (ok, out, err) = kubectl_wait_ready(&ns, "90s", &[all, "--all"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
@@ -344,7 +358,7 @@ spec:
             "delete",
             "-n",
             &ns,
-            "instances,natgateways,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
+            "volumeattachments,instances,volumes,natgateways,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
             "--all",
             "--timeout=90s",
         ],
@@ -439,6 +453,20 @@ metadata: {{name: git-vm}}
 spec:
   providerConfigRef: {{name: {git_pc}}}
   forProvider: {{imageId: ami-03cf127a, instanceType: t3.micro, subnetRef: {{name: git-net-a}}}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: Volume
+metadata: {{name: git-disk}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{availabilityZone: us-east-1a, size: 1}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: VolumeAttachment
+metadata: {{name: git-disk-vm}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider: {{volumeRef: {{name: git-disk}}, instanceRef: {{name: git-vm}}, device: /dev/sdf}}
 "#
         ),
     );
@@ -492,6 +520,8 @@ spec:
             "natgateway/git-nat",
             "keypair/git-key",
             "instance/git-vm",
+            "volume/git-disk",
+            "volumeattachment/git-disk-vm",
         ],
     );
     assert!(ok, "{out}{err}");

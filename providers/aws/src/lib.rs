@@ -19,6 +19,8 @@ pub use ec2::key_pair::KeyPair;
 pub use ec2::nat_gateway::NatGateway;
 pub use ec2::security_group::SecurityGroup;
 pub use ec2::subnet::Subnet;
+pub use ec2::volume::Volume;
+pub use ec2::volume_attachment::VolumeAttachment;
 pub use ec2::vpc::Vpc;
 pub use s3::bucket::Bucket;
 
@@ -52,4 +54,6 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<ElasticIp>(aws.clone());
     visitor.visit::<KeyPair>(aws.clone());
     visitor.visit::<NatGateway>(aws.clone());
+    visitor.visit::<Volume>(aws.clone());
+    visitor.visit::<VolumeAttachment>(aws.clone());
 }

@@ -27,6 +27,8 @@ pub mod nat_gateway;
 pub mod security_group;
 mod snapshot;
 pub mod subnet;
+pub mod volume;
+pub mod volume_attachment;
 pub mod vpc;
 
 use std::collections::BTreeMap;
