@@ -3,18 +3,17 @@
 //! Instance, deletion order (a volume waits for its attachment), a lost
 //! create adopted, and the idle cost of observing many volumes.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use aws_sdk_ec2::types::Tag;
 use driftless_aws::{Instance, Subnet, Volume, VolumeAttachment, Vpc};
-use driftless_provider::{CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
+use driftless_provider::TAG_OWNER;
 use kube::api::DeleteParams;
-use kube::{Api, ResourceExt};
+use kube::Api;
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    crashing_client, create, external_name, manifest, tag_map, wait_gone, wait_message,
+    assert_lost_create_adopted, create, external_name, manifest, tag_map, wait_gone, wait_message,
     wait_synced, IdleCalls,
 };
 use crate::support::{self, code_in, unless_not_found, wait_for, Scope};
@@ -292,29 +291,10 @@ async fn a_lost_volume_create_is_adopted_not_created_again() {
     let ec2 = support::ec2().await;
     let fp = json!({"availabilityZone": ZONE, "size": 1});
     create::<Volume>(&scope, manifest(&scope, "Volume", "disk", fp)).await;
-    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let client = crashing_client(scope.client.clone(), &scope.ns, &["disk"], crashed.clone());
-    scope.start_controller_client(client, POLL);
-    wait_for("created, not recorded", WAIT, || async {
-        (!crashed.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
-    scope.stop_controller();
-    let o = api.get("disk").await.unwrap();
-    assert!(!o.annotations().contains_key(EXTERNAL_NAME));
-    assert!(o.annotations().contains_key(CREATE_PENDING));
     let owner = format!("{}/disk", scope.ns);
-    let created = owned(&ec2, &owner).await;
-    assert_eq!(created.len(), 1, "{created:?}");
-
-    scope.start_controller(POLL);
-    let o = wait_synced(&api, "disk").await;
-    assert_eq!(external_name(&o), created[0]);
-    let seen = scope.passes("Volume", "disk");
-    scope.wait_passes("Volume", "disk", seen + 2).await;
-    assert_eq!(owned(&ec2, &owner).await, created);
-    let creates = scope.calls.operation_total("CreateVolume");
-    assert_eq!(creates, 1, "{:?}", scope.calls.snapshot());
+    let created = || owned(&ec2, &owner);
+    assert_lost_create_adopted::<Volume, _, _>(&mut scope, &["disk"], "CreateVolume", created)
+        .await;
     api.delete("disk", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "disk").await;
     assert!(owned(&ec2, &owner).await.is_empty());
