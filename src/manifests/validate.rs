@@ -61,7 +61,9 @@ pub fn validate(manifests: &[Manifest], crds: &[CustomResourceDefinition]) -> Ve
             .iter()
             .find(|s| s.api_version == m.api_version() && s.kind == m.kind())
         else {
-            continue; // not ours: the API server will judge it
+            // Not ours (the API server will judge it), unless its group is.
+            errors.extend(unknown_kind(&schemas, m));
+            continue;
         };
         check_object(&ks.schema, &m.value, "", m, &mut errors, true);
         if let Err(errs) = cel.validate_compiled(&ks.cel, &m.value, None) {
@@ -87,6 +89,33 @@ pub fn validate(manifests: &[Manifest], crds: &[CustomResourceDefinition]) -> Ve
     errors.extend(refs.errors);
     errors.sort_by(|a, b| a.origin.cmp(&b.origin));
     errors
+}
+
+/// An object of one of driftless' own groups whose apiVersion and kind
+/// match no CRD: a typo the cluster would only reject at apply time.
+fn unknown_kind(schemas: &[KindSchema], m: &Manifest) -> Option<ManifestError> {
+    let group = |api_version: &str| api_version.rsplit_once('/').map(|(g, _)| g.to_string());
+    let ours = group(m.api_version())?;
+    let mut known: Vec<&str> = schemas
+        .iter()
+        .filter(|s| group(&s.api_version).as_deref() == Some(ours.as_str()))
+        .map(|s| s.kind.as_str())
+        .collect();
+    if known.is_empty() {
+        return None;
+    }
+    known.sort();
+    known.dedup();
+    let message = if known.contains(&m.kind()) {
+        format!("{} has no version {}", m.kind(), m.api_version())
+    } else {
+        format!(
+            "{ours} has no kind {:?}; its kinds: {}",
+            m.kind(),
+            known.join(", ")
+        )
+    };
+    Some(m.error("kind", message))
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -143,3 +143,21 @@ fn management_policies_without_observe_are_refused() {
     let (code, out) = validate(&[("bucket.yaml", &bucket("[LateInitialize]"))]);
     assert_eq!(code, 1, "LateInitialize is not offered: {out}");
 }
+
+#[test]
+fn a_misspelt_kind_of_ours_is_reported_where_written() {
+    let (code, out) = validate(&[(
+        "rt.yaml",
+        "apiVersion: aws.driftless.dev/v1alpha1\nkind: RouteTabel\nmetadata: {name: public, namespace: net}\nspec: {}\n---\napiVersion: aws.driftless.dev/v1beta1\nkind: Vpc\nmetadata: {name: main, namespace: net}\nspec: {}\n",
+    )]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with(r#"rt.yaml:2:1: RouteTabel net/public: aws.driftless.dev has no kind "RouteTabel"; its kinds: Bucket, "#),
+        "{out}"
+    );
+    assert_eq!(
+        lines[1], "rt.yaml:7:1: Vpc net/main: Vpc has no version aws.driftless.dev/v1beta1",
+        "{out}"
+    );
+}
