@@ -322,6 +322,7 @@ impl Ec2 {
             }
         }
         found.extend(self.instances_where(filter("vpc-id", [vpc_id])).await?);
+        found.extend(self.nat_gateways_in("vpc-id", vpc_id).await?);
         let igws = self
             .client
             .describe_internet_gateways()
@@ -337,6 +338,25 @@ impl Ec2 {
             ));
         }
         Ok(found)
+    }
+
+    /// NAT gateways (not deleted) in VPC or subnet `id` (`filter`: `vpc-id`
+    /// or `subnet-id`), each named by id and owner. Matched here as well:
+    /// LocalStack ignores some of this call's filters.
+    pub(crate) async fn nat_gateways_in(
+        &self,
+        filter_name: &str,
+        id: &str,
+    ) -> Result<Vec<String>, CloudError> {
+        let f = vec![filter(filter_name, [id])];
+        let found = <aws_sdk_ec2::types::NatGateway as Described>::list(&self.client, f).await?;
+        let within = |g: &aws_sdk_ec2::types::NatGateway| {
+            [g.vpc_id(), g.subnet_id()].contains(&Some(id)) && !g.gone()
+        };
+        let found = found.iter().filter(|g| within(g));
+        Ok(found
+            .map(|g| label("NAT gateway", g.id(), g.tags()))
+            .collect())
     }
 
     /// Instances (not terminated) matching `f`, each named by id and owner.

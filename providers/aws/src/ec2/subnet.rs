@@ -63,6 +63,7 @@ managed_resource! {
 described!(sdk::Subnet, "subnet", subnet_id, describe_subnets, subnet_ids, subnets, state {
     async fn dependents(ec2: &Ec2, id: &str) -> Result<Vec<String>, CloudError> {
         let mut dependents = ec2.instances_where(filter("subnet-id", [id])).await?;
+        dependents.extend(ec2.nat_gateways_in("subnet-id", id).await?);
         dependents.extend(ec2.interfaces_where(filter("subnet-id", [id])).await?);
         Ok(dependents)
     }
