@@ -82,7 +82,7 @@ where
     eprintln!("{what} in {:?} (poll {POLL:?})", at.elapsed());
 }
 
-async fn wait_ready<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
+pub(crate) async fn wait_ready<K: ManagedKind>(api: &Api<K>, name: &str) -> K {
     wait_message(api, name, "Ready", "True", |_, _| true)
         .await
         .0
@@ -117,7 +117,11 @@ pub(crate) fn external_name<K: ManagedKind>(o: &K) -> String {
         .unwrap_or_else(|| panic!("{} {} has no external name", K::kind(&()), o.name_any()))
 }
 
-async fn patch_for_provider<K: ManagedKind>(api: &Api<K>, name: &str, for_provider: Value) {
+pub(crate) async fn patch_for_provider<K: ManagedKind>(
+    api: &Api<K>,
+    name: &str,
+    for_provider: Value,
+) {
     let patch = json!({"spec": {"forProvider": for_provider}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -254,7 +258,7 @@ fn tcp(port: i32, cidr: &str) -> IpPermission {
 }
 
 /// A random private /16, so that tests never share address space.
-fn cidr16() -> (String, u8) {
+pub(crate) fn cidr16() -> (String, u8) {
     let b: u8 = rand::random();
     (format!("10.{b}.0.0/16"), b)
 }

@@ -20,6 +20,7 @@ mod outage;
 mod push;
 mod render;
 mod rollout;
+mod route_table;
 mod secrets;
 mod sops;
 mod support;

@@ -17,6 +17,7 @@ pub use ec2::instance::Instance;
 pub use ec2::internet_gateway::InternetGateway;
 pub use ec2::key_pair::KeyPair;
 pub use ec2::nat_gateway::NatGateway;
+pub use ec2::route_table::RouteTable;
 pub use ec2::security_group::SecurityGroup;
 pub use ec2::subnet::Subnet;
 pub use ec2::volume::Volume;
@@ -56,4 +57,5 @@ pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
     visitor.visit::<NatGateway>(aws.clone());
     visitor.visit::<Volume>(aws.clone());
     visitor.visit::<VolumeAttachment>(aws.clone());
+    visitor.visit::<RouteTable>(aws.clone());
 }

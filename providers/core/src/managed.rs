@@ -200,8 +200,9 @@ pub trait ManagedKind:
 /// common spec, status, printer columns (READY, SYNCED, EXTERNAL-NAME, AGE) and
 /// categories (`driftless`, `managed`, and the cloud's), plus its
 /// [`ManagedKind`] impl, and the [`crate::References`] of `forProvider`: its
-/// [`crate::reference!`] fields, by name. Extra CEL rules on the whole
-/// object may follow.
+/// [`crate::reference!`] fields, by name, then (after `; each`) its lists
+/// whose items have references, by name and JSON name (keyed as
+/// [`crate::item_key`] says). Extra CEL rules on the whole object may follow.
 ///
 /// ```text
 /// managed_resource! {
@@ -219,7 +220,7 @@ macro_rules! managed_resource {
         kind $kind:ident($kind_str:tt), spec $spec:ident, status $status:ident($status_str:tt),
         group $group:tt, category $category:tt,
         for_provider $fp:ty, at_provider $ap:ty, fields $fields:ty,
-        references($($reference:ident),*)
+        references($($reference:ident),* $(; each $($list:ident = $list_key:expr),+)?)
         $(, validation($($rule:tt)*))* $(,)?
     ) => {
         /// Status of the managed resource: `atProvider` and conditions.
@@ -255,7 +256,10 @@ macro_rules! managed_resource {
         impl $crate::References for $fp {
             fn references(&self) -> Vec<$crate::Reference> {
                 let all: Vec<Option<$crate::Reference>> = vec![$(self.$reference.reference()),*];
-                all.into_iter().flatten().collect()
+                #[allow(unused_mut)]
+                let mut all: Vec<$crate::Reference> = all.into_iter().flatten().collect();
+                $($(all.extend($crate::item_references($list_key, &self.$list));)+)?
+                all
             }
         }
 

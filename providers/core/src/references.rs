@@ -42,9 +42,11 @@ pub enum RefSource {
 /// One reference of an object, as the reconciler resolves it.
 #[derive(Clone, Debug)]
 pub struct Reference {
-    /// The key in [`crate::Target::resolved`] and `status.resolvedReferences`,
-    /// e.g. `vpcId`. A list resolves to ids joined by commas.
-    pub field: &'static str,
+    /// The key in [`crate::Target::resolved`] and `status.resolvedReferences`:
+    /// the id field's path under `forProvider`, e.g. `vpcId`, or
+    /// `routes[0].gatewayId` inside a list item (see [`item_references`]).
+    /// A list resolves to ids joined by commas.
+    pub field: String,
     /// The kind referenced (its external-name annotation is the id).
     pub target: ApiResource,
     pub source: RefSource,
@@ -104,7 +106,7 @@ impl Reference {
             None => RefSource::Selector(selector?.match_labels.clone()),
         };
         Some(Self {
-            field,
+            field: field.to_string(),
             target: ApiResource::erase::<T>(&()),
             source,
             many,
@@ -122,11 +124,32 @@ impl Reference {
     }
 }
 
-/// The references of a kind's `forProvider` (none by default).
+/// The references of a kind's `forProvider` (none by default), or of one
+/// item of a list in it.
 pub trait References {
     fn references(&self) -> Vec<Reference> {
         Vec::new()
     }
+}
+
+/// The key of reference field `field` (e.g. `gatewayId`) of item `index` of
+/// list `list` (e.g. `routes`): `routes[0].gatewayId`, as in
+/// [`crate::Target::resolved`] and `status.resolvedReferences`.
+pub fn item_key(list: &str, index: usize, field: &str) -> String {
+    format!("{list}[{index}].{field}")
+}
+
+/// The references of every item of list `list`, each keyed by
+/// [`item_key`]: a kind lists them in [`crate::managed_resource!`] as
+/// `references(...; each routes = "routes")`.
+pub fn item_references<T: References>(list: &str, items: &[T]) -> Vec<Reference> {
+    let each = items.iter().enumerate().map(|(i, item)| {
+        item.references().into_iter().map(move |mut r| {
+            r.field = item_key(list, i, &r.field);
+            r
+        })
+    });
+    each.flatten().collect()
 }
 
 /// Adds `rule` to the object's `x-kubernetes-validations` (a kind with

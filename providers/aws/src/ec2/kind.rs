@@ -18,6 +18,8 @@ use super::Ec2;
 pub(crate) trait Described: Clone + Send + Sync + 'static {
     /// How messages name the kind, e.g. `VPC`.
     const WHAT: &'static str;
+    /// The page size of [`Described::list`]: the largest its call allows.
+    const PAGE_SIZE: i32 = super::PAGE_SIZE;
     fn id(&self) -> &str;
     fn tags(&self) -> &[Tag];
     /// Listed but no longer a resource (a terminated instance).
@@ -95,7 +97,7 @@ macro_rules! described {
                 ec2.$describe()
                     .set_filters(Some(filters))
                     .into_paginator()
-                    .page_size($crate::ec2::PAGE_SIZE)
+                    .page_size(<Self as $crate::ec2::Described>::PAGE_SIZE)
                     .items()
                     .send()
                     .try_collect()

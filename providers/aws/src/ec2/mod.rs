@@ -24,6 +24,8 @@ pub mod internet_gateway;
 pub mod key_pair;
 mod kind;
 pub mod nat_gateway;
+pub mod route_table;
+mod routes;
 pub mod security_group;
 mod snapshot;
 pub mod subnet;
