@@ -346,11 +346,21 @@ metadata: {{name: disk-vm, namespace: {ns}}}
 spec:
   providerConfigRef: {{name: {pc}}}
   forProvider: {{volumeRef: {{name: disk}}, instanceRef: {{name: vm}}, device: /dev/sdf}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: RouteTable
+metadata: {{name: rt, namespace: {ns}}}
+spec:
+  providerConfigRef: {{name: {pc}}}
+  forProvider:
+    vpcRef: {{name: net}}
+    routes: [{{destinationCidrBlock: 0.0.0.0/0, gatewayRef: {{name: igw}}}}]
+    subnetRefs: [{{name: net-a}}]
 "#
     );
     let (ok, out, err) = kubectl(&["apply", "-f", "-"], Some(&manifests));
     assert!(ok, "{out}{err}");
-    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,natgateways,instances,keypairs,volumes,volumeattachments";
+    let all = "buckets,vpcs,subnets,securitygroups,internetgateways,elasticips,natgateways,instances,keypairs,volumes,volumeattachments,routetables";
     let (ok, out, err) = kubectl_wait_ready(&ns, "90s", &[all, "--all"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kubectl(
@@ -358,7 +368,7 @@ spec:
             "delete",
             "-n",
             &ns,
-            "volumeattachments,instances,volumes,natgateways,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
+            "routetables,volumeattachments,instances,volumes,natgateways,elasticips,internetgateways,securitygroups,subnets,vpcs,buckets,keypairs",
             "--all",
             "--timeout=90s",
         ],
@@ -467,6 +477,16 @@ metadata: {{name: git-disk-vm}}
 spec:
   providerConfigRef: {{name: {git_pc}}}
   forProvider: {{volumeRef: {{name: git-disk}}, instanceRef: {{name: git-vm}}, device: /dev/sdf}}
+---
+apiVersion: aws.driftless.dev/v1alpha1
+kind: RouteTable
+metadata: {{name: git-rt}}
+spec:
+  providerConfigRef: {{name: {git_pc}}}
+  forProvider:
+    vpcRef: {{name: git-net}}
+    routes: [{{destinationCidrBlock: 0.0.0.0/0, gatewayRef: {{name: git-igw}}}}]
+    subnetRefs: [{{name: git-net-a}}]
 "#
         ),
     );
@@ -522,6 +542,7 @@ spec:
             "instance/git-vm",
             "volume/git-disk",
             "volumeattachment/git-disk-vm",
+            "routetable/git-rt",
         ],
     );
     assert!(ok, "{out}{err}");

@@ -193,7 +193,7 @@ async fn route_table_lifecycle_references_drift_and_deletion() {
     // In AWS: the route, the association, the tags from the create call.
     let want = vec![format!("0.0.0.0/0 -> {igw}"), format!("{cidr} -> local")];
     assert_eq!(routes(&ec2, &id).await, want);
-    assert_eq!(subnets_of(&ec2, &id).await, [sub.clone()]);
+    assert_eq!(subnets_of(&ec2, &id).await, [sub.as_str()]);
     let tags = tag_map(table(&ec2, &id).await.unwrap().tags());
     assert_eq!(tags.get("tier").map(String::as_str), Some("public"));
     assert_eq!(tags.get(TAG_OWNER), Some(&format!("{}/public", scope.ns)));

@@ -267,3 +267,41 @@ macro_rules! reference {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list item with one reference, given by id or by name.
+    struct Item(RefSource);
+
+    impl References for Item {
+        fn references(&self) -> Vec<Reference> {
+            vec![Reference {
+                field: "gatewayId".into(),
+                target: ApiResource {
+                    group: "aws.driftless.dev".into(),
+                    version: "v1alpha1".into(),
+                    api_version: "aws.driftless.dev/v1alpha1".into(),
+                    kind: "InternetGateway".into(),
+                    plural: "internetgateways".into(),
+                },
+                source: self.0.clone(),
+                many: false,
+            }]
+        }
+    }
+
+    #[test]
+    fn references_in_list_items_are_keyed_by_their_index() {
+        let items = [
+            Item(RefSource::Names(vec!["igw".into()])),
+            Item(RefSource::Id("igw-1".into())),
+        ];
+        let refs = item_references("routes", &items);
+        let keys: Vec<&str> = refs.iter().map(|r| r.field.as_str()).collect();
+        assert_eq!(keys, ["routes[0].gatewayId", "routes[1].gatewayId"]);
+        assert_eq!(refs[1].source, RefSource::Id("igw-1".into()));
+        assert_eq!(item_key("routes", 1, "gatewayId"), keys[1]);
+    }
+}

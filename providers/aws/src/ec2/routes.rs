@@ -299,6 +299,7 @@ impl Ec2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driftless_provider::item_references;
 
     fn aws(destination: &str, gateway: &str, origin: sdk::RouteOrigin) -> sdk::Route {
         sdk::Route::builder()
