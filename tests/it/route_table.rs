@@ -242,6 +242,32 @@ async fn route_table_lifecycle_references_drift_and_deletion() {
     })
     .await;
 
+    // Moved out of band to another table: taken back.
+    let elsewhere_table = ec2.create_route_table().vpc_id(&vpc).send().await.unwrap();
+    let elsewhere_table = elsewhere_table
+        .route_table()
+        .unwrap()
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    let assoc = table(&ec2, &id).await.unwrap().associations()[0]
+        .route_table_association_id()
+        .unwrap()
+        .to_string();
+    let moved = ec2.replace_route_table_association().association_id(assoc);
+    moved.route_table_id(&elsewhere_table).send().await.unwrap();
+    wait_for("subnet taken back", WAIT, || async {
+        let back = subnets_of(&ec2, &id).await == [sub.clone()];
+        (back && subnets_of(&ec2, &elsewhere_table).await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(scope.calls.operation_total("ReplaceRouteTableAssociation") >= 1);
+    ec2.delete_route_table()
+        .route_table_id(elsewhere_table)
+        .send()
+        .await
+        .unwrap();
+
     // The VPC is immutable: refused, nothing changed.
     let elsewhere = hand_vpc(&ec2).await;
     patch_for_provider(&tables, "public", json!({"vpcId": elsewhere})).await;

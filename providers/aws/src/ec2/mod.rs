@@ -18,6 +18,7 @@
 //! gone). Looking a resource up by its owner tag before a create never uses the
 //! snapshot: a stale "not found" there would create a duplicate.
 
+mod associations;
 pub mod elastic_ip;
 pub mod instance;
 pub mod internet_gateway;
