@@ -104,7 +104,8 @@ pub struct Target<'a, K: ManagedKind> {
     /// under this name without our tags is ours to adopt.
     pub create_pending: bool,
     pub spec: &'a K::ForProvider,
-    /// Reference field name (e.g. `vpcId`) to the cloud id it resolved to.
+    /// Reference key (e.g. `vpcId`, or `routes[0].gatewayId` in a list item:
+    /// [`crate::item_key`]) to the cloud id it resolved to.
     pub resolved: &'a BTreeMap<String, String>,
 }
 

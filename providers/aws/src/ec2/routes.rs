@@ -254,6 +254,7 @@ macro_rules! route_call {
             Hop::NatGateway(id) => req.nat_gateway_id(id),
             Hop::Instance(id) => req.instance_id(id),
             Hop::Peering(id) => req.vpc_peering_connection_id(id),
+            // Never desired (the spec cannot name one): kept for exhaustiveness.
             Hop::Other(id) => req.network_interface_id(id),
         };
         req.send().await.map(drop).map_err(cloud_error)
