@@ -12,6 +12,7 @@ use driftless_provider::{item_key, Reference, References};
 use super::instance::Instance;
 use super::internet_gateway::InternetGateway;
 use super::is_not_found;
+use super::nat_gateway::NatGateway;
 use super::prelude::*;
 
 reference! {
@@ -19,6 +20,14 @@ reference! {
     pub struct RouteGateway(one InternetGateway = "InternetGateway") {
         /// An internet gateway's (or virtual private gateway's) id.
         id "gatewayId", by_ref "gatewayRef", selector "gatewaySelector"
+    }
+}
+
+reference! {
+    /// The NAT gateway a route sends its traffic to.
+    pub struct RouteNatGateway(one NatGateway = "NatGateway") {
+        /// A NAT gateway's id.
+        id "natGatewayId", by_ref "natGatewayRef", selector "natGatewaySelector"
     }
 }
 
@@ -48,10 +57,8 @@ pub struct Route {
     pub destination_ipv6_cidr_block: Option<String>,
     #[serde(flatten)]
     pub gateway: RouteGateway,
-    /// A NAT gateway's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
-    pub nat_gateway_id: Option<String>,
+    #[serde(flatten)]
+    pub nat_gateway: RouteNatGateway,
     #[serde(flatten)]
     pub instance: RouteInstance,
     /// A VPC peering connection's id.
@@ -81,11 +88,11 @@ impl Route {
         driftless_provider::push_rule(schema, &destination, message);
         let targets = one(&[
             &["gatewayId", "gatewayRef", "gatewaySelector"],
-            &["natGatewayId"],
+            &["natGatewayId", "natGatewayRef", "natGatewaySelector"],
             &["instanceId", "instanceRef", "instanceSelector"],
             &["vpcPeeringConnectionId"],
         ]);
-        let message = "a route needs exactly one target: gatewayId (gatewayRef, gatewaySelector), natGatewayId, instanceId (instanceRef, instanceSelector) or vpcPeeringConnectionId";
+        let message = "a route needs exactly one target: gatewayId (gatewayRef, gatewaySelector), natGatewayId (natGatewayRef, natGatewaySelector), instanceId (instanceRef, instanceSelector) or vpcPeeringConnectionId";
         driftless_provider::push_rule(schema, &targets, message);
         let local = "!has(self.gatewayId) || self.gatewayId != 'local'";
         let message = "the local route is AWS's own: leave it out";
@@ -96,7 +103,11 @@ impl Route {
 /// The references of one route (resolved under `routes[i].`).
 impl References for Route {
     fn references(&self) -> Vec<Reference> {
-        let all = [self.gateway.reference(), self.instance.reference()];
+        let all = [
+            self.gateway.reference(),
+            self.nat_gateway.reference(),
+            self.instance.reference(),
+        ];
         all.into_iter().flatten().collect()
     }
 }
@@ -151,7 +162,7 @@ pub(crate) fn desired(routes: &[Route], resolved: &BTreeMap<String, String>) -> 
         };
         let hop = by_ref(RouteGateway::FIELD)
             .map(Hop::Gateway)
-            .or_else(|| r.nat_gateway_id.clone().map(Hop::NatGateway))
+            .or_else(|| by_ref(RouteNatGateway::FIELD).map(Hop::NatGateway))
             .or_else(|| by_ref(RouteInstance::FIELD).map(Hop::Instance))
             .or_else(|| r.vpc_peering_connection_id.clone().map(Hop::Peering));
         let v4 = r.destination_cidr_block.clone().map(Destination::V4);
