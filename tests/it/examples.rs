@@ -68,7 +68,12 @@ async fn live_tagged(key: &str, matches: impl Fn(&str) -> bool) -> Vec<(String, 
             tag.resource_type().map(|t| t.as_str().to_string()),
             tag.resource_id().unwrap_or_default().to_string(),
         );
-        let kind = kind.unwrap_or_default();
+        // LocalStack's names for AWS's `natgateway` and `elastic-ip`.
+        let kind = match kind.unwrap_or_default().as_str() {
+            "nat-gateway" => "natgateway".to_string(),
+            "vpc-elastic-ip" => "elastic-ip".to_string(),
+            other => other.to_string(),
+        };
         if !gone(&ec2, &kind, &id).await {
             live.push((kind, id));
         }
@@ -100,8 +105,30 @@ async fn gone(ec2: &aws_sdk_ec2::Client, kind: &str, id: &str) -> bool {
                     .all(|n| n.state().map(|s| s.as_str()) == Some("deleted"))
             })
         }
+        // LocalStack keeps the tags of deleted resources in DescribeTags
+        // (AWS drops them): ask each kind whether the id still exists.
+        "vpc" => is_not_found(ec2.describe_vpcs().vpc_ids(id).send().await),
+        "subnet" => is_not_found(ec2.describe_subnets().subnet_ids(id).send().await),
+        "route-table" => is_not_found(ec2.describe_route_tables().route_table_ids(id).send().await),
+        "internet-gateway" => is_not_found(
+            ec2.describe_internet_gateways()
+                .internet_gateway_ids(id)
+                .send()
+                .await,
+        ),
+        "security-group" => is_not_found(ec2.describe_security_groups().group_ids(id).send().await),
+        "elastic-ip" => is_not_found(ec2.describe_addresses().allocation_ids(id).send().await),
         _ => false,
     }
+}
+
+/// Whether a describe-by-id call said the id does not exist.
+fn is_not_found<T, E: aws_sdk_ec2::error::ProvideErrorMetadata, R>(
+    result: Result<T, aws_sdk_ec2::error::SdkError<E, R>>,
+) -> bool {
+    use aws_sdk_ec2::error::ProvideErrorMetadata as _;
+    let code = result.err().and_then(|e| e.code().map(str::to_string));
+    code.is_some_and(|c| c.ends_with(".NotFound"))
 }
 
 async fn bucket_exists(name: &str) -> bool {
