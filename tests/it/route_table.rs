@@ -4,19 +4,18 @@
 //! immutable VPC refused, admission rules, a lost create adopted, and the
 //! idle cost of observing many tables.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, RouteTable as AwsTable};
 use driftless_aws::{InternetGateway, RouteTable, Subnet, Vpc};
-use driftless_provider::{CREATE_PENDING, EXTERNAL_NAME, TAG_OWNER};
+use driftless_provider::TAG_OWNER;
 use kube::api::DeleteParams;
-use kube::{Api, ResourceExt};
+use kube::Api;
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    cidr16, crashing_client, create, external_name, manifest, patch_for_provider, tag_map,
-    wait_gone, wait_message, wait_ready, wait_synced, IdleCalls,
+    assert_lost_create_adopted, cidr16, create, external_name, manifest, patch_for_provider,
+    tag_map, wait_gone, wait_message, wait_ready, wait_synced, IdleCalls,
 };
 use crate::support::{self, code_in, unless_not_found, wait_for, Scope};
 
@@ -482,34 +481,17 @@ async fn a_lost_route_table_create_is_adopted_not_made_again() {
         json!({"vpcId": vpc, "routes": routes_spec}),
     );
     create::<RouteTable>(&scope, m).await;
-    let crashed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let client = crashing_client(scope.client.clone(), &scope.ns, &["rt"], crashed.clone());
-    scope.start_controller_client(client, POLL);
-    wait_for("created, not recorded", WAIT, || async {
-        (!crashed.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
-    scope.stop_controller();
-    let o = tables.get("rt").await.unwrap();
-    assert!(!o.annotations().contains_key(EXTERNAL_NAME));
-    assert!(o.annotations().contains_key(CREATE_PENDING));
     let owner = format!("{}/rt", scope.ns);
-    let made = owned(&ec2, &owner).await;
-    assert_eq!(made.len(), 1, "{made:?}");
-
-    scope.start_controller(POLL);
-    let o = wait_synced(&tables, "rt").await;
-    assert_eq!(external_name(&o), made[0]);
-    let seen = scope.passes("RouteTable", "rt");
-    scope.wait_passes("RouteTable", "rt", seen + 2).await;
-    assert_eq!(owned(&ec2, &owner).await, made);
-    assert_eq!(
-        scope.calls.operation_total("CreateRouteTable"),
-        1,
-        "{:?}",
-        scope.calls.snapshot()
-    );
-    assert!(routes(&ec2, &made[0])
+    let made = || owned(&ec2, &owner);
+    let id = assert_lost_create_adopted::<RouteTable, _, _>(
+        &mut scope,
+        &["rt"],
+        "CreateRouteTable",
+        made,
+    )
+    .await;
+    // What the create call did after CreateRouteTable happened too.
+    assert!(routes(&ec2, &id)
         .await
         .contains(&format!("0.0.0.0/0 -> {igw}")));
     tables.delete("rt", &DeleteParams::default()).await.unwrap();
