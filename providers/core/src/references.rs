@@ -288,6 +288,7 @@ mod tests {
                 },
                 source: self.0.clone(),
                 many: false,
+                value: None,
             }]
         }
     }
