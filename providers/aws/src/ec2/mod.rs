@@ -326,6 +326,13 @@ impl Ec2 {
         }
         found.extend(self.instances_where(filter("vpc-id", [vpc_id])).await?);
         found.extend(self.nat_gateways_in("vpc-id", vpc_id).await?);
+        let tables = <aws_sdk_ec2::types::RouteTable as Described>::list;
+        for t in tables(&self.client, in_vpc()).await? {
+            // The main one goes with the VPC.
+            if !t.associations().iter().any(|a| a.main() == Some(true)) {
+                found.push(label("route table", t.id(), t.tags()));
+            }
+        }
         let igws = self
             .client
             .describe_internet_gateways()
