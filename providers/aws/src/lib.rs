@@ -12,18 +12,6 @@ use std::sync::Arc;
 use driftless_provider::{CloudError, ConfigSource, Connector, External, KindVisitor, ManagedKind};
 
 pub use config::{Aws, AwsSession, ProviderConfig};
-pub use ec2::elastic_ip::ElasticIp;
-pub use ec2::instance::Instance;
-pub use ec2::internet_gateway::InternetGateway;
-pub use ec2::key_pair::KeyPair;
-pub use ec2::nat_gateway::NatGateway;
-pub use ec2::route_table::RouteTable;
-pub use ec2::security_group::SecurityGroup;
-pub use ec2::subnet::Subnet;
-pub use ec2::volume::Volume;
-pub use ec2::volume_attachment::VolumeAttachment;
-pub use ec2::vpc::Vpc;
-pub use s3::bucket::Bucket;
 
 /// A kind this provider serves: how to build its cloud client from a session.
 pub(crate) trait AwsKind: ManagedKind {
@@ -44,18 +32,29 @@ impl<K: AwsKind> Connector<K> for Aws {
     }
 }
 
-/// Every kind AWS serves. Adding a kind adds one line here.
-pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
-    visitor.visit::<Bucket>(aws.clone());
-    visitor.visit::<Vpc>(aws.clone());
-    visitor.visit::<Subnet>(aws.clone());
-    visitor.visit::<SecurityGroup>(aws.clone());
-    visitor.visit::<Instance>(aws.clone());
-    visitor.visit::<InternetGateway>(aws.clone());
-    visitor.visit::<ElasticIp>(aws.clone());
-    visitor.visit::<KeyPair>(aws.clone());
-    visitor.visit::<NatGateway>(aws.clone());
-    visitor.visit::<Volume>(aws.clone());
-    visitor.visit::<VolumeAttachment>(aws.clone());
-    visitor.visit::<RouteTable>(aws.clone());
+/// Re-exports each kind and lists it in [`visit_kinds`], in this order.
+macro_rules! kinds {
+    ($($service:ident::$file:ident::$kind:ident),* $(,)?) => {
+        $(pub use $service::$file::$kind;)*
+
+        /// Every kind AWS serves. Adding a kind adds one line to `kinds!`.
+        pub fn visit_kinds(aws: &Arc<Aws>, visitor: &mut impl KindVisitor) {
+            $(visitor.visit::<$kind>(aws.clone());)*
+        }
+    };
 }
+
+kinds!(
+    s3::bucket::Bucket,
+    ec2::vpc::Vpc,
+    ec2::subnet::Subnet,
+    ec2::security_group::SecurityGroup,
+    ec2::instance::Instance,
+    ec2::internet_gateway::InternetGateway,
+    ec2::elastic_ip::ElasticIp,
+    ec2::key_pair::KeyPair,
+    ec2::nat_gateway::NatGateway,
+    ec2::volume::Volume,
+    ec2::volume_attachment::VolumeAttachment,
+    ec2::route_table::RouteTable,
+);
