@@ -11,6 +11,7 @@
 //!   pod template, so that changed configuration rolls it;
 //! - `prune`: what the inventory has and the revision no longer does;
 //! - `health`: when an applied object is ready;
+//! - `depends`: `spec.dependsOn`, Ready dependencies before a new revision;
 //! - `finalize`: on deletion, the inventory is deleted or orphaned;
 //! - `controller`: the named steps, the one status write, events, self-heal watches;
 //! - `webhook`: a signed push asks for a sync now.
@@ -18,6 +19,7 @@
 pub mod apply;
 mod context;
 pub mod controller;
+mod depends;
 mod finalize;
 pub mod health;
 mod impersonate;
@@ -163,6 +165,20 @@ pub struct GitSyncSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: Option<String>,
+    /// GitSyncs that must be Ready at their latest revision before this one
+    /// applies a new revision (Flux's meaning), e.g. infrastructure before apps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyRef>,
+}
+
+/// Another GitSync, by name; in the same namespace unless `namespace` says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct DependencyRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
 }
 
 /// One object a GitSync applied.

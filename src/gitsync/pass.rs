@@ -25,6 +25,7 @@ use super::apply::{Applied, ApplyError, Change, Owner};
 use super::context::{publish, Context, Error};
 use super::source::{self, Revision};
 use super::{
+    depends::{self, NotReady},
     duration, finalize, health, prune, rollout, GitSync, GitSyncStatus, HistoryEntry,
     HistoryRewrite, InventoryEntry, HISTORY_LIMIT, REQUESTED_AT,
 };
@@ -73,7 +74,13 @@ pub mod reason {
     pub const DELETED: &str = "Deleted";
     /// Event: the inventory was kept, without the owner labels.
     pub const ORPHANED: &str = "Orphaned";
+    /// A GitSync of `spec.dependsOn` is not Ready at its latest revision
+    /// (or they form a cycle): no new revision is applied.
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
 }
+
+/// How soon a GitSync waiting for its dependencies looks at them again.
+const DEPENDENCY_RECHECK: Duration = Duration::from_secs(5);
 
 /// How soon a GitSync being deleted looks again at what it waits on (the
 /// watches of its objects usually trigger it sooner).
@@ -90,6 +97,8 @@ enum State {
     HealthCheckFailed(String),
     /// Being deleted, waiting for (the message says) what is left.
     Deleting(String),
+    /// Waiting for `spec.dependsOn` (or stuck in a cycle, when `true`).
+    DependencyNotReady(String, bool),
     /// Suspended and in sync: only Reconciling says so.
     Suspended,
     /// Nothing new to say: the conditions stay as they are.
@@ -238,6 +247,9 @@ impl<'a> Pass<'a> {
         let (revision, checked_now) = self.source().await?;
         self.suspended(&revision)?;
         let is_new = self.applied.as_ref() != Some(&revision);
+        if is_new {
+            self.dependencies(&revision).await?;
+        }
         self.known_failure(&revision, is_new, checked_now).await?;
         if is_new {
             self.status.last_attempted_revision = Some(revision.to_string());
@@ -307,6 +319,37 @@ impl<'a> Pass<'a> {
             ),
         };
         Err(End::at(state, self.interval))
+    }
+
+    /// Step 2b (a new revision only): every GitSync of `spec.dependsOn`
+    /// Ready at its latest revision. The applied revision is still re-applied.
+    async fn dependencies(&self, latest: &Revision) -> Result<(), End> {
+        let state = match depends::not_ready(&self.ctx.client, self.gs).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(NotReady::Waiting(which))) => State::DependencyNotReady(
+                format!(
+                    "revision {latest} waits for its dependencies to be Ready at their latest revision: {}",
+                    which.join("; ")
+                ),
+                false,
+            ),
+            Ok(Some(NotReady::Cycle(chain))) => State::DependencyNotReady(
+                format!("dependency cycle: {chain}; nothing new is applied until spec.dependsOn breaks it"),
+                true,
+            ),
+            Err(e) => {
+                return Err(End {
+                    state: State::Failed(
+                        reason::DEPENDENCY_NOT_READY,
+                        format!("reading spec.dependsOn: {e}"),
+                    ),
+                    requeue: DEPENDENCY_RECHECK,
+                    error: Some(Box::new(e.into())),
+                })
+            }
+        };
+        self.heal_last_applied().await;
+        Err(End::at(state, DEPENDENCY_RECHECK))
     }
 
     /// Step 3: a new revision that already failed, with nothing changed
@@ -768,7 +811,33 @@ impl<'a> Pass<'a> {
             &Patch::Apply(&patch),
         )
         .await?;
+        self.wake_dependents(state).await;
         Ok(())
+    }
+
+    /// Newly Ready (or Ready at a new revision): the GitSyncs waiting for
+    /// this one look again now, not at their next recheck.
+    async fn wake_dependents(&self, state: &State) {
+        let was_ready = self
+            .old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True");
+        let moved = self.old.last_applied_revision != self.status.last_applied_revision;
+        if !matches!(state, State::Ready(_)) || (was_ready && !moved) {
+            return;
+        }
+        let scope = self.ctx.settings.namespace.as_deref();
+        match depends::dependents(&self.ctx.client, scope, self.gs).await {
+            Ok(them) => {
+                for (ns, name) in them {
+                    self.ctx.watches.trigger(&ns, &name);
+                }
+            }
+            Err(e) => {
+                warn!(gitsync = %self.key, error = %e, "cannot list the GitSyncs that depend on it")
+            }
+        }
     }
 }
 
@@ -787,6 +856,9 @@ fn set_state(status: &mut GitSyncStatus, generation: Option<i64>, state: &State)
         State::Failed(r, m) => (false, *r, m, false, false),
         State::HealthCheckFailed(m) => (false, reason::HEALTH_CHECK_FAILED, m, false, false),
         State::Deleting(m) => (false, reason::DELETING, m, true, false),
+        State::DependencyNotReady(m, cycle) => {
+            (false, reason::DEPENDENCY_NOT_READY, m, false, *cycle)
+        }
     };
     let msg = |on: bool| if on { message.clone() } else { String::new() };
     for cond in [
@@ -847,4 +919,45 @@ fn was_deleting(old: &GitSyncStatus, e: &InventoryEntry) -> bool {
     old.conditions
         .iter()
         .any(|c| c.type_ == READY && c.message.contains(&format!("{e} (being deleted)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_list_names_five_and_counts_the_rest() {
+        assert_eq!(change_list("pruned", &[]), "0 pruned");
+        let seven: Vec<String> = (1..=7).map(|i| format!("ConfigMap a/{i}")).collect();
+        assert_eq!(
+            change_list("created", &seven),
+            "7 created (ConfigMap a/1, ConfigMap a/2, ConfigMap a/3, ConfigMap a/4, ConfigMap a/5, and 2 more)"
+        );
+    }
+
+    #[test]
+    fn the_newest_history_entry_settles_once() {
+        let entry = |revision: &str, result: &str| HistoryEntry {
+            revision: revision.into(),
+            started_at: Time(k8s_openapi::jiff::Timestamp::now()),
+            duration: "1s".into(),
+            result: result.into(),
+            created: 0,
+            configured: 0,
+            unchanged: 0,
+            pruned: 0,
+        };
+        let mut status = GitSyncStatus {
+            last_applied_revision: Some("main@sha1:b".into()),
+            history: vec![entry("main@sha1:b", reason::PROGRESSING)],
+            ..Default::default()
+        };
+        settle_history(&mut status, &State::Progressing("waiting".into()));
+        assert_eq!(status.history[0].result, reason::PROGRESSING);
+        settle_history(&mut status, &State::Ready("applied".into()));
+        assert_eq!(status.history[0].result, reason::SUCCEEDED);
+        // A later health failure of the same revision is not the apply's result.
+        settle_history(&mut status, &State::HealthCheckFailed("not ready".into()));
+        assert_eq!(status.history[0].result, reason::SUCCEEDED);
+    }
 }

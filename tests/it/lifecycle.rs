@@ -355,3 +355,128 @@ async fn history_records_each_applied_revision() {
     assert_eq!(history[0].configured, 1);
     assert_eq!(history[9].revision, rev(&c2));
 }
+
+/// A repository whose clusters/test holds one ConfigMap, `name`.
+fn one_config_map_repo(name: &str) -> (Repo, String) {
+    let repo = Repo::new();
+    repo.write("clusters/test/cm.yaml", &config_map_yaml(name, "1", ""));
+    let sha = repo.commit(name);
+    (repo, sha)
+}
+
+async fn create(api: &Api<GitSync>, name: &str, url: &str, spec: serde_json::Value) {
+    api.create(&PostParams::default(), &new_gitsync(name, url, spec))
+        .await
+        .unwrap();
+}
+
+fn reason_is(g: &GitSync, reason: &str) -> bool {
+    condition(g, "Ready").is_some_and(|c| c.status == "False" && c.reason == reason)
+}
+
+/// dependsOn: apps applies only once infra is Ready at its latest revision;
+/// until then DependencyNotReady names infra and why. A cycle is reported
+/// (Stalled) on each member, and breaking it lets both apply.
+#[tokio::test]
+async fn depends_on_waits_for_dependencies_and_reports_cycles() {
+    let mut scope = Scope::new("gs-depends").await;
+    scope.start_controller(POLL);
+    let gitsyncs: Api<GitSync> = scope.api();
+    let config_maps: Api<ConfigMap> = scope.api();
+    let ns = scope.ns.clone();
+    let (infra_repo, infra_sha) = one_config_map_repo("infra-cm");
+    let (apps_repo, apps_sha) = one_config_map_repo("apps-cm");
+    // Suspended before its first apply: Ready=False, OutOfSync.
+    create(
+        &gitsyncs,
+        "infra",
+        &infra_repo.url(),
+        json!({"suspend": true}),
+    )
+    .await;
+    create(
+        &gitsyncs,
+        "apps",
+        &apps_repo.url(),
+        json!({"dependsOn": [{"name": "infra"}, {"name": "infra", "namespace": ns}]}),
+    )
+    .await;
+    let gs = wait_gitsync(&gitsyncs, "apps", "waiting for infra", WAIT, |g| {
+        reason_is(g, "DependencyNotReady")
+    })
+    .await;
+    let message = ready_message(&gs);
+    assert!(
+        message.contains(&format!(
+            "waits for its dependencies to be Ready at their latest revision: {ns}/infra ("
+        )),
+        "{message}"
+    );
+    let gs = wait_gitsync(&gitsyncs, "apps", "naming infra's OutOfSync", WAIT, |g| {
+        ready_message(g).contains("Ready=False, OutOfSync: suspended")
+    })
+    .await;
+    assert_eq!(gs.status.unwrap().last_applied_revision, None);
+    assert!(config_maps.get_opt("apps-cm").await.unwrap().is_none());
+
+    gitsyncs
+        .patch(
+            "infra",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    let since = std::time::Instant::now();
+    wait_gitsync(&gitsyncs, "apps", "Ready once infra is", WAIT, |g| {
+        ready_at(g, &rev(&apps_sha))
+    })
+    .await;
+    eprintln!("infra unsuspended to apps Ready: {:?}", since.elapsed());
+    let infra = gitsyncs.get("infra").await.unwrap();
+    assert!(ready_at(&infra, &rev(&infra_sha)));
+    assert!(config_maps.get_opt("apps-cm").await.unwrap().is_some());
+
+    // x -> y -> x: both say so, neither hangs.
+    let (x_repo, x_sha) = one_config_map_repo("x-cm");
+    let (y_repo, y_sha) = one_config_map_repo("y-cm");
+    create(
+        &gitsyncs,
+        "x",
+        &x_repo.url(),
+        json!({"dependsOn": [{"name": "y"}]}),
+    )
+    .await;
+    create(
+        &gitsyncs,
+        "y",
+        &y_repo.url(),
+        json!({"dependsOn": [{"name": "x"}]}),
+    )
+    .await;
+    for (me, other) in [("x", "y"), ("y", "x")] {
+        let gs = wait_gitsync(&gitsyncs, me, "a reported cycle", WAIT, |g| {
+            reason_is(g, "DependencyNotReady")
+                && condition(g, "Stalled").is_some_and(|c| c.status == "True")
+        })
+        .await;
+        let message = ready_message(&gs);
+        assert!(
+            message.contains(&format!(
+                "dependency cycle: {ns}/{me} -> {ns}/{other} -> {ns}/{me}"
+            )),
+            "{message}"
+        );
+    }
+    // Breaking it: y applies, then x.
+    gitsyncs
+        .patch(
+            "y",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"dependsOn": null}})),
+        )
+        .await
+        .unwrap();
+    wait_gitsync(&gitsyncs, "y", "Ready", WAIT, |g| ready_at(g, &rev(&y_sha))).await;
+    wait_gitsync(&gitsyncs, "x", "Ready", WAIT, |g| ready_at(g, &rev(&x_sha))).await;
+}
