@@ -1,7 +1,14 @@
 //! One GitSync reconcile pass, as a straight list of named steps:
 //!
 //! ```text
-//! source -> suspended? -> known failure? -> render -> apply -> report -> prune -> health
+//! source -> suspended? -> dependencies? -> known failure? -> render -> apply -> report
+//!        -> prune -> record (history) -> health
+//! ```
+//!
+//! A GitSync being deleted takes another path, [`finalize_once`]:
+//!
+//! ```text
+//! delete (or orphan) the inventory -> what is left? -> finalizer removed
 //! ```
 //!
 //! Each step either hands its result to the next or ends the pass with an
