@@ -317,13 +317,13 @@ pub async fn dry_run(client: &kube::Client, planned: &[Planned]) -> Result<(), A
 
 /// Server-side apply (field manager `driftless`, force) of one stage's
 /// objects; returns each object as the server stored it and, with
-/// `detect_changes`, whether this apply changed what Git sets (the object
-/// is read just before; a missing one counts as changed). Without, `false`.
+/// `detect_changes`, what this apply did to what Git sets (the object is
+/// read just before). Without, [`Change::Unchanged`].
 pub async fn apply(
     client: &kube::Client,
     planned: &[&Planned],
     detect_changes: bool,
-) -> Result<Vec<(Value, bool)>, ApplyError> {
+) -> Result<Vec<(Value, Change)>, ApplyError> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let calls: Vec<_> = planned
         .iter()
@@ -337,7 +337,7 @@ async fn apply_one(
     p: &Planned,
     params: &PatchParams,
     detect_changes: bool,
-) -> Result<(Value, bool), ApplyError> {
+) -> Result<(Value, Change), ApplyError> {
     let before = if detect_changes {
         p.api(client)
             .get_opt(&p.entry.name)
@@ -347,11 +347,14 @@ async fn apply_one(
         None
     };
     let applied = send(client, p, params).await?;
-    let changed = detect_changes && {
-        let shape = serde_json::to_value(&p.object).expect("objects serialize");
-        before.is_none_or(|b| project(&b, &shape) != project(&applied, &shape))
+    let shape = serde_json::to_value(&p.object).expect("objects serialize");
+    let change = match before {
+        _ if !detect_changes => Change::Unchanged,
+        None => Change::Created,
+        Some(b) if project(&b, &shape) != project(&applied, &shape) => Change::Configured,
+        Some(_) => Change::Unchanged,
     };
-    Ok((applied, changed))
+    Ok((applied, change))
 }
 
 /// The part of `live` that `shape` (what Git says) sets: what a forced
@@ -451,12 +454,27 @@ pub async fn wait_established(
 /// How long a kind whose CRD was just established may take to be served.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(30);
 
+/// What one apply did to an object, as Flux's change set says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Configured,
+    Unchanged,
+}
+
 /// One applied object: its plan, the object the server returned, and
-/// whether the apply changed it.
+/// what the apply did to it.
 pub struct Applied {
     pub planned: Planned,
     pub live: Value,
-    pub changed: bool,
+    pub change: Change,
+}
+
+impl Applied {
+    /// Whether the apply wrote anything Git sets.
+    pub fn changed(&self) -> bool {
+        self.change != Change::Unchanged
+    }
 }
 
 /// Plans and applies `manifests` stage by stage. With `atomic`, every object
@@ -493,8 +511,9 @@ pub async fn revision(
             planned.append(&mut deferred);
         }
         let these: Vec<&Planned> = planned.iter().filter(|p| p.stage == stage).collect();
-        // A re-apply (not atomic: the applied revision) tells what it changed.
-        let objects = apply(client, &these, !atomic).await?;
+        // Every apply tells what it changed: drift put back on a re-apply,
+        // the change set (status.history) of a new revision.
+        let objects = apply(client, &these, true).await?;
         if stage == Stage::Foundation {
             wait_established(client, &these, timeout).await?;
         }
@@ -502,10 +521,10 @@ pub async fn revision(
             these
                 .into_iter()
                 .zip(objects)
-                .map(|(p, (live, changed))| Applied {
+                .map(|(p, (live, change))| Applied {
                     planned: p.clone(),
                     live,
-                    changed,
+                    change,
                 }),
         );
     }

@@ -165,6 +165,13 @@ pub(super) struct Watches {
 }
 
 impl Watches {
+    /// Asks for a reconcile of GitSync `namespace/name` now.
+    pub(super) fn trigger(&self, namespace: &str, name: &str) {
+        let _ = self
+            .trigger
+            .unbounded_send(ObjectRef::new(name).within(namespace));
+    }
+
     pub(super) fn ensure(&self, resource: &ApiResource) {
         let key = (
             resource.group.clone(),

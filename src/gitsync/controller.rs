@@ -14,7 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::context::{Context, Error};
-use super::{pass, GitSync, REQUESTED_AT};
+use super::{finalize, pass, GitSync, REQUESTED_AT};
 use crate::ops::{shutdown_signal, Shared};
 use crate::Settings;
 
@@ -76,8 +76,15 @@ pub async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, Er
         return Ok(Action::await_change());
     };
     if gs.meta().deletion_timestamp.is_some() {
-        ctx.forget(&key);
-        return Ok(Action::await_change());
+        if !finalize::has_finalizer(&gs) {
+            ctx.forget(&key);
+            return Ok(Action::await_change());
+        }
+        return pass::finalize_once(&gs, &ctx, &key).await;
+    }
+    // Before anything is applied: what a GitSync applies goes with it.
+    if !finalize::has_finalizer(&gs) {
+        finalize::add_finalizer(&api, &gs).await?;
     }
     let started = Instant::now();
     let result = pass::reconcile_once(&gs, &ctx, &key).await;

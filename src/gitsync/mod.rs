@@ -11,12 +11,16 @@
 //!   pod template, so that changed configuration rolls it;
 //! - `prune`: what the inventory has and the revision no longer does;
 //! - `health`: when an applied object is ready;
+//! - `depends`: `spec.dependsOn`, Ready dependencies before a new revision;
+//! - `finalize`: on deletion, the inventory is deleted or orphaned;
 //! - `controller`: the named steps, the one status write, events, self-heal watches;
 //! - `webhook`: a signed push asks for a sync now.
 
 pub mod apply;
 mod context;
 pub mod controller;
+mod depends;
+mod finalize;
 pub mod health;
 mod impersonate;
 pub(crate) mod pass;
@@ -161,6 +165,20 @@ pub struct GitSyncSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: Option<String>,
+    /// GitSyncs that must be Ready at their latest revision before this one
+    /// applies a new revision (Flux's meaning), e.g. infrastructure before apps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyRef>,
+}
+
+/// Another GitSync, by name; in the same namespace unless `namespace` says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct DependencyRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
 }
 
 /// One object a GitSync applied.
@@ -227,6 +245,36 @@ pub struct GitSyncStatus {
     /// which was applied all the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_history_rewrite: Option<HistoryRewrite>,
+    /// The last revisions applied (at most 10), newest first: what was
+    /// applied when, how it went, and what it changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// How many applied revisions `status.history` keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// One applied revision, as `status.history` records it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// e.g. `main@sha1:<sha>`.
+    pub revision: String,
+    /// When the pass that applied it started.
+    pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// How long that pass took to apply and prune, e.g. `1s 250ms`.
+    pub duration: String,
+    /// `Progressing` until its objects are ready, then
+    /// `ReconciliationSucceeded` or `HealthCheckFailed`.
+    pub result: String,
+    /// Objects that did not exist before.
+    pub created: u32,
+    /// Objects the apply changed.
+    pub configured: u32,
+    /// Objects already as Git says.
+    pub unchanged: u32,
+    /// Objects deleted because the revision no longer has them.
+    pub pruned: u32,
 }
 
 /// A rewrite of the followed branch's history, as applied.

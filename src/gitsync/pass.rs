@@ -1,7 +1,14 @@
 //! One GitSync reconcile pass, as a straight list of named steps:
 //!
 //! ```text
-//! source -> suspended? -> known failure? -> render -> apply -> report -> prune -> health
+//! source -> suspended? -> dependencies? -> known failure? -> render -> apply -> report
+//!        -> prune -> record (history) -> health
+//! ```
+//!
+//! A GitSync being deleted takes another path, [`finalize_once`]:
+//!
+//! ```text
+//! delete (or orphan) the inventory -> what is left? -> finalizer removed
 //! ```
 //!
 //! Each step either hands its result to the next or ends the pass with an
@@ -21,12 +28,13 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::apply::{Applied, ApplyError, Owner};
+use super::apply::{Applied, ApplyError, Change, Owner};
 use super::context::{publish, Context, Error};
 use super::source::{self, Revision};
 use super::{
-    duration, health, prune, rollout, GitSync, GitSyncStatus, HistoryRewrite, InventoryEntry,
-    REQUESTED_AT,
+    depends::{self, NotReady},
+    duration, finalize, health, prune, rollout, GitSync, GitSyncStatus, HistoryEntry,
+    HistoryRewrite, InventoryEntry, HISTORY_LIMIT, REQUESTED_AT,
 };
 use crate::conditions::{self, Cond};
 use crate::manifests::{Manifest, ManifestError};
@@ -63,7 +71,27 @@ pub mod reason {
     /// Event: the followed branch (or tag) no longer contains the applied
     /// commit (a force-push); the new revision was applied anyway.
     pub const HISTORY_REWRITTEN: &str = "HistoryRewritten";
+    /// Event: a new revision applied, with its change set.
+    pub const APPLIED: &str = "Applied";
+    /// The GitSync is being deleted and waits for its inventory to go.
+    pub const DELETING: &str = "Deleting";
+    /// Deleting (or orphaning) the inventory failed; retried.
+    pub const DELETION_FAILED: &str = "DeletionFailed";
+    /// Event: the inventory was deleted, the GitSync goes.
+    pub const DELETED: &str = "Deleted";
+    /// Event: the inventory was kept, without the owner labels.
+    pub const ORPHANED: &str = "Orphaned";
+    /// A GitSync of `spec.dependsOn` is not Ready at its latest revision
+    /// (or they form a cycle): no new revision is applied.
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
 }
+
+/// How soon a GitSync waiting for its dependencies looks at them again.
+const DEPENDENCY_RECHECK: Duration = Duration::from_secs(5);
+
+/// How soon a GitSync being deleted looks again at what it waits on (the
+/// watches of its objects usually trigger it sooner).
+const DELETION_RECHECK: Duration = Duration::from_secs(5);
 
 /// The state a pass ends in, for the three conditions.
 enum State {
@@ -74,6 +102,10 @@ enum State {
     /// Failed for now; retried.
     Failed(&'static str, String),
     HealthCheckFailed(String),
+    /// Being deleted, waiting for (the message says) what is left.
+    Deleting(String),
+    /// Waiting for `spec.dependsOn` (or stuck in a cycle, when `true`).
+    DependencyNotReady(String, bool),
     /// Suspended and in sync: only Reconciling says so.
     Suspended,
     /// Nothing new to say: the conditions stay as they are.
@@ -119,6 +151,10 @@ struct Pass<'a> {
     /// Who applies and prunes: the GitSync's ServiceAccount (impersonated),
     /// or the controller; never the controller when an account is set.
     tenant: Result<kube::Client, String>,
+    /// When the pass started, for `status.history`.
+    started: (Instant, Time),
+    /// What this pass's prune deleted (for the change set).
+    pruned_now: Vec<InventoryEntry>,
 }
 
 /// Runs one pass and writes its status.
@@ -130,6 +166,31 @@ pub(super) async fn reconcile_once(
     let mut pass = Pass::new(gs, ctx, key);
     let end = match pass.steps().await {
         Ok(end) | Err(end) => end,
+    };
+    pass.finish(&end.state).await?;
+    match end.error {
+        Some(e) => Err(*e),
+        None => Ok(Action::requeue(end.requeue)),
+    }
+}
+
+/// A pass over a GitSync being deleted: its inventory is deleted (or
+/// orphaned), then its finalizer goes; until then the status says what
+/// it waits on.
+pub(super) async fn finalize_once(gs: &GitSync, ctx: &Context, key: &str) -> Result<Action, Error> {
+    let mut pass = Pass::new(gs, ctx, key);
+    let end = match pass.delete().await {
+        Ok(None) => {
+            let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &pass.owner.namespace);
+            finalize::remove_finalizer(&api, gs).await?;
+            ctx.forget(key);
+            // The bare clone is of no use to anyone now.
+            let _ = tokio::fs::remove_dir_all(&pass.dir).await;
+            info!(gitsync = %key, "deleted");
+            return Ok(Action::await_change());
+        }
+        Ok(Some(waiting)) => End::at(State::Deleting(waiting), DELETION_RECHECK),
+        Err(end) => end,
     };
     pass.finish(&end.state).await?;
     match end.error {
@@ -183,6 +244,8 @@ impl<'a> Pass<'a> {
             dir,
             forced,
             tenant: ctx.client_for(gs),
+            started: (Instant::now(), Time(k8s_openapi::jiff::Timestamp::now())),
+            pruned_now: Vec::new(),
         }
     }
 
@@ -191,6 +254,9 @@ impl<'a> Pass<'a> {
         let (revision, checked_now) = self.source().await?;
         self.suspended(&revision)?;
         let is_new = self.applied.as_ref() != Some(&revision);
+        if is_new {
+            self.dependencies(&revision).await?;
+        }
         self.known_failure(&revision, is_new, checked_now).await?;
         if is_new {
             self.status.last_attempted_revision = Some(revision.to_string());
@@ -199,6 +265,9 @@ impl<'a> Pass<'a> {
         let applied = self.apply(&revision, &manifests, is_new).await?;
         self.report(&revision, &applied, is_new).await;
         let pending = self.prune(&applied).await?;
+        if is_new {
+            self.record(&revision, &applied).await;
+        }
         Ok(self.health(&revision, &applied, &pending))
     }
 
@@ -257,6 +326,37 @@ impl<'a> Pass<'a> {
             ),
         };
         Err(End::at(state, self.interval))
+    }
+
+    /// Step 2b (a new revision only): every GitSync of `spec.dependsOn`
+    /// Ready at its latest revision. The applied revision is still re-applied.
+    async fn dependencies(&self, latest: &Revision) -> Result<(), End> {
+        let state = match depends::not_ready(&self.ctx.client, self.gs).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(NotReady::Waiting(which))) => State::DependencyNotReady(
+                format!(
+                    "revision {latest} waits for its dependencies to be Ready at their latest revision: {}",
+                    which.join("; ")
+                ),
+                false,
+            ),
+            Ok(Some(NotReady::Cycle(chain))) => State::DependencyNotReady(
+                format!("dependency cycle: {chain}; nothing new is applied until spec.dependsOn breaks it"),
+                true,
+            ),
+            Err(e) => {
+                return Err(End {
+                    state: State::Failed(
+                        reason::DEPENDENCY_NOT_READY,
+                        format!("reading spec.dependsOn: {e}"),
+                    ),
+                    requeue: DEPENDENCY_RECHECK,
+                    error: Some(Box::new(e.into())),
+                })
+            }
+        };
+        self.heal_last_applied().await;
+        Err(End::at(state, DEPENDENCY_RECHECK))
     }
 
     /// Step 3: a new revision that already failed, with nothing changed
@@ -385,6 +485,7 @@ impl<'a> Pass<'a> {
             let message = format!("applied revision {latest}: {} objects", applied.len());
             self.ctx
                 .notify(self.gs, NotifyEvent::SyncApplied, &latest, &message);
+            // The Applied Event (with the change set) follows prune: see record.
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
@@ -392,14 +493,13 @@ impl<'a> Pass<'a> {
                 .shared
                 .metrics
                 .git_applied(&self.owner.namespace, &self.owner.name, now);
-            publish(self.ctx, self.gs, EventType::Normal, "Applied", message).await;
             self.history_rewrite(revision).await;
             return;
         }
         // A re-apply of the applied revision that had to write put drift back.
         let corrected: Vec<String> = applied
             .iter()
-            .filter(|a| a.changed)
+            .filter(|a| a.changed())
             .map(|a| a.planned.entry.to_string())
             .collect();
         if !corrected.is_empty() {
@@ -486,6 +586,13 @@ impl<'a> Pass<'a> {
                 .filter(|e| !was_deleting(&self.old, e))
                 .map(ToString::to_string)
                 .collect();
+            self.pruned_now = pruned
+                .deleted
+                .iter()
+                .chain(pruned.pending.iter())
+                .filter(|e| !was_deleting(&self.old, e))
+                .cloned()
+                .collect();
             if !newly.is_empty() {
                 info!(gitsync = %self.key, objects = ?newly, "pruned");
                 let note = format!("deleted (gone from Git): {}", newly.join(", "));
@@ -502,6 +609,44 @@ impl<'a> Pass<'a> {
         inventory.dedup();
         self.status.inventory = inventory;
         Ok(pending)
+    }
+
+    /// Step 7b, record (a new revision only): its change set, as the first
+    /// entry of `status.history` and as the Applied Event.
+    async fn record(&mut self, revision: &Revision, applied: &[Applied]) {
+        let of = |c: Change| -> Vec<String> {
+            applied
+                .iter()
+                .filter(|a| a.change == c)
+                .map(|a| a.planned.entry.to_string())
+                .collect()
+        };
+        let (created, configured) = (of(Change::Created), of(Change::Configured));
+        let unchanged = applied.len() - created.len() - configured.len();
+        let pruned: Vec<String> = self.pruned_now.iter().map(ToString::to_string).collect();
+        let took = self.started.0.elapsed();
+        let took = Duration::from_millis(took.as_millis() as u64);
+        let entry = HistoryEntry {
+            revision: revision.to_string(),
+            started_at: self.started.1.clone(),
+            duration: humantime::format_duration(took).to_string(),
+            result: reason::PROGRESSING.into(),
+            created: created.len() as u32,
+            configured: configured.len() as u32,
+            unchanged: unchanged as u32,
+            pruned: pruned.len() as u32,
+        };
+        let history = &mut self.status.history;
+        history.insert(0, entry);
+        history.truncate(HISTORY_LIMIT);
+        let note = format!(
+            "applied revision {revision} in {}: {}, {}, {unchanged} unchanged, {}",
+            humantime::format_duration(took),
+            change_list("created", &created),
+            change_list("configured", &configured),
+            change_list("pruned", &pruned),
+        );
+        publish(self.ctx, self.gs, EventType::Normal, reason::APPLIED, note).await;
     }
 
     /// Step 8, health: of everything applied, and of what is being pruned.
@@ -533,6 +678,65 @@ impl<'a> Pass<'a> {
             State::Progressing(format!("revision {revision}: waiting for {list}"))
         };
         End::at(state, HEALTH_RECHECK.min(self.interval))
+    }
+
+    /// Deletion: `None` once nothing of the inventory is left to wait for,
+    /// else what is. Deletes and label removals go through the GitSync's
+    /// identity, as prune does.
+    async fn delete(&mut self) -> Result<Option<String>, End> {
+        let inventory = self.old.inventory.clone();
+        if inventory.is_empty() {
+            return Ok(None); // never applied anything (e.g. never fetched)
+        }
+        let failed = |why: String| {
+            End::at(
+                State::Failed(reason::DELETION_FAILED, why),
+                DELETION_RECHECK,
+            )
+        };
+        let tenant = self
+            .tenant
+            .clone()
+            .map_err(|why| failed(format!("cannot delete its inventory: {why}")))?;
+        let kinds = &self.ctx.kinds;
+        let (deleted, pending, keep) = if self.gs.spec.prune {
+            let pruned = prune::prune(&tenant, kinds, &inventory, &self.owner)
+                .await
+                .map_err(|e| failed(format!("deleting its inventory: {e}")))?;
+            let keep: Vec<InventoryEntry> = pruned.kept.into_iter().map(|(e, _)| e).collect();
+            (pruned.deleted, pruned.pending, keep)
+        } else {
+            (Vec::new(), Vec::new(), inventory)
+        };
+        let orphaned = finalize::orphan(&tenant, kinds, &keep, &self.owner)
+            .await
+            .map_err(|e| failed(format!("removing the owner labels from its inventory: {e}")))?;
+        if !orphaned.is_empty() {
+            let why = if self.gs.spec.prune {
+                "annotated driftless.dev/prune: disabled"
+            } else {
+                "spec.prune is false"
+            };
+            let names: Vec<String> = orphaned.iter().map(ToString::to_string).collect();
+            let note = format!(
+                "kept ({why}), without the owner labels: {}",
+                change_list("objects", &names)
+            );
+            publish(self.ctx, self.gs, EventType::Normal, reason::ORPHANED, note).await;
+        }
+        if pending.is_empty() {
+            if !deleted.is_empty() {
+                let names: Vec<String> = deleted.iter().map(ToString::to_string).collect();
+                let note = format!("deleted its inventory: {}", change_list("objects", &names));
+                publish(self.ctx, self.gs, EventType::Normal, reason::DELETED, note).await;
+            }
+            return Ok(None);
+        }
+        let waiting = finalize::waiting_on(&tenant, kinds, &pending).await;
+        let mut left = pending;
+        left.sort();
+        self.status.inventory = left;
+        Ok(Some(waiting))
     }
 
     /// While the latest revision is refused, the last applied one stays the
@@ -580,6 +784,7 @@ impl<'a> Pass<'a> {
     /// Warning Event when a failure is new (not on every retry).
     async fn finish(&mut self, state: &State) -> Result<(), kube::Error> {
         set_state(&mut self.status, self.gs.meta().generation, state);
+        settle_history(&mut self.status, state);
         let warning = match state {
             State::Stalled(reason, m) | State::Failed(reason, m) => Some((*reason, m)),
             State::HealthCheckFailed(m) => Some((reason::HEALTH_CHECK_FAILED, m)),
@@ -613,7 +818,33 @@ impl<'a> Pass<'a> {
             &Patch::Apply(&patch),
         )
         .await?;
+        self.wake_dependents(state).await;
         Ok(())
+    }
+
+    /// Newly Ready (or Ready at a new revision): the GitSyncs waiting for
+    /// this one look again now, not at their next recheck.
+    async fn wake_dependents(&self, state: &State) {
+        let was_ready = self
+            .old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True");
+        let moved = self.old.last_applied_revision != self.status.last_applied_revision;
+        if !matches!(state, State::Ready(_)) || (was_ready && !moved) {
+            return;
+        }
+        let scope = self.ctx.settings.namespace.as_deref();
+        match depends::dependents(&self.ctx.client, scope, self.gs).await {
+            Ok(them) => {
+                for (ns, name) in them {
+                    self.ctx.watches.trigger(&ns, &name);
+                }
+            }
+            Err(e) => {
+                warn!(gitsync = %self.key, error = %e, "cannot list the GitSyncs that depend on it")
+            }
+        }
     }
 }
 
@@ -631,6 +862,10 @@ fn set_state(status: &mut GitSyncStatus, generation: Option<i64>, state: &State)
         State::Stalled(r, m) => (false, *r, m, false, true),
         State::Failed(r, m) => (false, *r, m, false, false),
         State::HealthCheckFailed(m) => (false, reason::HEALTH_CHECK_FAILED, m, false, false),
+        State::Deleting(m) => (false, reason::DELETING, m, true, false),
+        State::DependencyNotReady(m, cycle) => {
+            (false, reason::DEPENDENCY_NOT_READY, m, false, *cycle)
+        }
     };
     let msg = |on: bool| if on { message.clone() } else { String::new() };
     for cond in [
@@ -640,6 +875,40 @@ fn set_state(status: &mut GitSyncStatus, generation: Option<i64>, state: &State)
     ] {
         conditions::set(conds, &cond, generation);
     }
+}
+
+/// The newest history entry's result, once its revision's objects are
+/// ready (or the health check gave up); it is not changed after that.
+fn settle_history(status: &mut GitSyncStatus, state: &State) {
+    let result = match state {
+        State::Ready(_) => reason::SUCCEEDED,
+        State::HealthCheckFailed(_) => reason::HEALTH_CHECK_FAILED,
+        _ => return,
+    };
+    let applied = status.last_applied_revision.clone();
+    if let Some(newest) = status.history.first_mut() {
+        if newest.result == reason::PROGRESSING && Some(&newest.revision) == applied.as_ref() {
+            newest.result = result.into();
+        }
+    }
+}
+
+/// `3 created (ConfigMap a/b, ...)`: bounded, so that an Event stays short.
+fn change_list(what: &str, entries: &[String]) -> String {
+    const NAMED: usize = 5;
+    if entries.is_empty() {
+        return format!("0 {what}");
+    }
+    let mut shown = entries
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if entries.len() > NAMED {
+        shown.push_str(&format!(", and {} more", entries.len() - NAMED));
+    }
+    format!("{} {what} ({shown})", entries.len())
 }
 
 /// The Ready condition's reason and message.
@@ -657,4 +926,45 @@ fn was_deleting(old: &GitSyncStatus, e: &InventoryEntry) -> bool {
     old.conditions
         .iter()
         .any(|c| c.type_ == READY && c.message.contains(&format!("{e} (being deleted)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_list_names_five_and_counts_the_rest() {
+        assert_eq!(change_list("pruned", &[]), "0 pruned");
+        let seven: Vec<String> = (1..=7).map(|i| format!("ConfigMap a/{i}")).collect();
+        assert_eq!(
+            change_list("created", &seven),
+            "7 created (ConfigMap a/1, ConfigMap a/2, ConfigMap a/3, ConfigMap a/4, ConfigMap a/5, and 2 more)"
+        );
+    }
+
+    #[test]
+    fn the_newest_history_entry_settles_once() {
+        let entry = |revision: &str, result: &str| HistoryEntry {
+            revision: revision.into(),
+            started_at: Time(k8s_openapi::jiff::Timestamp::now()),
+            duration: "1s".into(),
+            result: result.into(),
+            created: 0,
+            configured: 0,
+            unchanged: 0,
+            pruned: 0,
+        };
+        let mut status = GitSyncStatus {
+            last_applied_revision: Some("main@sha1:b".into()),
+            history: vec![entry("main@sha1:b", reason::PROGRESSING)],
+            ..Default::default()
+        };
+        settle_history(&mut status, &State::Progressing("waiting".into()));
+        assert_eq!(status.history[0].result, reason::PROGRESSING);
+        settle_history(&mut status, &State::Ready("applied".into()));
+        assert_eq!(status.history[0].result, reason::SUCCEEDED);
+        // A later health failure of the same revision is not the apply's result.
+        settle_history(&mut status, &State::HealthCheckFailed("not ready".into()));
+        assert_eq!(status.history[0].result, reason::SUCCEEDED);
+    }
 }

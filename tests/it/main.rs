@@ -14,6 +14,7 @@ mod git_faults;
 mod gitsync;
 mod hostile;
 mod key_pair;
+mod lifecycle;
 mod nat_gateway;
 mod ops;
 mod outage;

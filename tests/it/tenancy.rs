@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use driftless::gitsync::GitSync;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
@@ -319,4 +319,79 @@ async fn target_namespace_confines_every_namespaced_object() {
         "{inventory:?}"
     );
     let (_, _, _) = kubectl(&["delete", "namespace", &target, "--wait=false"], None);
+}
+
+/// Deleting a GitSync deletes its inventory as its ServiceAccount, not as
+/// the controller: without the right to delete, the deletion waits and
+/// says why (the API server's refusal); given the right back, it finishes.
+#[tokio::test]
+async fn a_gitsync_is_deleted_with_its_service_accounts_rights() {
+    let mut scope = Scope::new("tenant-delete").await;
+    scope.start_controller(POLL);
+    let ns = scope.ns.clone();
+    team_account(&ns, "deployer");
+    let repo = Repo::new();
+    repo.write("clusters/test/config.yaml", &config_map("first"));
+    let first = repo.commit("the team's config");
+    let gitsyncs: Api<GitSync> = scope.api();
+    let configmaps: Api<ConfigMap> = scope.api();
+    let name = "team";
+    let spec = json!({"serviceAccountName": "deployer"});
+    gitsyncs
+        .create(
+            &PostParams::default(),
+            &new_gitsync(name, &repo.url(), spec),
+        )
+        .await
+        .unwrap();
+    wait_gitsync(&gitsyncs, name, "Ready", WAIT, |g| {
+        ready_at(g, &rev(&first))
+    })
+    .await;
+    // The team may no longer delete ConfigMaps.
+    let revoke = r#"[{"op":"replace","path":"/rules/0/verbs","value":["get","list","watch","create","patch","update"]}]"#;
+    let (ok, out, err) = scope
+        .kubectl(
+            &[
+                "patch",
+                "-n",
+                &ns,
+                "role/deployer",
+                "--type",
+                "json",
+                "-p",
+                revoke,
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "{out}{err}");
+    gitsyncs
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let gs = wait_gitsync(&gitsyncs, name, "DeletionFailed", WAIT, |g| {
+        condition(g, "Ready").is_some_and(|c| c.reason == "DeletionFailed")
+    })
+    .await;
+    let message = condition(&gs, "Ready").unwrap().message.clone();
+    let user = format!("system:serviceaccount:{ns}:deployer");
+    assert!(
+        message.contains("deleting its inventory")
+            && message.contains("forbidden")
+            && message.contains(&user),
+        "{message}"
+    );
+    assert!(configmaps.get_opt("team-config").await.unwrap().is_some());
+    team_account(&ns, "deployer");
+    crate::support::wait_for("the GitSync gone", WAIT, || async {
+        gitsyncs
+            .get_opt(name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(configmaps.get_opt("team-config").await.unwrap().is_none());
 }
