@@ -16,7 +16,10 @@ use crate::render::{self, Local};
 /// The objects under `paths`: kustomizations and charts rendered, plain
 /// files read as they are, SOPS-encrypted objects decrypted. Every problem
 /// is reported; also returns how many files (or renders) were read.
-async fn load(paths: &[PathBuf], render: &Local) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
+pub(crate) async fn load(
+    paths: &[PathBuf],
+    render: &Local,
+) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
     load_masked(paths, render, false).await
 }
 
