@@ -575,22 +575,25 @@ const DIFF_EXAMPLE: &str = "Example: a CI step on every pull request (GitHub Act
 
   - name: driftless diff
     run: |
-      driftless diff clusters/prod --gitsync flux-system/prod -o markdown > diff.md || code=$?
+      driftless diff clusters/prod --gitsync web/apps -o markdown > diff.md || code=$?
       gh pr comment \"$PR\" --body-file diff.md
       test \"${code:-0}\" -ne 2   # 1 (changes) is fine, 2 (an error) fails the job
 
 Sample output:
 
-  ~ Bucket web/uploads (web/bucket.yaml:1)
+  ~ Bucket web/uploads (clusters/prod/bucket.yaml:1:1)
   --- live  Bucket web/uploads
   +++ after Bucket web/uploads
-  @@ -9,5 +9,5 @@
+  @@ -14,7 +14,7 @@
      forProvider:
+       forceDestroy: false
   -    versioning: Suspended
   +    versioning: Enabled
+  ...
   cloud plan:
-    ~ Bucket web/uploads: versioning: Suspended -> Enabled
-  diff: 0 to create, 1 to update, 0 to prune, 3 unchanged; cloud: 0 to create, 1 to update, 0 to delete (2 cloud API calls, 0 writes)";
+    ~ Bucket web/uploads: forProvider.versioning: Suspended -> Enabled
+    - Bucket web/logs: delete logs (deletionPolicy Delete)
+  diff: 0 to create, 1 to update, 1 to prune, 3 unchanged; cloud: 0 to create, 1 to update, 1 to delete (4 cloud API calls, 0 writes)";
 
 /// `--gitsync NAMESPACE/NAME` or `-n NAMESPACE --gitsync NAME`.
 fn diff_request(
