@@ -14,7 +14,7 @@ pub mod cloud;
 pub mod objects;
 mod print;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -149,7 +149,7 @@ pub async fn run(
         None => None,
     };
     let local = local_for(local, gs.as_ref());
-    let manifests = load(&req.paths, &local).await?;
+    let (manifests, sops) = load(&req.paths, &local).await?;
     let owner = match &gs {
         Some(gs) => Owner {
             namespace: gs.namespace().unwrap_or_default(),
@@ -191,7 +191,7 @@ pub async fn run(
         calls: BTreeMap::new(),
     };
     let mut changes = Vec::new();
-    let compared = compare_all(client, &planned, &new_namespaces, gs.is_some()).await?;
+    let compared = compare_all(client, &planned, &new_namespaces, gs.is_some(), &sops).await?;
     for result in compared {
         match result {
             Ok(Some((diff, change))) => {
@@ -259,14 +259,24 @@ fn local_for(local: &Local, gs: Option<&GitSync>) -> Local {
     local
 }
 
-/// PATH's objects, rendered, decrypted and valid; else every problem.
-async fn load(paths: &[PathBuf], local: &Local) -> Result<Vec<Manifest>, Vec<String>> {
-    let (manifests, mut errors, _) = super::commands::load(paths, local).await;
+/// By origin (file:line), the objects that SOPS encrypted in Git, as written.
+type Sops = HashMap<String, Value>;
+
+/// PATH's objects, rendered, decrypted and valid; else every problem. Also
+/// the encrypted objects as written, to mask what was encrypted.
+async fn load(paths: &[PathBuf], local: &Local) -> Result<(Vec<Manifest>, Sops), Vec<String>> {
+    let (manifests, written, mut errors, _) = super::commands::load_as_written(paths, local).await;
     errors.extend(validate::validate(&manifests, &super::crds::all()));
-    match errors.is_empty() {
-        true => Ok(manifests),
-        false => Err(errors.iter().map(ToString::to_string).collect()),
+    if !errors.is_empty() {
+        return Err(errors.iter().map(ToString::to_string).collect());
     }
+    let sops = manifests
+        .iter()
+        .zip(written)
+        .filter(|(_, w)| w.get("sops").is_some())
+        .map(|(m, w)| (m.origin.to_string(), w))
+        .collect();
+    Ok((manifests, sops))
 }
 
 /// Without a GitSync, objects are sent without owner labels.
@@ -298,6 +308,7 @@ async fn compare_all(
     planned: &[Planned],
     new_namespaces: &std::collections::HashSet<String>,
     owned: bool,
+    sops: &Sops,
 ) -> Result<Vec<Compared>, Vec<String>> {
     let results: Vec<Result<Compared, kube::Error>> = futures::stream::iter(planned)
         .map(|p| async move {
@@ -307,9 +318,9 @@ async fn compare_all(
                     p.entry.namespace
                 );
                 let value = serde_json::to_value(&p.object).expect("objects serialize");
-                return Ok(Ok(Some(created(p, value, Some(note)))));
+                return Ok(Ok(Some(created(p, value, Some(note), sops))));
             }
-            compare(client, p, owned).await
+            compare(client, p, owned, sops).await
         })
         .buffered(8)
         .collect()
@@ -323,7 +334,12 @@ async fn compare_all(
 /// The live object against the server's dry-run of the apply. Without a
 /// GitSync (`owned` false), the owner labels the live object carries are
 /// sent back as they are: a diff of PATH alone says nothing of its owner.
-async fn compare(client: &kube::Client, p: &Planned, owned: bool) -> Result<Compared, kube::Error> {
+async fn compare(
+    client: &kube::Client,
+    p: &Planned,
+    owned: bool,
+    sops: &Sops,
+) -> Result<Compared, kube::Error> {
     let api = p.api(client);
     let live = api.get_opt(&p.entry.name).await?;
     let mut object = p.object.clone();
@@ -346,10 +362,13 @@ async fn compare(client: &kube::Client, p: &Planned, owned: bool) -> Result<Comp
     };
     let after = serde_json::to_value(after).expect("objects serialize");
     let Some(live) = live else {
-        return Ok(Ok(Some(created(p, after, None))));
+        return Ok(Ok(Some(created(p, after, None, sops))));
     };
     let live = serde_json::to_value(live).expect("objects serialize");
     let (mut before, mut shown) = (objects::strip(&live), objects::strip(&after));
+    if let Some(written) = sops.get(&p.origin.to_string()) {
+        objects::mask_sops(Some(&mut before), Some(&mut shown), written);
+    }
     objects::mask_secret(Some(&mut before), Some(&mut shown));
     let Some(diff) = objects::unified(
         &objects::yaml(&before),
@@ -376,8 +395,16 @@ async fn compare(client: &kube::Client, p: &Planned, owned: bool) -> Result<Comp
 }
 
 /// A new object: all of it is added.
-fn created(p: &Planned, after: Value, note: Option<String>) -> (ObjectDiff, cloud::Change) {
+fn created(
+    p: &Planned,
+    after: Value,
+    note: Option<String>,
+    sops: &Sops,
+) -> (ObjectDiff, cloud::Change) {
     let mut shown = objects::strip(&after);
+    if let Some(written) = sops.get(&p.origin.to_string()) {
+        objects::mask_sops(None, Some(&mut shown), written);
+    }
     objects::mask_secret(None, Some(&mut shown));
     let diff = objects::unified(
         "",

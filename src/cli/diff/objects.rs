@@ -68,6 +68,48 @@ fn mask_map(map: Option<&mut Value>, other: Option<&Value>, side: &str) {
     }
 }
 
+/// Masks, in both objects, every value that SOPS encrypted in Git
+/// (`ENC[...]` in `written`, the object as written): `**SOPS**`, as `build`
+/// shows it, marked `(before)` / `(after)` where the value changes.
+pub fn mask_sops(before: Option<&mut Value>, after: Option<&mut Value>, written: &Value) {
+    let mut pointers = Vec::new();
+    encrypted_at(written, String::new(), &mut pointers);
+    let (mut before, mut after) = (before, after);
+    for p in &pointers {
+        let old = before.as_deref().and_then(|b| b.pointer(p)).cloned();
+        let new = after.as_deref().and_then(|a| a.pointer(p)).cloned();
+        let mark = |side: &str| match old == new {
+            true => Value::from("**SOPS**"),
+            false => Value::from(format!("**SOPS** ({side})")),
+        };
+        if let Some(v) = before.as_deref_mut().and_then(|b| b.pointer_mut(p)) {
+            *v = mark("before");
+        }
+        if let Some(v) = after.as_deref_mut().and_then(|a| a.pointer_mut(p)) {
+            *v = mark("after");
+        }
+    }
+}
+
+/// The JSON pointers of the `ENC[...]` values of `v`.
+fn encrypted_at(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let key = k.replace('~', "~0").replace('/', "~1");
+                encrypted_at(child, format!("{at}/{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                encrypted_at(child, format!("{at}/{i}"), out);
+            }
+        }
+        Value::String(s) if s.starts_with("ENC[") => out.push(at),
+        _ => {}
+    }
+}
+
 /// `v` as YAML, the way `kubectl get -o yaml` reads.
 pub fn yaml(v: &Value) -> String {
     serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# cannot print as YAML: {e}\n"))
@@ -126,6 +168,25 @@ mod tests {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}});
         mask_secret(None, Some(&mut cm));
         assert_eq!(cm["data"]["k"], "v", "only Secrets are masked");
+    }
+
+    #[test]
+    fn what_sops_encrypted_is_masked() {
+        let written = json!({"kind": "ConfigMap", "data": {"token": "ENC[AES256_GCM,data:x]",
+            "a/b": "ENC[AES256_GCM,data:y]", "plain": "p"}});
+        let mut before =
+            json!({"kind": "ConfigMap", "data": {"token": "old", "a/b": "same", "plain": "p"}});
+        let mut after =
+            json!({"kind": "ConfigMap", "data": {"token": "new", "a/b": "same", "plain": "p"}});
+        mask_sops(Some(&mut before), Some(&mut after), &written);
+        assert_eq!(
+            before["data"],
+            json!({"token": "**SOPS** (before)", "a/b": "**SOPS**", "plain": "p"})
+        );
+        assert_eq!(
+            after["data"],
+            json!({"token": "**SOPS** (after)", "a/b": "**SOPS**", "plain": "p"})
+        );
     }
 
     #[test]
