@@ -289,3 +289,63 @@ async fn diff_plans_the_cloud_read_only() {
         "not deleted"
     );
 }
+
+#[tokio::test]
+async fn what_sops_encrypted_is_masked_in_the_diff() {
+    let mut scope = Scope::new("diff-sops").await;
+    let sops = crate::sops::Sops::new();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sops-age"},
+        "stringData": {"diff.agekey": sops.key_text()},
+    }))
+    .unwrap();
+    scope
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let encrypted = |token: &str| {
+        let plain = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: api\ndata:\n  token: {token}\n  region: eu\n"
+        );
+        sops.encrypt("api.yaml", &plain, &["--encrypted-regex", "^token$"])
+    };
+    let repo = Repo::new();
+    repo.write(&format!("{PATH}/api.yaml"), &encrypted("old-t0ken"));
+    let sha = repo.commit("an encrypted ConfigMap");
+    scope.start_controller(Duration::from_secs(2));
+    let api: Api<GitSync> = scope.api();
+    let spec =
+        serde_json::json!({"decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}});
+    api.create(
+        &PostParams::default(),
+        &new_gitsync("apps", &repo.url(), spec),
+    )
+    .await
+    .unwrap();
+    wait_gitsync(&api, "apps", "applied", WAIT, |g| ready_at(g, &rev(&sha))).await;
+    scope.stop_controller();
+
+    repo.write(&format!("{PATH}/api.yaml"), &encrypted("new-t0ken"));
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["diff", PATH, "--gitsync", &format!("{}/apps", scope.ns)])
+        .current_dir(repo.work_dir())
+        .env("SOPS_AGE_KEY_FILE", &sops.key_file)
+        .env_remove("SOPS_AGE_KEY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("-  token: \"**SOPS** (before)\"\n+  token: \"**SOPS** (after)\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("   region: eu"),
+        "what was not encrypted shows: {text}"
+    );
+    for leak in ["old-t0ken", "new-t0ken"] {
+        assert!(!text.contains(leak), "{leak} shown: {text}");
+    }
+}
