@@ -228,6 +228,19 @@ async fn diff_exits_0_1_2_masks_secrets_and_lists_what_prune_deletes() {
         "the owner labels objects have live are kept: {out}"
     );
 
+    // An object the API server refuses (no selector): exit 2, at its file:line,
+    // the other objects still compared.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: bad\nspec:\n  template:\n    spec:\n      containers: [{name: web, image: web}]\n";
+    a.repo.write(&format!("{PATH}/deploy.yaml"), deployment);
+    let (code, out, _) = driftless_diff(&a.repo, &[PATH, "--gitsync", gitsync]);
+    assert_eq!(code, 2, "{out}");
+    let refused = format!(
+        "error: clusters/test/deploy.yaml:1:1: Deployment {ns}/bad was refused by the API server (dry-run)"
+    );
+    assert!(out.contains(&refused), "{out}");
+    assert!(out.contains(&format!("~ ConfigMap {ns}/web")), "{out}");
+    a.repo.remove(&format!("{PATH}/deploy.yaml"));
+
     // A broken manifest: exit 2, at its file:line, nothing compared.
     a.repo.write(
         &format!("{PATH}/broken.yaml"),
