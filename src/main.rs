@@ -132,7 +132,9 @@ enum Command {
     /// With --gitsync, objects get that GitSync's namespace, targetNamespace
     /// and owner labels, and the objects of its status.inventory that PATH
     /// no longer has are listed as what prune would delete (when its
-    /// spec.prune is true). Without it, objects go to -n (or the
+    /// spec.prune is true); with --gitsync and no PATH, that GitSync's next
+    /// revision is fetched from its repository and compared. Without
+    /// --gitsync, objects go to -n (or the
     /// kubeconfig's namespace), keep the owner labels they have live, and
     /// there is no prune list.
     ///
@@ -147,8 +149,10 @@ enum Command {
     /// on an error (a broken manifest is named by file:line).
     #[command(after_long_help = DIFF_EXAMPLE)]
     Diff {
-        /// Manifest files or directories, as for `validate`.
-        #[arg(required = true, value_name = "PATH")]
+        /// Manifest files or directories, as for `validate`. None with
+        /// --gitsync: the revision the GitSync follows now, fetched from its
+        /// repository (what it applies next, e.g. while suspended).
+        #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// The GitSync that applies PATH: NAMESPACE/NAME, or NAME with -n.
         #[arg(long, value_name = "[NAMESPACE/]NAME")]
@@ -616,6 +620,9 @@ fn diff_request(
             _ => return Err(format!("--gitsync {g:?}: expected NAMESPACE/NAME")),
         }),
     };
+    if paths.is_empty() && gitsync.is_none() {
+        return Err("give PATH, or --gitsync for the GitSync's next revision".into());
+    }
     Ok(driftless::cli::diff::Request {
         paths,
         gitsync,

@@ -122,7 +122,7 @@ pub(crate) fn mask_values(value: &mut serde_json::Value, encrypted: &serde_json:
 /// sops' own ways to give age identities: `SOPS_AGE_KEY` (the text),
 /// `SOPS_AGE_KEY_FILE`, else its default `$XDG_CONFIG_HOME/sops/age/keys.txt`
 /// (`~/.config/...`) when that exists. `None` when none is given.
-fn push_identities() -> Result<Option<Identities>, String> {
+pub(crate) fn push_identities() -> Result<Option<Identities>, String> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(text) = var("SOPS_AGE_KEY") {
         return Identities::from_text("SOPS_AGE_KEY", &text.to_string_lossy()).map(Some);

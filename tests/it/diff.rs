@@ -26,6 +26,7 @@ fn driftless_diff(repo: &Repo, args: &[&str]) -> (i32, String, String) {
         .arg("diff")
         .args(args)
         .current_dir(repo.work_dir())
+        .env("KUBECONFIG", &support::env().kubeconfig)
         .env("DRIFTLESS_KUSTOMIZE_BINARY", support::tool("kustomize"))
         .env("DRIFTLESS_HELM_BINARY", support::tool("helm"))
         .output()
@@ -301,6 +302,19 @@ async fn diff_plans_the_cloud_read_only() {
         Some(BucketVersioningStatus::Enabled),
         "not deleted"
     );
+
+    // Merged, not applied yet (the controller is stopped): without PATH, the
+    // GitSync's next revision, from its repository, says the same.
+    a.repo.commit("the pull request, merged");
+    let (code, out, err) = driftless_diff(&a.repo, &["--gitsync", &a.gitsync]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("next revision main@sha1:"), "{err}");
+    assert!(out.contains(&lines.join("\n  ")), "{out}");
+    assert!(out.contains("(clusters/test/web.yaml:1:1)"), "{out}");
+    assert!(
+        out.contains("0 to create, 3 to update, 2 to prune"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -343,6 +357,7 @@ async fn what_sops_encrypted_is_masked_in_the_diff() {
     let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
         .args(["diff", PATH, "--gitsync", &format!("{}/apps", scope.ns)])
         .current_dir(repo.work_dir())
+        .env("KUBECONFIG", &support::env().kubeconfig)
         .env("SOPS_AGE_KEY_FILE", &sops.key_file)
         .env_remove("SOPS_AGE_KEY")
         .output()

@@ -13,6 +13,7 @@
 pub mod cloud;
 pub mod objects;
 mod print;
+mod revision;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ pub use print::{markdown, text};
 /// What to compare.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
+    /// Empty with `gitsync`: that GitSync's next revision, from its repository.
     pub paths: Vec<PathBuf>,
     /// The GitSync that applies PATH (namespace, name): its namespace,
     /// targetNamespace and owner labels, and its inventory for prune.
@@ -149,7 +151,10 @@ pub async fn run(
         None => None,
     };
     let local = local_for(local, gs.as_ref());
-    let (manifests, sops) = load(&req.paths, &local).await?;
+    let (manifests, sops) = match &gs {
+        Some(gs) if req.paths.is_empty() => load_next(client, gs, &local).await?,
+        _ => load(&req.paths, &local).await?,
+    };
     let owner = match &gs {
         Some(gs) => Owner {
             namespace: gs.namespace().unwrap_or_default(),
@@ -265,7 +270,33 @@ type Sops = HashMap<String, Value>;
 /// PATH's objects, rendered, decrypted and valid; else every problem. Also
 /// the encrypted objects as written, to mask what was encrypted.
 async fn load(paths: &[PathBuf], local: &Local) -> Result<(Vec<Manifest>, Sops), Vec<String>> {
-    let (manifests, written, mut errors, _) = super::commands::load_as_written(paths, local).await;
+    let (manifests, written, errors, _) = super::commands::load_as_written(paths, local).await;
+    checked(manifests, written, errors)
+}
+
+/// The GitSync's next revision, as [`load`] gives PATH; says which it is.
+async fn load_next(
+    client: &kube::Client,
+    gs: &GitSync,
+    local: &Local,
+) -> Result<(Vec<Manifest>, Sops), Vec<String>> {
+    let key = format!("{}/{}", gs.namespace().unwrap_or_default(), gs.name_any());
+    let (manifests, written, revision) = revision::load(client, gs, local)
+        .await
+        .map_err(|e| vec![format!("GitSync {key}: its next revision: {e}")])?;
+    eprintln!(
+        "GitSync {key}: next revision {revision}: {} objects",
+        manifests.len()
+    );
+    checked(manifests, written, Vec::new())
+}
+
+/// Valid objects and the SOPS-encrypted ones as written; else every problem.
+fn checked(
+    manifests: Vec<Manifest>,
+    written: Vec<Value>,
+    mut errors: Vec<crate::manifests::ManifestError>,
+) -> Result<(Vec<Manifest>, Sops), Vec<String>> {
     errors.extend(validate::validate(&manifests, &super::crds::all()));
     if !errors.is_empty() {
         return Err(errors.iter().map(ToString::to_string).collect());
