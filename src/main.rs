@@ -116,6 +116,58 @@ enum Command {
         #[command(flatten)]
         render: LocalArgs,
     },
+    /// Show what merging PATH would change: in the cluster, object by
+    /// object, and in the cloud, field by field. Nothing is changed.
+    ///
+    /// PATH is rendered as a GitSync renders it (kustomize, helm or plain
+    /// YAML; SOPS-encrypted objects decrypted with SOPS_AGE_KEY or
+    /// SOPS_AGE_KEY_FILE, as for `validate`), validated, and each object is
+    /// sent to the cluster of the current kubeconfig as a server-side apply
+    /// with dryRun=All (field manager `driftless`, forced, as the GitSync
+    /// applies). A unified diff per object compares the live object with
+    /// the dry-run result; managedFields, resourceVersion, generation, uid,
+    /// creationTimestamp and status are left out, and a Secret's values are
+    /// shown as `***` (`*** (before)` / `*** (after)` where a key changed).
+    ///
+    /// With --gitsync, objects get that GitSync's namespace, targetNamespace
+    /// and owner labels, and the objects of its status.inventory that PATH
+    /// no longer has are listed as what prune would delete (when its
+    /// spec.prune is true); with --gitsync and no PATH, that GitSync's next
+    /// revision is fetched from its repository and compared. Without
+    /// --gitsync, objects go to -n (or the
+    /// kubeconfig's namespace), keep the owner labels they have live, and
+    /// there is no prune list.
+    ///
+    /// The cloud plan: for every managed resource (Bucket, Vpc, ...) the
+    /// change creates, changes or prunes, what the controller would then do
+    /// in the cloud, read from the cloud's current state through the
+    /// object's ProviderConfig in the cluster (and its credentials Secret):
+    /// `+` create, `~` update (each field: have -> want), `-` delete, `=`
+    /// nothing. Read-only: only Get/Head/List/Describe calls.
+    ///
+    /// Exit 0 when there is no difference, 1 when there are differences, 2
+    /// on an error (a broken manifest is named by file:line).
+    #[command(after_long_help = DIFF_EXAMPLE)]
+    Diff {
+        /// Manifest files or directories, as for `validate`. None with
+        /// --gitsync: the revision the GitSync follows now, fetched from its
+        /// repository (what it applies next, e.g. while suspended).
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// The GitSync that applies PATH: NAMESPACE/NAME, or NAME with -n.
+        #[arg(long, value_name = "[NAMESPACE/]NAME")]
+        gitsync: Option<String>,
+        /// The namespace of --gitsync NAME; without --gitsync, where
+        /// objects that name no namespace go (default: the kubeconfig's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// `text`, or `markdown` for a pull-request comment (a collapsible
+        /// section per object).
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: driftless::cli::diff::Format,
+        #[command(flatten)]
+        render: LocalArgs,
+    },
     /// Show what `apply` would change in the cloud, field by field, without
     /// changing anything. No cluster needed.
     ///
@@ -475,6 +527,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(commands::validate(&paths, &render.local()?).await)
         }
         Command::Build { paths, render } => Ok(commands::build(&paths, &render.local()?).await),
+        Command::Diff {
+            paths,
+            gitsync,
+            namespace,
+            output,
+            render,
+        } => {
+            let local = match render.local() {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("driftless diff: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let request = match diff_request(paths, gitsync, namespace) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("driftless diff: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            Ok(driftless::cli::diff::command(&request, &local, output).await)
+        }
         Command::Plan { push, prune } => {
             let render = push.render.local()?;
             Ok(commands::plan(&push.paths, &render, push.options()?, prune).await)
@@ -497,6 +572,62 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// An example CI step for `driftless diff --help`.
+const DIFF_EXAMPLE: &str = "Example: a CI step on every pull request (GitHub Actions):
+
+  - name: driftless diff
+    run: |
+      driftless diff clusters/prod --gitsync web/apps -o markdown > diff.md || code=$?
+      gh pr comment \"$PR\" --body-file diff.md
+      test \"${code:-0}\" -ne 2   # 1 (changes) is fine, 2 (an error) fails the job
+
+Sample output:
+
+  ~ Bucket web/uploads (clusters/prod/bucket.yaml:1:1)
+  --- live  Bucket web/uploads
+  +++ after Bucket web/uploads
+  @@ -14,7 +14,7 @@
+     forProvider:
+       forceDestroy: false
+  -    versioning: Suspended
+  +    versioning: Enabled
+  ...
+  cloud plan:
+    ~ Bucket web/uploads: forProvider.versioning: Suspended -> Enabled
+    - Bucket web/logs: delete logs (deletionPolicy Delete)
+  diff: 0 to create, 1 to update, 1 to prune, 3 unchanged; cloud: 0 to create, 1 to update, 1 to delete (4 cloud API calls, 0 writes)";
+
+/// `--gitsync NAMESPACE/NAME` or `-n NAMESPACE --gitsync NAME`.
+fn diff_request(
+    paths: Vec<PathBuf>,
+    gitsync: Option<String>,
+    namespace: Option<String>,
+) -> Result<driftless::cli::diff::Request, String> {
+    let gitsync = match gitsync {
+        None => None,
+        Some(g) => Some(match (g.split_once('/'), &namespace) {
+            (Some((ns, name)), _) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                (ns.to_string(), name.to_string())
+            }
+            (None, Some(ns)) if !g.is_empty() => (ns.clone(), g),
+            (None, None) => {
+                return Err(format!(
+                    "--gitsync {g:?}: give NAMESPACE/NAME, or -n NAMESPACE --gitsync NAME"
+                ))
+            }
+            _ => return Err(format!("--gitsync {g:?}: expected NAMESPACE/NAME")),
+        }),
+    };
+    if paths.is_empty() && gitsync.is_none() {
+        return Err("give PATH, or --gitsync for the GitSync's next revision".into());
+    }
+    Ok(driftless::cli::diff::Request {
+        paths,
+        gitsync,
+        namespace,
+    })
 }
 
 /// `driftless keys create|public`: the recipient(s) on stdout, nothing else.

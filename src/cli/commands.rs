@@ -16,7 +16,10 @@ use crate::render::{self, Local};
 /// The objects under `paths`: kustomizations and charts rendered, plain
 /// files read as they are, SOPS-encrypted objects decrypted. Every problem
 /// is reported; also returns how many files (or renders) were read.
-async fn load(paths: &[PathBuf], render: &Local) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
+pub(crate) async fn load(
+    paths: &[PathBuf],
+    render: &Local,
+) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
     load_masked(paths, render, false).await
 }
 
@@ -27,12 +30,32 @@ async fn load_masked(
     render: &Local,
     mask: bool,
 ) -> (Vec<Manifest>, Vec<ManifestError>, usize) {
-    let (mut out, mut errors, mut sources) = (Vec::new(), Vec::new(), 0);
+    let (mut out, written, errors, sources) = load_as_written(paths, render).await;
+    if mask {
+        for (m, encrypted) in out.iter_mut().zip(&written) {
+            mask_values(&mut m.value, encrypted);
+        }
+    }
+    (out, errors, sources)
+}
+
+/// [`load`], and each object's value as written, before decryption (in
+/// the same order), where what SOPS encrypted is still `ENC[...]`.
+pub(crate) async fn load_as_written(
+    paths: &[PathBuf],
+    render: &Local,
+) -> (
+    Vec<Manifest>,
+    Vec<serde_json::Value>,
+    Vec<ManifestError>,
+    usize,
+) {
+    let (mut out, mut written, mut errors, mut sources) = (Vec::new(), Vec::new(), Vec::new(), 0);
     let ids = match push_identities() {
         Ok(ids) => ids,
         Err(why) => {
             let at = manifests::Origin::file("SOPS_AGE_KEY / SOPS_AGE_KEY_FILE");
-            return (out, vec![ManifestError::new(&at, why)], 0);
+            return (out, written, vec![ManifestError::new(&at, why)], 0);
         }
     };
     let hint = "set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY) to an age identity file, as for sops";
@@ -61,27 +84,22 @@ async fn load_masked(
             }
         };
         // Origins are paths as the user names them: relative to here.
-        let before: Vec<serde_json::Value> = match mask {
-            true => loaded.iter().map(|m| m.value.clone()).collect(),
-            false => Vec::new(),
-        };
+        let before: Vec<serde_json::Value> = loaded.iter().map(|m| m.value.clone()).collect();
         match decrypt::manifests(loaded, Path::new(""), ids.as_ref(), hint) {
-            Ok(mut decrypted) => {
-                for (m, encrypted) in decrypted.iter_mut().zip(&before) {
-                    mask_values(&mut m.value, encrypted);
-                }
+            Ok(decrypted) => {
                 out.extend(decrypted);
+                written.extend(before);
             }
             Err(e) => errors.push(e),
         }
     }
-    (out, errors, sources)
+    (out, written, errors, sources)
 }
 
 /// A decrypted object as `build` prints it: every value that was
 /// encrypted (`ENC[...]` in `encrypted`) shown as `**SOPS**`, as `flux
 /// build` does.
-fn mask_values(value: &mut serde_json::Value, encrypted: &serde_json::Value) {
+pub(crate) fn mask_values(value: &mut serde_json::Value, encrypted: &serde_json::Value) {
     use serde_json::Value;
     match (value, encrypted) {
         (Value::Object(map), Value::Object(enc)) => {
@@ -104,7 +122,7 @@ fn mask_values(value: &mut serde_json::Value, encrypted: &serde_json::Value) {
 /// sops' own ways to give age identities: `SOPS_AGE_KEY` (the text),
 /// `SOPS_AGE_KEY_FILE`, else its default `$XDG_CONFIG_HOME/sops/age/keys.txt`
 /// (`~/.config/...`) when that exists. `None` when none is given.
-fn push_identities() -> Result<Option<Identities>, String> {
+pub(crate) fn push_identities() -> Result<Option<Identities>, String> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(text) = var("SOPS_AGE_KEY") {
         return Identities::from_text("SOPS_AGE_KEY", &text.to_string_lossy()).map(Some);

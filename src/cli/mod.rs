@@ -4,4 +4,5 @@
 pub mod commands;
 pub mod controller;
 pub mod crds;
+pub mod diff;
 pub mod keys;

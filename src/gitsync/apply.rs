@@ -63,7 +63,7 @@ impl Owner {
             .unwrap_or(&self.namespace)
     }
 
-    pub(super) fn owns(&self, obj: &DynamicObject) -> bool {
+    pub(crate) fn owns(&self, obj: &DynamicObject) -> bool {
         let labels = obj.labels();
         labels.get(LABEL_NAME) == Some(&self.name)
             && labels.get(LABEL_NAMESPACE) == Some(&self.namespace)

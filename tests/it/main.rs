@@ -6,6 +6,7 @@ mod bucket;
 mod chart_repo;
 mod cluster;
 mod crds;
+mod diff;
 mod ec2;
 mod elastic_ip;
 mod examples;

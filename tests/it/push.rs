@@ -162,7 +162,7 @@ async fn plan_apply_then_replan_is_a_noop() {
     let (code, out, _) = driftless(&["plan", path, "--stack", &stack]);
     assert_eq!(code, 2);
     assert!(
-        out.contains("forProvider.versioning: Some(Suspended) -> Enabled"),
+        out.contains("forProvider.versioning: Suspended -> Enabled"),
         "{out}"
     );
     assert_eq!(driftless(&["apply", path, "--stack", &stack]).0, 0);

@@ -39,14 +39,14 @@ extra:
 ";
 
 /// A temp dir with an age key made by the real age-keygen; HOME for sops.
-struct Sops {
+pub(crate) struct Sops {
     dir: tempfile::TempDir,
-    key_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     recipient: String,
 }
 
 impl Sops {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("keys.txt");
         let out = Command::new(tool("age-keygen"))
@@ -68,7 +68,7 @@ impl Sops {
         }
     }
 
-    fn key_text(&self) -> String {
+    pub(crate) fn key_text(&self) -> String {
         std::fs::read_to_string(&self.key_file).unwrap()
     }
 
@@ -89,7 +89,7 @@ impl Sops {
 
     /// `sops --encrypt` of `plain` written as `name`; extra flags after
     /// `--encrypt` (none: `.sops.yaml` in the dir, or `--age` is added).
-    fn encrypt(&self, name: &str, plain: &str, flags: &[&str]) -> String {
+    pub(crate) fn encrypt(&self, name: &str, plain: &str, flags: &[&str]) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, plain).unwrap();
         let mut c = self.sops();

@@ -35,7 +35,12 @@ impl BucketClient {
             _ => None,
         };
         if have != Some(want) {
-            diff.push(FieldDiff::new(BucketField::Versioning, have, want));
+            // Shown as S3 names the states: a bucket never versioned is Unversioned.
+            let observed = have.map_or("Unversioned".into(), |v| format!("{v:?}"));
+            diff.push(FieldDiff {
+                observed,
+                ..FieldDiff::new(BucketField::Versioning, have, want)
+            });
         }
         Ok(())
     }
