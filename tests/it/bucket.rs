@@ -1050,16 +1050,38 @@ struct WindowCalls {
     total: u64,
 }
 
-/// The figure (IdleCalls) and the exact counts over a window around it that
-/// starts one pass after the last write, so it holds observations only.
+/// Pauses (or resumes) every bucket. Pausing waits until each says so in
+/// its Synced condition: that pass followed any observation under way (one
+/// pass at a time per object), and a paused object makes no call, so none is
+/// then counted in part.
+async fn set_paused(scope: &Scope, names: &[String], paused: bool) {
+    let api: Api<Bucket> = scope.api();
+    let value = if paused { json!("true") } else { Value::Null };
+    let patch = json!({"metadata": {"annotations": {driftless_provider::PAUSED: value}}});
+    for n in names {
+        api.patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    if !paused {
+        return;
+    }
+    for n in names {
+        crate::ec2::wait_message(&api, n, "Synced", "False", |reason, _| {
+            reason == "ReconcilePaused"
+        })
+        .await;
+    }
+}
+
+/// The figure (IdleCalls) and the exact counts over a window around it,
+/// bounded by pauses: it holds whole observations only, and no write.
 async fn idle_calls(
     scope: &Scope,
     names: &[String],
     gets: &[&str],
 ) -> (crate::ec2::IdleCalls, WindowCalls) {
-    for n in names {
-        wait_more_passes(scope, n, 1).await;
-    }
+    set_paused(scope, names, true).await;
     let count = |scope: &Scope| WindowCalls {
         heads: scope.calls.operation_total("HeadBucket"),
         gets: gets
@@ -1069,8 +1091,11 @@ async fn idle_calls(
         total: scope.calls.total(),
     };
     let before = count(scope);
+    set_paused(scope, names, false).await;
     let idle = crate::ec2::IdleCalls::measure(scope, "Bucket", names, "HeadBucket", 3).await;
+    set_paused(scope, names, true).await;
     let after = count(scope);
+    set_paused(scope, names, false).await;
     let window = WindowCalls {
         heads: after.heads - before.heads,
         gets: after

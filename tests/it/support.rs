@@ -340,6 +340,8 @@ pub struct Scope {
     pub shared: Option<driftless::ops::Shared>,
     /// Finished reconcile passes per object, kept across controller restarts.
     pub passes: Arc<Passes>,
+    /// The poll interval of the running controller.
+    pub poll: Duration,
     controller: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -407,6 +409,7 @@ impl Scope {
             calls: Arc::new(CallCounter::default()),
             shared: None,
             passes: Arc::default(),
+            poll: Duration::ZERO,
             controller: None,
         }
     }
@@ -450,6 +453,7 @@ impl Scope {
             ..Settings::default()
         };
         change(&mut settings);
+        self.poll = settings.poll_interval;
         let mut shared = self
             .shared
             .clone()
