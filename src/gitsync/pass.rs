@@ -86,8 +86,10 @@ pub mod reason {
     pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
 }
 
-/// How soon a GitSync waiting for its dependencies looks at them again.
-const DEPENDENCY_RECHECK: Duration = Duration::from_secs(5);
+/// How soon a GitSync waiting for its dependencies looks at them again, if
+/// none wakes it first (a dependency turning Ready wakes its dependents at
+/// once). Each look re-applies the revision already applied, so not often.
+const DEPENDENCY_RECHECK: Duration = Duration::from_secs(30);
 
 /// How soon a GitSync being deleted looks again at what it waits on (the
 /// watches of its objects usually trigger it sooner).

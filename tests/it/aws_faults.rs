@@ -340,6 +340,7 @@ const SEED: u64 = 21;
 /// twice the calls of the same 200 creates without faults; nothing left.
 #[tokio::test]
 async fn faulty_creates_leak_nothing_report_duplicates_and_back_off() {
+    let _turn = crate::support::heavy().await;
     let mut scope = Scope::new("awsfault").await;
     let ns = scope.ns.clone();
     let upstream = &crate::support::env().aws_endpoint;

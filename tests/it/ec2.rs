@@ -1765,6 +1765,7 @@ async fn a_crash_between_create_and_record_is_adopted_not_duplicated() {
 
 #[tokio::test]
 async fn observing_fifty_vpcs_costs_pages_not_resources() {
+    let _turn = crate::support::heavy().await;
     const N: usize = 50;
     let mut scope = Scope::new("ec2-batch").await;
     scope.start_controller(POLL);

@@ -229,6 +229,7 @@ async fn a_lost_allocation_is_adopted_not_allocated_again() {
 
 #[tokio::test]
 async fn observing_fifty_addresses_costs_one_call_per_poll() {
+    let _turn = crate::support::heavy().await;
     const N: usize = 50;
     const POLLS: u64 = 5;
     let mut scope = Scope::new("eip-batch").await;

@@ -201,6 +201,7 @@ async fn assert_network_routes(owned: &[(String, String)], bucket: &str) {
 
 #[tokio::test]
 async fn the_example_network_is_applied_by_push_mode_and_pruned() {
+    let _turn = crate::support::heavy().await;
     support::tool("kustomize");
     let stack = unique("examples");
     let bucket = unique("driftless-examples-push");
@@ -252,6 +253,7 @@ async fn the_example_network_is_applied_by_push_mode_and_pruned() {
 
 #[tokio::test]
 async fn the_example_network_is_synced_from_git_and_deleted_at_once() {
+    let _turn = crate::support::heavy().await;
     support::tool("kustomize");
     let mut scope = Scope::new("examples").await;
     scope.start_controller(Duration::from_secs(5));

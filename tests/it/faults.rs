@@ -251,6 +251,7 @@ const CONVERGE: usize = 200;
 /// in the new cloud, none left over.
 #[tokio::test]
 async fn the_cloud_killed_mid_converge_and_restarted_empty_converges_exactly_once() {
+    let _turn = crate::support::heavy().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -212,6 +212,7 @@ async fn key_pair_import_drift_immutable_and_delete() {
 
 #[tokio::test]
 async fn observing_fifty_key_pairs_costs_one_call_per_poll() {
+    let _turn = crate::support::heavy().await;
     const N: usize = 50;
     const POLLS: u64 = 5;
     let mut scope = Scope::new("keypair-batch").await;

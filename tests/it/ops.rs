@@ -895,6 +895,7 @@ pub(crate) async fn owned_vpcs(ec2: &aws_sdk_ec2::Client, ns: &str) -> Vec<(Stri
 /// cloud, none left over.
 #[tokio::test]
 async fn a_standby_takes_over_when_the_leader_dies() {
+    let _turn = crate::support::heavy().await;
     const N: usize = 100;
     let scope = Scope::new("leader").await;
     let ns = scope.ns.clone();

@@ -168,6 +168,7 @@ async fn has_drift_tag(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
 
 #[tokio::test]
 async fn an_api_server_outage_mid_converge_and_mid_apply_loses_nothing() {
+    let _turn = crate::support::heavy().await;
     let port = OwnCluster::free_port();
     let cluster = OwnCluster::start(port);
     let client = cluster.client().await;

@@ -507,6 +507,7 @@ async fn a_lost_route_table_create_is_adopted_not_made_again() {
 
 #[tokio::test]
 async fn observing_fifty_route_tables_costs_one_call_per_poll() {
+    let _turn = crate::support::heavy().await;
     const N: usize = 50;
     const POLLS: u64 = 5;
     let mut scope = Scope::new("rt-batch").await;

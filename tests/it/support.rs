@@ -280,6 +280,14 @@ pub async fn ec2() -> aws_sdk_ec2::Client {
 }
 
 /// A short random suffix for names that must be unique in the cloud.
+/// Tests that put a hundred objects or more through the shared LocalStack
+/// take turns: on this 2-core machine two of them at once slow each other
+/// (and everything else) past their bounds. Hold the guard for the test.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 pub fn unique(prefix: &str) -> String {
     let n: u32 = rand::random();
     format!("{prefix}-{n:08x}")

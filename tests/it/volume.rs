@@ -302,6 +302,7 @@ async fn a_lost_volume_create_is_adopted_not_created_again() {
 
 #[tokio::test]
 async fn observing_fifty_volumes_costs_one_call_per_poll() {
+    let _turn = crate::support::heavy().await;
     const N: usize = 50;
     const POLLS: u64 = 5;
     let mut scope = Scope::new("vol-batch").await;
