@@ -1544,6 +1544,44 @@ impl IdleCalls {
     }
 }
 
+/// The idle cost of 50 Ready objects of kind `K`, each made by `object`
+/// (a manifest) from its name: created, measured over 5 idle polls, printed; at most one
+/// `describe` listing per poll and no call per resource; then deleted.
+pub(crate) async fn assert_idle_cost_of_fifty<K: ManagedKind + DeserializeOwned>(
+    scope: &Scope,
+    describe: &str,
+    object: impl Fn(&str) -> Value,
+) {
+    const N: usize = 50;
+    let kind = K::kind(&()).to_string();
+    let api: Api<K> = scope.api();
+    let names: Vec<String> = (0..N)
+        .map(|i| format!("{}-{i:02}", kind.to_lowercase()))
+        .collect();
+    for n in &names {
+        create::<K>(scope, object(n)).await;
+    }
+    for n in &names {
+        wait_synced(&api, n).await;
+    }
+    let idle = IdleCalls::measure(scope, &kind, &names, describe, 5).await;
+    eprintln!(
+        "{N} Ready {kind}s over {} idle polls of {:?}: {} {describe}, {} cloud calls in all: {:.3} calls per resource per poll",
+        idle.polls,
+        scope.poll,
+        idle.describes,
+        idle.total,
+        idle.per_resource(N)
+    );
+    idle.assert_one_listing_per_poll(describe, scope);
+    for n in &names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    for n in &names {
+        wait_gone(&api, n).await;
+    }
+}
+
 /// A Kubernetes client for a controller that "dies" right after a create
 /// call returned: the first request that would record the external-name of
 /// one of `names` never completes (the reconcile hangs there, as a killed

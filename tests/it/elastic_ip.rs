@@ -10,11 +10,11 @@ use driftless_provider::TAG_OWNER;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use serde_json::{json, Value};
+use serde_json::{json, to_value, Value};
 
 use crate::ec2::{
-    assert_lost_create_adopted, external_name, tag_map, wait_gone, wait_message, wait_synced,
-    IdleCalls,
+    assert_idle_cost_of_fifty, assert_lost_create_adopted, external_name, tag_map, wait_gone,
+    wait_message, wait_synced,
 };
 use crate::support::{self, code_in, unique, unless_not_found, wait_for, Scope};
 
@@ -230,34 +230,9 @@ async fn a_lost_allocation_is_adopted_not_allocated_again() {
 #[tokio::test]
 async fn observing_fifty_addresses_costs_one_call_per_poll() {
     let _turn = crate::support::heavy().await;
-    const N: usize = 50;
-    const POLLS: u64 = 5;
     let mut scope = Scope::new("eip-batch").await;
     scope.start_controller(POLL);
-    let api: Api<ElasticIp> = scope.api();
-    let names: Vec<String> = (0..N).map(|i| format!("ip-{i:02}")).collect();
-    for n in &names {
-        create(&api, manifest(&scope, n, json!({"tags": {"batch": "yes"}}))).await;
-    }
-    for n in &names {
-        wait_synced(&api, n).await;
-    }
-    let idle = IdleCalls::measure(&scope, "ElasticIp", &names, "DescribeAddresses", POLLS).await;
-    let IdleCalls {
-        describes,
-        total,
-        polls,
-        ..
-    } = idle;
-    eprintln!(
-        "{N} Ready ElasticIps over {polls} idle polls of {POLL:?}: {describes} DescribeAddresses, {total} EC2 calls in all: {:.3} calls per resource per poll",
-        idle.per_resource(N)
-    );
-    idle.assert_one_listing_per_poll("DescribeAddresses", &scope);
-    for n in &names {
-        api.delete(n, &DeleteParams::default()).await.unwrap();
-    }
-    for n in &names {
-        wait_gone(&api, n).await;
-    }
+    let tagged =
+        |n: &str| to_value(manifest(&scope, n, json!({"tags": {"batch": "yes"}}))).unwrap();
+    assert_idle_cost_of_fifty::<ElasticIp>(&scope, "DescribeAddresses", tagged).await;
 }

@@ -11,9 +11,9 @@ use driftless_provider::{ManagedKind, TAG_OWNER};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
-use serde_json::{json, Value};
+use serde_json::{json, to_value, Value};
 
-use crate::ec2::{external_name, tag_map, wait_synced, IdleCalls};
+use crate::ec2::{assert_idle_cost_of_fifty, external_name, tag_map, wait_synced};
 use crate::support::{self, wait_for, Scope};
 
 const POLL: Duration = Duration::from_secs(2);
@@ -213,39 +213,11 @@ async fn key_pair_import_drift_immutable_and_delete() {
 #[tokio::test]
 async fn observing_fifty_key_pairs_costs_one_call_per_poll() {
     let _turn = crate::support::heavy().await;
-    const N: usize = 50;
-    const POLLS: u64 = 5;
     let mut scope = Scope::new("keypair-batch").await;
     scope.start_controller(POLL);
-    let api: Api<KeyPair> = scope.api();
-    let names: Vec<String> = (0..N).map(|i| format!("k-{i:02}")).collect();
-    for n in &names {
-        let spec = json!({"publicKeyMaterial": public_key(n)});
-        api.create(&PostParams::default(), &manifest(&scope, n, spec))
-            .await
-            .unwrap();
-    }
-    for n in &names {
-        wait_synced(&api, n).await;
-    }
-    let idle = IdleCalls::measure(&scope, "KeyPair", &names, "DescribeKeyPairs", POLLS).await;
-    let IdleCalls { total, polls, .. } = idle;
-    eprintln!(
-        "{N} Ready key pairs over {polls} idle polls of {POLL:?}: {total} cloud calls, {:.3} per resource per poll",
-        idle.per_resource(N)
-    );
-    // One DescribeKeyPairs per snapshot refresh, about one per poll: never
-    // one call per key pair.
-    idle.assert_one_listing_per_poll("DescribeKeyPairs", &scope);
-    for n in &names {
-        api.delete(n, &DeleteParams::default()).await.unwrap();
-    }
-    for n in &names {
-        wait_for(&format!("KeyPair {n} deleted"), WAIT, || async {
-            api.get_opt(n).await.ok()?.is_none().then_some(())
-        })
-        .await;
-    }
+    let spec = |n: &str| json!({"publicKeyMaterial": public_key(n)});
+    let imported = |n: &str| to_value(manifest(&scope, n, spec(n))).unwrap();
+    assert_idle_cost_of_fifty::<KeyPair>(&scope, "DescribeKeyPairs", imported).await;
 }
 
 /// An Instance names its key pair by `keyPairRef`: it waits until the

@@ -14,8 +14,8 @@ use kube::Api;
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    assert_lost_create_adopted, cidr16, create, external_name, manifest, patch_for_provider,
-    tag_map, wait_gone, wait_message, wait_ready, wait_synced, IdleCalls,
+    assert_idle_cost_of_fifty, assert_lost_create_adopted, cidr16, create, external_name, manifest,
+    patch_for_provider, tag_map, wait_gone, wait_message, wait_ready, wait_synced,
 };
 use crate::support::{self, code_in, unless_not_found, wait_for, Scope};
 
@@ -508,35 +508,12 @@ async fn a_lost_route_table_create_is_adopted_not_made_again() {
 #[tokio::test]
 async fn observing_fifty_route_tables_costs_one_call_per_poll() {
     let _turn = crate::support::heavy().await;
-    const N: usize = 50;
-    const POLLS: u64 = 5;
     let mut scope = Scope::new("rt-batch").await;
     scope.start_controller(POLL);
     let ec2 = support::ec2().await;
-    let api: Api<RouteTable> = scope.api();
     let vpc = hand_vpc(&ec2).await;
-    let names: Vec<String> = (0..N).map(|i| format!("rt-{i:02}")).collect();
-    for n in &names {
-        let for_provider: Value = json!({"vpcId": vpc, "tags": {"batch": "yes"}});
-        create::<RouteTable>(&scope, manifest(&scope, "RouteTable", n, for_provider)).await;
-    }
-    for n in &names {
-        wait_synced(&api, n).await;
-    }
-    let idle = IdleCalls::measure(&scope, "RouteTable", &names, "DescribeRouteTables", POLLS).await;
-    eprintln!(
-        "{N} Ready RouteTables over {} idle polls of {POLL:?}: {} DescribeRouteTables, {} EC2 calls in all: {:.3} calls per resource per poll",
-        idle.polls,
-        idle.describes,
-        idle.total,
-        idle.per_resource(N)
-    );
-    idle.assert_one_listing_per_poll("DescribeRouteTables", &scope);
-    for n in &names {
-        api.delete(n, &DeleteParams::default()).await.unwrap();
-    }
-    for n in &names {
-        wait_gone(&api, n).await;
-    }
+    let fp: Value = json!({"vpcId": vpc, "tags": {"batch": "yes"}});
+    let table = |n: &str| manifest(&scope, "RouteTable", n, fp.clone());
+    assert_idle_cost_of_fifty::<RouteTable>(&scope, "DescribeRouteTables", table).await;
     ec2.delete_vpc().vpc_id(vpc).send().await.unwrap();
 }

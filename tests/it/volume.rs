@@ -13,8 +13,8 @@ use kube::Api;
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    assert_lost_create_adopted, create, external_name, manifest, tag_map, wait_gone, wait_message,
-    wait_synced, IdleCalls,
+    assert_idle_cost_of_fifty, assert_lost_create_adopted, create, external_name, manifest,
+    tag_map, wait_gone, wait_message, wait_synced,
 };
 use crate::support::{self, code_in, unless_not_found, wait_for, Scope};
 
@@ -303,37 +303,11 @@ async fn a_lost_volume_create_is_adopted_not_created_again() {
 #[tokio::test]
 async fn observing_fifty_volumes_costs_one_call_per_poll() {
     let _turn = crate::support::heavy().await;
-    const N: usize = 50;
-    const POLLS: u64 = 5;
     let mut scope = Scope::new("vol-batch").await;
     scope.start_controller(POLL);
-    let api: Api<Volume> = scope.api();
-    let names: Vec<String> = (0..N).map(|i| format!("disk-{i:02}")).collect();
-    for n in &names {
-        let fp = json!({"availabilityZone": ZONE, "size": 1, "tags": {"batch": "yes"}});
-        create::<Volume>(&scope, manifest(&scope, "Volume", n, fp)).await;
-    }
-    for n in &names {
-        wait_synced(&api, n).await;
-    }
-    let idle = IdleCalls::measure(&scope, "Volume", &names, "DescribeVolumes", POLLS).await;
-    let IdleCalls {
-        describes,
-        total,
-        polls,
-        ..
-    } = idle;
-    eprintln!(
-        "{N} Ready Volumes over {polls} idle polls of {POLL:?}: {describes} DescribeVolumes, {total} EC2 calls in all: {:.3} calls per resource per poll",
-        idle.per_resource(N)
-    );
-    idle.assert_one_listing_per_poll("DescribeVolumes", &scope);
-    for n in &names {
-        api.delete(n, &DeleteParams::default()).await.unwrap();
-    }
-    for n in &names {
-        wait_gone(&api, n).await;
-    }
+    let fp = json!({"availabilityZone": ZONE, "size": 1, "tags": {"batch": "yes"}});
+    let volume = |n: &str| manifest(&scope, "Volume", n, fp.clone());
+    assert_idle_cost_of_fifty::<Volume>(&scope, "DescribeVolumes", volume).await;
 }
 
 /// Push mode: the stack applied in reference order (the attachment after its
