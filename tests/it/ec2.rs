@@ -1544,6 +1544,37 @@ impl IdleCalls {
     }
 }
 
+/// Tag drift on EC2 resource `id` (a `kind`) is put back: its tag `team`
+/// changed out of band returns to `team`, and a tag added out of band goes.
+/// `tags` reads the resource's tags (`None`: not found yet). Prints the time.
+pub(crate) async fn assert_tag_drift_corrected<F, Fut>(
+    ec2: &aws_sdk_ec2::Client,
+    kind: &str,
+    id: &str,
+    team: &str,
+    tags: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<BTreeMap<String, String>>>,
+{
+    ec2.create_tags()
+        .resources(id)
+        .tags(tag("team", "hijacked"))
+        .tags(tag("intruder", "yes"))
+        .send()
+        .await
+        .unwrap();
+    let drifted = Instant::now();
+    wait_for(&format!("{kind} tag drift corrected"), WAIT, || async {
+        let tags = tags().await?;
+        let done =
+            tags.get("team").map(String::as_str) == Some(team) && !tags.contains_key("intruder");
+        done.then_some(())
+    })
+    .await;
+    eprintln!("{kind} tag drift corrected in {:?}", drifted.elapsed());
+}
+
 /// The idle cost of 50 Ready objects of kind `K`, each made by `object`
 /// (a manifest) from its name: created, measured over 5 idle polls, printed; at most one
 /// `describe` listing per poll and no call per resource; then deleted.

@@ -2,9 +2,9 @@
 //! an immutable field refused, deletion waiting while associated, a lost
 //! create adopted, and the idle cost of observing many addresses.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_ec2::types::{Address, Tag};
+use aws_sdk_ec2::types::Address;
 use driftless_aws::ElasticIp;
 use driftless_provider::TAG_OWNER;
 use k8s_openapi::api::core::v1::Secret;
@@ -13,8 +13,8 @@ use kube::{Api, ResourceExt};
 use serde_json::{json, to_value, Value};
 
 use crate::ec2::{
-    assert_idle_cost_of_fifty, assert_lost_create_adopted, external_name, tag_map, wait_gone,
-    wait_message, wait_synced,
+    assert_idle_cost_of_fifty, assert_lost_create_adopted, assert_tag_drift_corrected,
+    external_name, tag_map, wait_gone, wait_message, wait_synced,
 };
 use crate::support::{self, code_in, unique, unless_not_found, wait_for, Scope};
 
@@ -103,25 +103,8 @@ async fn elastic_ip_lifecycle_drift_and_deletion_waits_while_associated() {
     assert_eq!(scope.calls.operation_total("CreateTags"), 0);
 
     // Tag drift is put back: a changed tag and an added one.
-    ec2.create_tags()
-        .resources(&id)
-        .tags(Tag::builder().key("team").value("hijacked").build())
-        .tags(Tag::builder().key("intruder").value("yes").build())
-        .send()
-        .await
-        .unwrap();
-    let drifted = Instant::now();
-    wait_for("ElasticIp tag drift corrected", WAIT, || async {
-        let tags = tag_map(address(&ec2, &id).await?.tags());
-        let done =
-            tags.get("team").map(String::as_str) == Some("net") && !tags.contains_key("intruder");
-        done.then_some(())
-    })
-    .await;
-    eprintln!(
-        "ElasticIp tag drift corrected in {:?} (poll {POLL:?})",
-        drifted.elapsed()
-    );
+    let tags = || async { Some(tag_map(address(&ec2, &id).await?.tags())) };
+    assert_tag_drift_corrected(&ec2, "ElasticIp", &id, "net", tags).await;
 
     // An immutable field is refused and nothing is changed.
     let patch = json!({"spec": {"forProvider": {"networkBorderGroup": "us-west-2-lax-1"}}});

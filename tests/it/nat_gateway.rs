@@ -4,9 +4,9 @@
 //! admission rules on the Elastic IP, a lost create adopted, and the idle
 //! cost of observing many gateways.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, NatGateway as SdkNatGateway, Tag};
+use aws_sdk_ec2::types::{Filter, NatGateway as SdkNatGateway};
 use driftless_aws::{ElasticIp, NatGateway, Subnet, Vpc};
 use driftless_provider::TAG_OWNER;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -14,13 +14,12 @@ use kube::Api;
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    assert_lost_create_adopted, create, external_name, manifest, tag_map, wait_gone, wait_message,
-    wait_synced, IdleCalls,
+    assert_lost_create_adopted, assert_tag_drift_corrected, create, external_name, manifest,
+    tag_map, wait_gone, wait_message, wait_synced, IdleCalls,
 };
-use crate::support::{self, unique, wait_for, Scope};
+use crate::support::{self, unique, Scope};
 
 const POLL: Duration = Duration::from_secs(2);
-const WAIT: Duration = Duration::from_secs(90);
 
 /// The gateway as EC2 lists it (deleted ones too, for a while).
 async fn gateway(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<SdkNatGateway> {
@@ -142,25 +141,8 @@ async fn nat_gateway_lifecycle_and_its_elastic_ip_waits_for_it() {
     assert_eq!(scope.calls.operation_total("CreateTags"), 0);
 
     // Tag drift is put back: a changed tag and an added one.
-    ec2.create_tags()
-        .resources(&id)
-        .tags(Tag::builder().key("team").value("hijacked").build())
-        .tags(Tag::builder().key("intruder").value("yes").build())
-        .send()
-        .await
-        .unwrap();
-    let drifted = Instant::now();
-    wait_for("NatGateway tag drift corrected", WAIT, || async {
-        let tags = tag_map(gateway(&ec2, &id).await?.tags());
-        let done =
-            tags.get("team").map(String::as_str) == Some("net") && !tags.contains_key("intruder");
-        done.then_some(())
-    })
-    .await;
-    eprintln!(
-        "NatGateway tag drift corrected in {:?} (poll {POLL:?})",
-        drifted.elapsed()
-    );
+    let tags = || async { Some(tag_map(gateway(&ec2, &id).await?.tags())) };
+    assert_tag_drift_corrected(&ec2, "NatGateway", &id, "net", tags).await;
 
     // Another subnet is refused (immutable) and nothing is changed.
     let patch = |subnet: &str| json!({"spec": {"forProvider": {"subnetRef": {"name": subnet}}}});

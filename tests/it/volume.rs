@@ -3,9 +3,6 @@
 //! Instance, deletion order (a volume waits for its attachment), a lost
 //! create adopted, and the idle cost of observing many volumes.
 
-use std::time::Instant;
-
-use aws_sdk_ec2::types::Tag;
 use driftless_aws::{Instance, Subnet, Volume, VolumeAttachment, Vpc};
 use driftless_provider::TAG_OWNER;
 use kube::api::DeleteParams;
@@ -13,8 +10,8 @@ use kube::Api;
 use serde_json::{json, Value};
 
 use crate::ec2::{
-    assert_idle_cost_of_fifty, assert_lost_create_adopted, create, external_name, manifest,
-    tag_map, wait_gone, wait_message, wait_synced,
+    assert_idle_cost_of_fifty, assert_lost_create_adopted, assert_tag_drift_corrected, create,
+    external_name, manifest, tag_map, wait_gone, wait_message, wait_synced,
 };
 use crate::support::{self, code_in, unless_not_found, wait_for, Scope};
 
@@ -96,22 +93,8 @@ async fn volume_lifecycle_drift_online_growth_and_refusals() {
     assert_eq!(scope.calls.operation_total("CreateTags"), 0);
 
     // Tag drift is put back: a changed tag and an added one.
-    ec2.create_tags()
-        .resources(&id)
-        .tags(Tag::builder().key("team").value("hijacked").build())
-        .tags(Tag::builder().key("intruder").value("yes").build())
-        .send()
-        .await
-        .unwrap();
-    let drifted = Instant::now();
-    wait_for("Volume tag drift corrected", WAIT, || async {
-        let tags = tag_map(volume(&ec2, &id).await?.tags());
-        let done = tags.get("team").map(String::as_str) == Some("storage")
-            && !tags.contains_key("intruder");
-        done.then_some(())
-    })
-    .await;
-    eprintln!("Volume tag drift corrected in {:?}", drifted.elapsed());
+    let tags = || async { Some(tag_map(volume(&ec2, &id).await?.tags())) };
+    assert_tag_drift_corrected(&ec2, "Volume", &id, "storage", tags).await;
 
     // Grown online, with a new throughput: one ModifyVolume, seen in AWS
     // and in the status.
