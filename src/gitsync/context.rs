@@ -9,18 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource, ResourceExt};
-use tracing::debug;
 
-use super::apply::Kinds;
-use super::impersonate;
+use super::cluster::{Cluster, Remotes, Target};
 use super::pass::reason;
 use super::source::{self, Credentials, Revision, SourceError};
 use super::{GitSync, LABEL_NAME, LABEL_NAMESPACE};
@@ -30,7 +24,7 @@ use crate::ops::notify::{Event as NotifyEvent, Notification};
 use crate::ops::Shared;
 use crate::render::chart_repo::{self, ChartSource, RepoAuth};
 use crate::render::process::TempDir;
-use crate::render::{self, Capabilities, Rendered, Renderer};
+use crate::render::{self, Rendered, Renderer};
 use crate::Settings;
 
 /// What one GitSync's reconciles remember between runs (in memory only: a
@@ -55,13 +49,14 @@ pub struct Context {
     pub(super) settings: Settings,
     pub(super) shared: Shared,
     events: Events,
-    pub(super) kinds: Kinds,
     tracked: Mutex<HashMap<String, Tracked>>,
-    pub(super) watches: Watches,
-    /// `.Capabilities` for helm, and when they were looked up.
-    capabilities: Mutex<Option<(Instant, Capabilities)>>,
-    /// Clients impersonating GitSyncs' ServiceAccounts.
-    impersonated: impersonate::Clients,
+    /// This cluster: its kinds, self-heal watches, impersonating clients.
+    pub(super) local: Arc<Cluster>,
+    /// Other clusters (`spec.kubeConfig`), by kubeconfig Secret.
+    remotes: Remotes,
+    /// What a new cluster's self-heal watches select and trigger.
+    selector: String,
+    trigger: mpsc::UnboundedSender<ObjectRef<GitSync>>,
 }
 
 impl Context {
@@ -88,39 +83,46 @@ impl Context {
                 reporter,
                 recorders: Mutex::default(),
             },
-            kinds: Kinds::default(),
             tracked: Mutex::default(),
-            watches: Watches {
-                client: client.clone(),
-                selector,
-                started: Mutex::default(),
-                trigger,
-            },
-            capabilities: Mutex::default(),
-            impersonated: impersonate::Clients::default(),
+            local: Arc::new(Cluster::new(
+                String::new(),
+                client.clone(),
+                selector.clone(),
+                trigger.clone(),
+            )),
+            remotes: Remotes::default(),
+            selector,
+            trigger,
             settings,
             shared,
             client,
         }
     }
 
-    /// The identity `gs` applies, prunes and reads its objects with: its
-    /// `spec.serviceAccountName`, else `--default-service-account` (both in
-    /// its namespace), else the controller's own.
-    pub(super) fn client_for(&self, gs: &GitSync) -> Result<kube::Client, String> {
-        let account = gs
-            .spec
-            .service_account_name
-            .as_ref()
-            .or(self.settings.default_service_account.as_ref());
-        match account {
-            Some(sa) => {
-                let user =
-                    impersonate::service_account_user(&gs.namespace().unwrap_or_default(), sa);
-                self.impersonated.get(&self.client, &user)
-            }
-            None => Ok(self.client.clone()),
-        }
+    /// The cluster `gs` applies to and the identity it applies, prunes and
+    /// reads its objects with. Here: its `spec.serviceAccountName`, else
+    /// `--default-service-account` (both in its namespace), else the
+    /// controller's own. In another cluster (`spec.kubeConfig`): the
+    /// kubeconfig's user, as `spec.serviceAccountName` there if set (the
+    /// default account is one of this cluster's, so it does not apply).
+    pub(super) async fn target_for(&self, gs: &GitSync) -> Result<Target, String> {
+        let ns = gs.namespace().unwrap_or_default();
+        let own = gs.spec.service_account_name.as_deref();
+        let Some(reference) = &gs.spec.kube_config else {
+            let account = own.or(self.settings.default_service_account.as_deref());
+            return self.local.target(&ns, account);
+        };
+        let data = secret_data(
+            &self.client,
+            &ns,
+            &reference.secret_ref.name,
+            "spec.kubeConfig.secretRef",
+        )
+        .await?;
+        let make =
+            |name, client| Cluster::new(name, client, self.selector.clone(), self.trigger.clone());
+        let cluster = self.remotes.get(&ns, reference, &data, make).await?;
+        cluster.target(&ns, own)
     }
 
     /// Forgets what passes of GitSync `key` remembered (it is gone).
@@ -152,69 +154,6 @@ impl Events {
             .entry(h.finish())
             .or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone()))
             .clone()
-    }
-}
-
-/// Watches of applied objects, one per kind, selected by the owner labels:
-/// any change to an applied object triggers its GitSync (self-heal).
-pub(super) struct Watches {
-    client: kube::Client,
-    selector: String,
-    started: Mutex<HashMap<(String, String, String), tokio::task::JoinHandle<()>>>,
-    trigger: mpsc::UnboundedSender<ObjectRef<GitSync>>,
-}
-
-impl Watches {
-    /// Asks for a reconcile of GitSync `namespace/name` now.
-    pub(super) fn trigger(&self, namespace: &str, name: &str) {
-        let _ = self
-            .trigger
-            .unbounded_send(ObjectRef::new(name).within(namespace));
-    }
-
-    pub(super) fn ensure(&self, resource: &ApiResource) {
-        let key = (
-            resource.group.clone(),
-            resource.version.clone(),
-            resource.kind.clone(),
-        );
-        let mut started = self.started.lock().expect("watches poisoned");
-        if started.contains_key(&key) {
-            return;
-        }
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
-        let trigger = self.trigger.clone();
-        let config = watcher::Config::default().labels(&self.selector);
-        debug!(kind = %resource.kind, "watching applied objects");
-        let task = tokio::spawn(async move {
-            let mut events = watcher(api, config)
-                .default_backoff()
-                .touched_objects()
-                .boxed();
-            while let Some(event) = events.next().await {
-                let Ok(obj) = event else { continue };
-                let labels = obj.labels();
-                if let (Some(name), Some(ns)) =
-                    (labels.get(LABEL_NAME), labels.get(LABEL_NAMESPACE))
-                {
-                    if trigger
-                        .unbounded_send(ObjectRef::new(name).within(ns))
-                        .is_err()
-                    {
-                        return; // the controller is gone
-                    }
-                }
-            }
-        });
-        started.insert(key, task);
-    }
-}
-
-impl Drop for Watches {
-    fn drop(&mut self) {
-        for task in self.started.lock().expect("watches poisoned").values() {
-            task.abort();
-        }
     }
 }
 
@@ -278,6 +217,7 @@ impl Context {
         dir: &Path,
         sha: &str,
         gs: &GitSync,
+        cluster: &Cluster,
         timeout: Duration,
     ) -> Result<Arc<Vec<Manifest>>, RenderFailure> {
         let mut h = DefaultHasher::new();
@@ -291,7 +231,7 @@ impl Context {
         if let Some(m) = self.with(key, |t| t.manifests.get(&cache_key).cloned()) {
             return Ok(m);
         }
-        let rendered = self.render(dir, sha, gs, timeout).await?;
+        let rendered = self.render(dir, sha, gs, cluster, timeout).await?;
         let manifests = Arc::new(rendered.manifests);
         self.shared
             .metrics
@@ -321,6 +261,7 @@ impl Context {
         dir: &Path,
         sha: &str,
         gs: &GitSync,
+        cluster: &Cluster,
         timeout: Duration,
     ) -> Result<Rendered, RenderFailure> {
         let path = gs.spec.path.clone();
@@ -356,7 +297,7 @@ impl Context {
                 None => None,
             };
         let capabilities = match renderer {
-            Renderer::Helm => Some(self.capabilities().await),
+            Renderer::Helm => Some(cluster.capabilities().await),
             _ => None,
         };
         let name = gs.name_any();
@@ -432,32 +373,6 @@ impl Context {
         let cache = self.settings.git_cache.join("charts");
         let dir = chart_repo::fetch(chart, auth.as_ref(), &cache, into.path(), timeout).await?;
         Ok((into, dir))
-    }
-
-    /// What helm is told of the cluster, looked up at most every 5 minutes.
-    async fn capabilities(&self) -> Capabilities {
-        if let Some((at, caps)) = self.capabilities.lock().expect("caps poisoned").as_ref() {
-            if at.elapsed() < Duration::from_secs(300) {
-                return caps.clone();
-            }
-        }
-        let mut caps = Capabilities::default();
-        if let Ok(v) = self.client.apiserver_version().await {
-            caps.kube_version = Some(v.git_version);
-        }
-        if let Ok(discovery) = kube::Discovery::new(self.client.clone()).run().await {
-            for group in discovery.groups() {
-                for (ar, _) in group.recommended_resources() {
-                    caps.api_versions.push(ar.api_version.clone());
-                    caps.api_versions
-                        .push(format!("{}/{}", ar.api_version, ar.kind));
-                }
-            }
-            caps.api_versions.sort();
-            caps.api_versions.dedup();
-        }
-        *self.capabilities.lock().expect("caps poisoned") = Some((Instant::now(), caps.clone()));
-        caps
     }
 }
 

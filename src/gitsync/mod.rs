@@ -13,10 +13,13 @@
 //! - `health`: when an applied object is ready;
 //! - `depends`: `spec.dependsOn`, Ready dependencies before a new revision;
 //! - `finalize`: on deletion, the inventory is deleted or orphaned;
+//! - `cluster`: this cluster or another (`spec.kubeConfig`), each with its
+//!   discovery cache, self-heal watches and impersonating clients;
 //! - `controller`: the named steps, the one status write, events, self-heal watches;
 //! - `webhook`: a signed push asks for a sync now.
 
 pub mod apply;
+pub mod cluster;
 mod context;
 pub mod controller;
 mod depends;
@@ -169,6 +172,31 @@ pub struct GitSyncSpec {
     /// applies a new revision (Flux's meaning), e.g. infrastructure before apps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<DependencyRef>,
+    /// Apply to another cluster, through the kubeconfig in this Secret of
+    /// the GitSync's namespace (Flux's shape). Prune, health and self-heal
+    /// act there; the GitSync and its status stay here. The kubeconfig must
+    /// carry its credentials inline: `exec`, `auth-provider`, file paths and
+    /// `insecure-skip-tls-verify` are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_config: Option<KubeConfigRef>,
+}
+
+/// `spec.kubeConfig`: where the other cluster's kubeconfig is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeConfigRef {
+    pub secret_ref: KubeConfigSecretRef,
+}
+
+/// A Secret in the GitSync's namespace holding a kubeconfig.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub struct KubeConfigSecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the kubeconfig (default: `value`, else `value.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
 }
 
 /// Another GitSync, by name; in the same namespace unless `namespace` says.

@@ -29,6 +29,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::apply::{Applied, ApplyError, Change, Owner};
+use super::cluster::{Cluster, Target};
 use super::context::{publish, Context, Error};
 use super::source::{self, Revision};
 use super::{
@@ -150,9 +151,10 @@ struct Pass<'a> {
     dir: PathBuf,
     /// Asked for by `driftless.dev/requested-at` (a webhook, a user).
     forced: bool,
-    /// Who applies and prunes: the GitSync's ServiceAccount (impersonated),
-    /// or the controller; never the controller when an account is set.
-    tenant: Result<kube::Client, String>,
+    /// Where and as whom it applies and prunes: the GitSync's cluster, and
+    /// its ServiceAccount there (impersonated) or the controller's
+    /// credentials; never the controller's when an account is set.
+    target: Result<Target, String>,
     /// When the pass started, for `status.history`.
     started: (Instant, Time),
     /// What this pass's prune deleted (for the change set).
@@ -165,7 +167,7 @@ pub(super) async fn reconcile_once(
     ctx: &Context,
     key: &str,
 ) -> Result<Action, Error> {
-    let mut pass = Pass::new(gs, ctx, key);
+    let mut pass = Pass::new(gs, ctx, key, ctx.target_for(gs).await);
     let end = match pass.steps().await {
         Ok(end) | Err(end) => end,
     };
@@ -180,7 +182,7 @@ pub(super) async fn reconcile_once(
 /// orphaned), then its finalizer goes; until then the status says what
 /// it waits on.
 pub(super) async fn finalize_once(gs: &GitSync, ctx: &Context, key: &str) -> Result<Action, Error> {
-    let mut pass = Pass::new(gs, ctx, key);
+    let mut pass = Pass::new(gs, ctx, key, ctx.target_for(gs).await);
     let end = match pass.delete().await {
         Ok(None) => {
             let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &pass.owner.namespace);
@@ -202,7 +204,12 @@ pub(super) async fn finalize_once(gs: &GitSync, ctx: &Context, key: &str) -> Res
 }
 
 impl<'a> Pass<'a> {
-    fn new(gs: &'a GitSync, ctx: &'a Context, key: &'a str) -> Self {
+    fn new(
+        gs: &'a GitSync,
+        ctx: &'a Context,
+        key: &'a str,
+        target: Result<Target, String>,
+    ) -> Self {
         let owner = Owner {
             namespace: gs.namespace().unwrap_or_default(),
             name: gs.name_any(),
@@ -245,9 +252,18 @@ impl<'a> Pass<'a> {
             status,
             dir,
             forced,
-            tenant: ctx.client_for(gs),
+            target,
             started: (Instant::now(), Time(k8s_openapi::jiff::Timestamp::now())),
             pruned_now: Vec::new(),
+        }
+    }
+
+    /// The cluster the objects go to (helm renders for it); this one when
+    /// the other cannot be reached, as nothing is applied then anyway.
+    fn cluster(&self) -> &Cluster {
+        match &self.target {
+            Ok(t) => &t.cluster,
+            Err(_) => &self.ctx.local,
         }
     }
 
@@ -389,7 +405,14 @@ impl<'a> Pass<'a> {
     ) -> Result<Arc<Vec<Manifest>>, End> {
         match self
             .ctx
-            .manifests(self.key, &self.dir, &revision.sha, self.gs, self.timeout)
+            .manifests(
+                self.key,
+                &self.dir,
+                &revision.sha,
+                self.gs,
+                self.cluster(),
+                self.timeout,
+            )
             .await
         {
             Ok(m) => Ok(m),
@@ -405,13 +428,13 @@ impl<'a> Pass<'a> {
         manifests: &[Manifest],
         is_new: bool,
     ) -> Result<Vec<Applied>, End> {
-        let tenant = self
-            .tenant
+        let target = self
+            .target
             .clone()
             .map_err(|why| End::at(State::Stalled(reason::APPLY_REFUSED, why), self.interval))?;
         match rollout::apply(
-            &tenant,
-            &self.ctx.kinds,
+            &target.client,
+            &target.cluster.kinds,
             manifests,
             &self.owner,
             is_new,
@@ -421,7 +444,7 @@ impl<'a> Pass<'a> {
         {
             Ok(applied) => {
                 for a in &applied {
-                    self.ctx.watches.ensure(&a.planned.resource);
+                    target.cluster.watches.ensure(&a.planned.resource);
                 }
                 Ok(applied)
             }
@@ -432,7 +455,10 @@ impl<'a> Pass<'a> {
                 .refused(revision, reason::APPLY_REFUSED, &e, is_new)
                 .await),
             Err(ApplyError::Kube(e)) => Err(End {
-                state: State::Failed(reason::APPLY_FAILED, format!("revision {revision}: {e}")),
+                state: State::Failed(
+                    reason::APPLY_FAILED,
+                    format!("revision {revision}{}: {e}", target.cluster.on),
+                ),
                 requeue: self.interval,
                 error: Some(Box::new(e.into())),
             }),
@@ -571,13 +597,16 @@ impl<'a> Pass<'a> {
             .collect();
         let mut pending = Vec::new();
         if self.gs.spec.prune && !stale.is_empty() {
-            let tenant = self.tenant.clone().map_err(|why| {
+            let target = self.target.clone().map_err(|why| {
                 End::at(State::Stalled(reason::APPLY_REFUSED, why), self.interval)
             })?;
-            let pruned = prune::prune(&tenant, &self.ctx.kinds, &stale, &self.owner)
+            let pruned = prune::prune(&target.client, &target.cluster.kinds, &stale, &self.owner)
                 .await
                 .map_err(|e| End {
-                    state: State::Failed(reason::APPLY_FAILED, format!("pruning: {e}")),
+                    state: State::Failed(
+                        reason::APPLY_FAILED,
+                        format!("pruning{}: {e}", target.cluster.on),
+                    ),
                     requeue: self.interval,
                     error: Some(Box::new(e.into())),
                 })?;
@@ -642,7 +671,8 @@ impl<'a> Pass<'a> {
         history.insert(0, entry);
         history.truncate(HISTORY_LIMIT);
         let note = format!(
-            "applied revision {revision} in {}: {}, {}, {unchanged} unchanged, {}",
+            "applied revision {revision}{} in {}: {}, {}, {unchanged} unchanged, {}",
+            self.cluster().on,
             humantime::format_duration(took),
             change_list("created", &created),
             change_list("configured", &configured),
@@ -663,7 +693,7 @@ impl<'a> Pass<'a> {
         waiting.extend(pending.iter().map(|e| format!("{e} (being deleted)")));
         if waiting.is_empty() {
             return End::at(
-                State::Ready(format!("applied revision {revision}")),
+                State::Ready(format!("applied revision {revision}{}", self.cluster().on)),
                 self.interval,
             );
         }
@@ -696,13 +726,13 @@ impl<'a> Pass<'a> {
                 DELETION_RECHECK,
             )
         };
-        let tenant = self
-            .tenant
+        let target = self
+            .target
             .clone()
             .map_err(|why| failed(format!("cannot delete its inventory: {why}")))?;
-        let kinds = &self.ctx.kinds;
+        let (tenant, kinds) = (&target.client, &target.cluster.kinds);
         let (deleted, pending, keep) = if self.gs.spec.prune {
-            let pruned = prune::prune(&tenant, kinds, &inventory, &self.owner)
+            let pruned = prune::prune(tenant, kinds, &inventory, &self.owner)
                 .await
                 .map_err(|e| failed(format!("deleting its inventory: {e}")))?;
             let keep: Vec<InventoryEntry> = pruned.kept.into_iter().map(|(e, _)| e).collect();
@@ -710,7 +740,7 @@ impl<'a> Pass<'a> {
         } else {
             (Vec::new(), Vec::new(), inventory)
         };
-        let orphaned = finalize::orphan(&tenant, kinds, &keep, &self.owner)
+        let orphaned = finalize::orphan(tenant, kinds, &keep, &self.owner)
             .await
             .map_err(|e| failed(format!("removing the owner labels from its inventory: {e}")))?;
         if !orphaned.is_empty() {
@@ -734,7 +764,7 @@ impl<'a> Pass<'a> {
             }
             return Ok(None);
         }
-        let waiting = finalize::waiting_on(&tenant, kinds, &pending).await;
+        let waiting = finalize::waiting_on(tenant, kinds, &pending).await;
         let mut left = pending;
         left.sort();
         self.status.inventory = left;
@@ -749,7 +779,14 @@ impl<'a> Pass<'a> {
         };
         let manifests = match self
             .ctx
-            .manifests(self.key, &self.dir, &applied.sha, self.gs, self.timeout)
+            .manifests(
+                self.key,
+                &self.dir,
+                &applied.sha,
+                self.gs,
+                self.cluster(),
+                self.timeout,
+            )
             .await
         {
             Ok(m) => m,
@@ -758,12 +795,12 @@ impl<'a> Pass<'a> {
                 return;
             }
         };
-        let Ok(tenant) = self.tenant.clone() else {
+        let Ok(target) = self.target.clone() else {
             return;
         };
         match rollout::apply(
-            &tenant,
-            &self.ctx.kinds,
+            &target.client,
+            &target.cluster.kinds,
             &manifests,
             &self.owner,
             false,
@@ -773,7 +810,7 @@ impl<'a> Pass<'a> {
         {
             Ok(applied) => {
                 for a in &applied {
-                    self.ctx.watches.ensure(&a.planned.resource);
+                    target.cluster.watches.ensure(&a.planned.resource);
                 }
             }
             Err(e) => {
@@ -840,7 +877,7 @@ impl<'a> Pass<'a> {
         match depends::dependents(&self.ctx.client, scope, self.gs).await {
             Ok(them) => {
                 for (ns, name) in them {
-                    self.ctx.watches.trigger(&ns, &name);
+                    self.ctx.local.watches.trigger(&ns, &name);
                 }
             }
             Err(e) => {

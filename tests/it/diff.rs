@@ -21,7 +21,7 @@ const PATH: &str = "clusters/test";
 
 /// Runs `driftless diff` in the repository's working clone (as a CI job in
 /// its checkout); returns (exit code, stdout, stderr).
-fn driftless_diff(repo: &Repo, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn driftless_diff(repo: &Repo, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
         .arg("diff")
         .args(args)

@@ -20,6 +20,7 @@ mod nat_gateway;
 mod ops;
 mod outage;
 mod push;
+mod remote_cluster;
 mod render;
 mod rollout;
 mod route_table;

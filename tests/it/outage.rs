@@ -5,8 +5,7 @@
 //! during the outage is corrected.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use driftless::gitsync::GitSync;
@@ -14,113 +13,18 @@ use driftless_aws::Vpc;
 use driftless_provider::{ManagedKind, EXTERNAL_NAME};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::gitsync::{new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo};
 use crate::support::{
-    controller_command, create_namespace_with_credentials, create_provider_config, env, repo_root,
-    unique, wait_for, Owned,
+    controller_command, create_namespace_with_credentials, create_provider_config, env, unique,
+    wait_for, OwnCluster, Owned,
 };
 
 const VPCS: usize = 100;
 const CONFIGMAPS: usize = 100;
 const OUTAGE: Duration = Duration::from_secs(60);
-
-/// A test cluster of this test's own (tests/cluster/start on free ports),
-/// stopped by its own script (by the recorded PIDs) on drop.
-struct OwnCluster {
-    port: u16,
-    kubeconfig: PathBuf,
-}
-
-impl OwnCluster {
-    fn free_port() -> u16 {
-        loop {
-            let p = 20_000 + rand::random::<u16>() % 20_000;
-            let free = (p..p + 3).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok());
-            if free {
-                return p;
-            }
-        }
-    }
-
-    fn start(port: u16) -> Self {
-        let kubeconfig = Self::run_start(port, false);
-        Self { port, kubeconfig }
-    }
-
-    /// Starts the stopped cluster again, with its data (etcd's) and PKI.
-    fn start_again(&self) {
-        Self::run_start(self.port, true);
-    }
-
-    fn run_start(port: u16, keep_data: bool) -> PathBuf {
-        let out = Command::new(repo_root().join("tests/cluster/start"))
-            .env("DRIFTLESS_APISERVER_PORT", port.to_string())
-            .env(
-                "DRIFTLESS_CLUSTER_KEEP_DATA",
-                if keep_data { "1" } else { "0" },
-            )
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tests/cluster/start on {port} failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
-            .expect("KUBECONFIG exported")
-            .trim_matches(|c| c == '\'' || c == '"')
-            .into()
-    }
-
-    fn stop(&self) {
-        let ok = Command::new(repo_root().join("tests/cluster/stop"))
-            .env("DRIFTLESS_APISERVER_PORT", self.port.to_string())
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(ok, "tests/cluster/stop on {}", self.port);
-    }
-
-    async fn client(&self) -> kube::Client {
-        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: &str) {
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("tests/cluster/stop"))
-            .env("DRIFTLESS_APISERVER_PORT", self.port.to_string())
-            .output();
-    }
-}
 
 fn configmaps(version: &str, n: usize) -> Vec<(String, String)> {
     (0..n)

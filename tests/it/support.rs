@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -710,4 +710,97 @@ pub async fn events_about(scope: &Scope, name: &str) -> Vec<k8s_openapi::api::ev
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect()
+}
+/// A test cluster of this test's own (tests/cluster/start on free ports),
+/// stopped by its own script (by the recorded PIDs) on drop.
+pub struct OwnCluster {
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+}
+
+impl OwnCluster {
+    pub fn free_port() -> u16 {
+        loop {
+            let p = 20_000 + rand::random::<u16>() % 20_000;
+            let free = (p..p + 3).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok());
+            if free {
+                return p;
+            }
+        }
+    }
+
+    pub fn start(port: u16) -> Self {
+        let kubeconfig = Self::run_start(port, false);
+        Self { port, kubeconfig }
+    }
+
+    /// Starts the stopped cluster again, with its data (etcd's) and PKI.
+    pub fn start_again(&self) {
+        Self::run_start(self.port, true);
+    }
+
+    fn run_start(port: u16, keep_data: bool) -> PathBuf {
+        let out = Command::new(repo_root().join("tests/cluster/start"))
+            .env("DRIFTLESS_APISERVER_PORT", port.to_string())
+            .env(
+                "DRIFTLESS_CLUSTER_KEEP_DATA",
+                if keep_data { "1" } else { "0" },
+            )
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tests/cluster/start on {port} failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+            .expect("KUBECONFIG exported")
+            .trim_matches(|c| c == '\'' || c == '"')
+            .into()
+    }
+
+    pub fn stop(&self) {
+        let ok = Command::new(repo_root().join("tests/cluster/stop"))
+            .env("DRIFTLESS_APISERVER_PORT", self.port.to_string())
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "tests/cluster/stop on {}", self.port);
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    pub fn kubectl(&self, args: &[&str], stdin: &str) {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("tests/cluster/stop"))
+            .env("DRIFTLESS_APISERVER_PORT", self.port.to_string())
+            .output();
+    }
 }
