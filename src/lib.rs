@@ -3,6 +3,7 @@
 //!
 //! - [`cli`]: the commands, and the `controller` process that composes the engines;
 //! - [`push`]: `plan` / `apply` / `get` straight against the cloud, no cluster;
+//! - [`tree`]: a GitSync or managed resource and what is under it, read from the cluster;
 //! - [`gitsync`]: the GitSync kind and its pipeline (source, render, apply, prune, health);
 //! - [`managed`]: the generic managed-resource controller and reconciler;
 //! - [`decrypt`]: SOPS-encrypted objects opened with age identities (after render);
@@ -27,6 +28,7 @@ pub mod ops;
 pub mod push;
 pub mod registry;
 pub mod render;
+pub mod tree;
 
 pub use ops::settings::Settings;
 

@@ -6,3 +6,4 @@ pub mod controller;
 pub mod crds;
 pub mod diff;
 pub mod keys;
+pub mod tree;

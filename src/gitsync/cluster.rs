@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::ObjectRef;
@@ -159,6 +160,31 @@ impl Remotes {
             .insert(secret, (hash, cluster.clone()));
         Ok(cluster)
     }
+}
+
+/// A client for the cluster `gs` applies to: `client`'s own, or the one
+/// `spec.kubeConfig` names (its Secret read with `client`'s rights). For
+/// commands that look at a GitSync's objects (`diff`, `tree`).
+pub async fn client_of(client: &kube::Client, gs: &GitSync) -> Result<kube::Client, String> {
+    let Some(reference) = &gs.spec.kube_config else {
+        return Ok(client.clone());
+    };
+    let ns = gs.namespace().unwrap_or_default();
+    let name = &reference.secret_ref.name;
+    let at = format!("Secret {ns}/{name} (spec.kubeConfig.secretRef)");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading {at}: {e}"))?
+        .ok_or_else(|| format!("{at} does not exist"))?;
+    let data = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Ok(connect(&ns, reference, &data).await?.1)
 }
 
 /// The kubeconfig's key in the Secret: `key`, else `value`, else `value.yaml`.

@@ -29,6 +29,7 @@ mod sops;
 mod support;
 mod tenancy;
 mod tools;
+mod tree;
 mod validate;
 mod volume;
 mod webhook;

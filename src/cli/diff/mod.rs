@@ -22,14 +22,13 @@ use std::sync::Arc;
 use driftless_provider::calls::CallKey;
 use driftless_provider::CallCounter;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
 use crate::gitsync::apply::{self, Kinds, Owner, Planned};
 use crate::gitsync::{
-    cluster, rollout, GitSync, InventoryEntry, KubeConfigRef, LABEL_NAME, LABEL_NAMESPACE, PRUNE,
+    cluster, rollout, GitSync, InventoryEntry, LABEL_NAME, LABEL_NAMESPACE, PRUNE,
 };
 use crate::manifests::{validate, Manifest};
 use crate::render::Local;
@@ -159,14 +158,11 @@ pub async fn run(
         _ => load(&req.paths, &local).await?,
     };
     // A GitSync applying to another cluster is compared with that cluster.
-    let remote = match gs
-        .as_ref()
-        .and_then(|g| g.spec.kube_config.as_ref().map(|r| (g, r)))
-    {
-        Some((gs, reference)) => Some(other_cluster(client, gs, reference).await?),
-        None => None,
+    let target = match &gs {
+        Some(gs) => cluster::client_of(client, gs).await.map_err(|e| vec![e])?,
+        None => client.clone(),
     };
-    let client = remote.as_ref().unwrap_or(client);
+    let client = &target;
     let owner = match &gs {
         Some(gs) => Owner {
             namespace: gs.namespace().unwrap_or_default(),
@@ -247,41 +243,6 @@ pub async fn run(
     report.cloud = cloud::plan(client, &providers, &changes, &new_pcs).await;
     report.calls = calls.snapshot();
     Ok(report)
-}
-
-/// A client for the cluster `gs` applies to (`spec.kubeConfig`), with the
-/// kubeconfig its Secret holds (read with the current kubeconfig's rights).
-async fn other_cluster(
-    client: &kube::Client,
-    gs: &GitSync,
-    reference: &KubeConfigRef,
-) -> Result<kube::Client, Vec<String>> {
-    let ns = gs.namespace().unwrap_or_default();
-    let name = &reference.secret_ref.name;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = match secrets.get_opt(name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return Err(vec![format!(
-                "Secret {ns}/{name} (spec.kubeConfig.secretRef) does not exist"
-            )])
-        }
-        Err(e) => {
-            return Err(vec![format!(
-                "reading Secret {ns}/{name} (spec.kubeConfig.secretRef): {e}"
-            )])
-        }
-    };
-    let data = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    let (_, remote) = cluster::connect(&ns, reference, &data)
-        .await
-        .map_err(|e| vec![e])?;
-    Ok(remote)
 }
 
 async fn read_gitsync(client: &kube::Client, ns: &str, name: &str) -> Result<GitSync, Vec<String>> {
