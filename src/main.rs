@@ -218,9 +218,11 @@ enum Command {
     ///    (GitSync --gitsync, which applies PATH of --url at --branch, and
     ///    the ServiceAccount it acts as) into the checkout. A file there with
     ///    other content is refused, naming it, unless --force.
+    ///
     /// 2. Applies those objects as that GitSync will (server-side apply with
     ///    its field manager `driftless` and owner labels, dry-run first), one
     ///    line per object: created, configured or unchanged.
+    ///
     /// 3. Prints the git commands that publish the files: once pushed, the
     ///    GitSync applies PATH, driftless' own install and itself included;
     ///    upgrading driftless is then a commit to install.yaml.
