@@ -243,6 +243,29 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Install driftless into the cluster of the current kubeconfig and
+    /// make it manage its own installation from Git (like `flux bootstrap`).
+    ///
+    /// 1. Writes PATH/driftless-system/install.yaml (what `kubectl apply -k
+    ///    deploy/` installs: the CRDs, the namespace, RBAC, the controller's
+    ///    Deployment and Service, embedded in this binary) and gitsync.yaml
+    ///    (GitSync --gitsync, which applies PATH of --url at --branch, and
+    ///    the ServiceAccount it acts as) into the checkout. A file there with
+    ///    other content is refused, naming it, unless --force.
+    ///
+    /// 2. Applies those objects as that GitSync will (server-side apply with
+    ///    its field manager `driftless` and owner labels, dry-run first), one
+    ///    line per object: created, configured or unchanged.
+    ///
+    /// 3. Prints the git commands that publish the files: once pushed, the
+    ///    GitSync applies PATH, driftless' own install and itself included;
+    ///    upgrading driftless is then a commit to install.yaml.
+    ///
+    /// Running it again changes nothing (every object unchanged, no file
+    /// written). Every object it writes is annotated `driftless.dev/prune:
+    /// disabled`: deleting the GitSync leaves driftless installed.
+    #[command(after_long_help = BOOTSTRAP_EXAMPLE)]
+    Bootstrap(driftless::cli::bootstrap::Args),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -608,6 +631,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             interval,
         } => Ok(tree(&target, namespace, output, watch.then_some(interval)).await),
         Command::Keys { action } => keys(action).await,
+        Command::Bootstrap(args) => Ok(driftless::cli::bootstrap::command(&args).await),
         Command::Crds { out } => {
             crds::write(out.as_deref())?;
             Ok(ExitCode::SUCCESS)
@@ -646,6 +670,25 @@ async fn tree(
         }
     }
 }
+
+/// An example for `driftless bootstrap --help`.
+const BOOTSTRAP_EXAMPLE: &str = "Example, in a clone of the fleet repository:
+
+  driftless bootstrap --url https://github.com/acme/fleet --path clusters/prod \\
+      --secret-ref git-credentials
+  created    CustomResourceDefinition buckets.aws.driftless.dev
+  ...
+  created    GitSync driftless-system/driftless
+  wrote      clusters/prod/driftless-system/install.yaml
+  wrote      clusters/prod/driftless-system/gitsync.yaml
+  bootstrap: 26 objects (26 created, 0 configured, 0 unchanged); 2 files written, 0 unchanged
+  next: commit and push clusters/prod/driftless-system, ...
+    git -C . add clusters/prod/driftless-system
+    git -C . commit -m \"driftless bootstrap\"
+    git -C . push origin HEAD:main
+
+Exit 0 when the cluster and the files are as they should be, 1 on an error
+(no cluster, a bad --url or --path, a file that differs).";
 
 /// An example CI step for `driftless diff --help`.
 const DIFF_EXAMPLE: &str = "Example: a CI step on every pull request (GitHub Actions):

@@ -63,6 +63,14 @@ impl Owner {
             .unwrap_or(&self.namespace)
     }
 
+    /// Whether `entry` is this GitSync itself (one that applies itself).
+    pub fn is(&self, entry: &InventoryEntry) -> bool {
+        entry.kind == "GitSync"
+            && entry.api_version.starts_with("driftless.dev/")
+            && entry.namespace == self.namespace
+            && entry.name == self.name
+    }
+
     pub(crate) fn owns(&self, obj: &DynamicObject) -> bool {
         let labels = obj.labels();
         labels.get(LABEL_NAME) == Some(&self.name)

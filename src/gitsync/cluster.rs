@@ -304,6 +304,7 @@ impl Watches {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
         let trigger = self.trigger.clone();
         let config = watcher::Config::default().labels(&self.selector);
+        let gitsyncs = resource.group == "driftless.dev" && resource.kind == "GitSync";
         debug!(kind = %resource.kind, "watching applied objects");
         let task = tokio::spawn(async move {
             let mut events = watcher(api, config)
@@ -316,6 +317,15 @@ impl Watches {
                 if let (Some(name), Some(ns)) =
                     (labels.get(LABEL_NAME), labels.get(LABEL_NAMESPACE))
                 {
+                    // A GitSync that applies itself: its own status writes
+                    // would trigger it again and again; its spec changes
+                    // trigger it through its own watch.
+                    if gitsyncs
+                        && obj.name_any() == *name
+                        && obj.namespace().as_deref() == Some(ns.as_str())
+                    {
+                        continue;
+                    }
                     if trigger
                         .unbounded_send(ObjectRef::new(name).within(ns))
                         .is_err()

@@ -685,6 +685,9 @@ impl<'a> Pass<'a> {
     fn health(&self, revision: &Revision, applied: &[Applied], pending: &[InventoryEntry]) -> End {
         let mut waiting: Vec<String> = applied
             .iter()
+            // A GitSync that applies itself (`driftless bootstrap`) is not
+            // Ready while this pass runs: waiting on it would never end.
+            .filter(|a| !self.owner.is(&a.planned.entry))
             .filter_map(|a| {
                 health::not_ready(&a.live, self.ctx.settings.health_check_workloads)
                     .map(|why| format!("{} ({why})", a.planned.entry))

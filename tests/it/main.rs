@@ -2,6 +2,7 @@
 //! Kubernetes API server (see support.rs for how they are found or started).
 
 mod aws_faults;
+mod bootstrap;
 mod bucket;
 mod chart_repo;
 mod cluster;

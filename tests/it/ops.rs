@@ -232,6 +232,7 @@ async fn deploy_applies_with_server_side_dry_run() {
 // Multi-threaded: kubectl blocks its thread while the controller works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_role_grants_exactly_what_the_controller_uses() {
+    let _install = crate::support::install_writer().await;
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let mut scope = Scope::new("rbac").await;
     // The controller runs as deploy/'s ServiceAccount (the admin certificate

@@ -288,6 +288,15 @@ pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
     HEAVY.lock().await
 }
 
+/// Tests that write deploy/'s cluster-scoped objects (the ClusterRole
+/// `driftless`, namespace `driftless-system`) take turns: `bootstrap`
+/// checks that its second run writes none of them, and the RBAC test
+/// applies them with kubectl. Hold the guard for the test.
+pub async fn install_writer() -> tokio::sync::MutexGuard<'static, ()> {
+    static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    INSTALL.lock().await
+}
+
 pub fn unique(prefix: &str) -> String {
     let n: u32 = rand::random();
     format!("{prefix}-{n:08x}")
