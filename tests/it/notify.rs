@@ -566,3 +566,67 @@ async fn tokens_go_only_over_https_or_to_loopback() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_failure_is_an_error_without_a_commit_status() {
+    let (receiver, addr) = Receiver::start().await;
+    let mut scope = Scope::new("notify-fetch").await;
+    let ns = scope.ns.clone();
+    secret(&scope, "hook", &[("url", format!("http://{addr}/hook"))]).await;
+    secret(
+        &scope,
+        "github",
+        &[
+            ("provider", "github".into()),
+            ("url", format!("http://{addr}/github")),
+            ("token", "t".into()),
+            ("repository", "acme/web".into()),
+        ],
+    )
+    .await;
+    let mut shared = driftless::ops::Shared::new(scope.calls.clone());
+    let names = [
+        (ns.clone(), "hook".to_string()),
+        (ns.clone(), "github".to_string()),
+    ];
+    let notifier = Arc::new(Notifier::from_secrets(
+        scope.client.clone(),
+        &names,
+        None,
+        fast(),
+    ));
+    notifier.check().await.unwrap();
+    shared.notifier = notifier.clone();
+    scope.shared = Some(shared);
+    scope.start_controller(POLL);
+
+    let gone = std::env::temp_dir().join(crate::support::unique("no-such-repo"));
+    let url = format!("file://{}", gone.display());
+    let gitsyncs: Api<GitSync> = scope.api();
+    gitsyncs
+        .create(
+            &PostParams::default(),
+            &new_gitsync("unfetched", &url, json!({})),
+        )
+        .await
+        .unwrap();
+    // The generic provider hears of it; GitHub has no commit to mark.
+    let c = settle(&notifier, "the fetch error", |c| {
+        c.delivered >= 1 && c.skipped >= 1
+    })
+    .await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let v = got[0].json();
+    assert_eq!(
+        (v["event"].as_str(), v["name"].as_str()),
+        (Some("sync_error"), Some("unfetched"))
+    );
+    assert!(v.get("revision").is_none(), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("no-such-repo"),
+        "{v}"
+    );
+    assert!(receiver.under("/github/").is_empty());
+    assert_eq!((c.delivered, c.skipped), (1, 1), "{c:?}");
+}
