@@ -317,15 +317,17 @@ struct OpsArgs {
     /// terminationGracePeriodSeconds, 30 s by default).
     #[arg(long, env = "DRIFTLESS_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     shutdown_timeout: std::time::Duration,
-    /// Send notifications (sync applied/failed, drift corrected, resource
-    /// failed) as JSON to the `url` key of this Secret (`namespace/name`;
-    /// optional `token` key: sent as a bearer token).
+    /// Send notifications to the provider this Secret describes (keys
+    /// `provider`: generic, generic-hmac, slack, github, gitlab; `url`,
+    /// `token`, `key`, ...: see README "Notifications"). Repeatable, or
+    /// comma-separated: one provider per Secret.
     #[arg(
         long,
         env = "DRIFTLESS_NOTIFICATION_SECRET",
-        value_name = "NAMESPACE/NAME"
+        value_name = "NAMESPACE/NAME",
+        value_delimiter = ','
     )]
-    notification_secret: Option<String>,
+    notification_secret: Vec<String>,
 }
 
 /// How long one cloud call may take (the controller and push mode alike).
@@ -773,11 +775,8 @@ async fn controller(settings: Settings, ops: OpsArgs) -> anyhow::Result<ExitCode
         anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}")
     })?;
     let mut shared = Shared::new(Arc::new(CallCounter::default()));
-    if let Some(secret) = &ops.notification_secret {
-        let (ns, name) = secret.split_once('/').ok_or_else(|| {
-            anyhow::anyhow!("--notification-secret {secret:?}: expected NAMESPACE/NAME")
-        })?;
-        shared.notifier = Arc::new(Notifier::from_secret(client.clone(), ns, name));
+    if !ops.notification_secret.is_empty() {
+        shared.notifier = Arc::new(notifier(&client, &ops.notification_secret, &shared).await?);
     }
     let config = ManagerConfig {
         http_addr: ops.http_addr,
@@ -786,6 +785,37 @@ async fn controller(settings: Settings, ops: OpsArgs) -> anyhow::Result<ExitCode
         shutdown_timeout: ops.shutdown_timeout,
     };
     Ok(driftless::cli::controller::run(client, settings, shared, config).await)
+}
+
+/// The providers of `--notification-secret`, each Secret checked now: one
+/// that is invalid (a token over plain http, an unknown provider) stops the
+/// controller with a message naming it; one that is missing is only logged.
+async fn notifier(
+    client: &kube::Client,
+    secrets: &[String],
+    shared: &Shared,
+) -> anyhow::Result<Notifier> {
+    let mut named = Vec::new();
+    for secret in secrets {
+        let (ns, name) = secret
+            .split_once('/')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--notification-secret {secret:?}: expected NAMESPACE/NAME")
+            })?;
+        named.push((ns.to_string(), name.to_string()));
+    }
+    let notifier = Notifier::from_secrets(
+        client.clone(),
+        &named,
+        Some(shared.metrics.clone()),
+        driftless::ops::notify::Delivery::default(),
+    );
+    notifier
+        .check()
+        .await
+        .map_err(|e| anyhow::anyhow!("--notification-secret: {e}"))?;
+    Ok(notifier)
 }
 
 /// The Lease to hold, when leader election is on (in a pod, or asked for),

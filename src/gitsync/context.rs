@@ -41,6 +41,9 @@ pub(super) struct Tracked {
     pub(super) failed: Option<Revision>,
     /// When the applied revision was first applied (for the health timeout).
     pub(super) applied_at: Option<(Revision, Instant)>,
+    /// The last new revision's change set, for the notification that says
+    /// it is ready.
+    pub(super) changes: Option<(Revision, String)>,
 }
 
 /// Everything a GitSync reconcile needs.
@@ -177,7 +180,16 @@ pub(super) async fn publish(
 }
 
 impl Context {
-    pub(super) fn notify(&self, gs: &GitSync, event: NotifyEvent, revision: &str, message: &str) {
+    /// Queues a notification about `gs` (at `revision`, when one is known;
+    /// with the revision's change set, when it has one).
+    pub(super) fn notify(
+        &self,
+        gs: &GitSync,
+        event: NotifyEvent,
+        revision: Option<&str>,
+        message: &str,
+        changes: Option<String>,
+    ) {
         let mut n = Notification::new(
             event,
             "GitSync",
@@ -185,7 +197,9 @@ impl Context {
             &gs.name_any(),
             message,
         );
-        n.revision = Some(revision.to_string());
+        n.revision = revision.map(String::from);
+        n.changes = changes;
+        n.source_url = Some(gs.spec.url.clone());
         self.shared.notifier.send(n);
     }
 

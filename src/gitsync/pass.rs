@@ -277,7 +277,7 @@ impl<'a> Pass<'a> {
         }
         self.known_failure(&revision, is_new, checked_now).await?;
         if is_new {
-            self.status.last_attempted_revision = Some(revision.to_string());
+            self.attempting(&revision);
         }
         let manifests = self.render(&revision, is_new).await?;
         let applied = self.apply(&revision, &manifests, is_new).await?;
@@ -396,6 +396,23 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
+    /// A new revision is attempted: recorded, and the first attempt says so
+    /// (a commit status goes pending).
+    fn attempting(&mut self, revision: &Revision) {
+        let latest = revision.to_string();
+        if self.old.last_attempted_revision.as_ref() != Some(&latest) {
+            let message = format!("revision {latest}: new revision, applying");
+            self.ctx.notify(
+                self.gs,
+                NotifyEvent::SyncStarted,
+                Some(&latest),
+                &message,
+                None,
+            );
+        }
+        self.status.last_attempted_revision = Some(latest);
+    }
+
     /// Step 4, render: the revision's objects (rendered once per revision
     /// and options).
     async fn render(
@@ -484,8 +501,9 @@ impl<'a> Pass<'a> {
             self.ctx.notify(
                 self.gs,
                 NotifyEvent::SyncFailed,
-                &revision.to_string(),
+                Some(&revision.to_string()),
                 &message,
+                None,
             );
         }
         // The applied revision itself may no longer apply (e.g. a CRD was
@@ -511,8 +529,13 @@ impl<'a> Pass<'a> {
             self.status.last_applied_revision = Some(latest.clone());
             info!(gitsync = %self.key, revision = %latest, objects = applied.len(), "applied");
             let message = format!("applied revision {latest}: {} objects", applied.len());
-            self.ctx
-                .notify(self.gs, NotifyEvent::SyncApplied, &latest, &message);
+            self.ctx.notify(
+                self.gs,
+                NotifyEvent::SyncApplied,
+                Some(&latest),
+                &message,
+                None,
+            );
             // The Applied Event (with the change set) follows prune: see record.
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -670,14 +693,19 @@ impl<'a> Pass<'a> {
         let history = &mut self.status.history;
         history.insert(0, entry);
         history.truncate(HISTORY_LIMIT);
-        let note = format!(
-            "applied revision {revision}{} in {}: {}, {}, {unchanged} unchanged, {}",
-            self.cluster().on,
-            humantime::format_duration(took),
+        let changes = format!(
+            "{}, {}, {unchanged} unchanged, {}",
             change_list("created", &created),
             change_list("configured", &configured),
             change_list("pruned", &pruned),
         );
+        let note = format!(
+            "applied revision {revision}{} in {}: {changes}",
+            self.cluster().on,
+            humantime::format_duration(took),
+        );
+        self.ctx
+            .with(self.key, |t| t.changes = Some((revision.clone(), changes)));
         publish(self.ctx, self.gs, EventType::Normal, reason::APPLIED, note).await;
     }
 
@@ -826,7 +854,8 @@ impl<'a> Pass<'a> {
     /// Warning Event when a failure is new (not on every retry).
     async fn finish(&mut self, state: &State) -> Result<(), kube::Error> {
         set_state(&mut self.status, self.gs.meta().generation, state);
-        settle_history(&mut self.status, state);
+        let settled = settle_history(&mut self.status, state);
+        let mut notes = settled.and_then(|r| self.settled_note(r, state));
         let warning = match state {
             State::Stalled(reason, m) | State::Failed(reason, m) => Some((*reason, m)),
             State::HealthCheckFailed(m) => Some((reason::HEALTH_CHECK_FAILED, m)),
@@ -834,6 +863,7 @@ impl<'a> Pass<'a> {
         };
         if let Some((reason, message)) = warning {
             if ready_of(&self.old) != Some((reason, message.as_str())) {
+                notes = notes.or_else(|| self.error_note(reason, message));
                 publish(
                     self.ctx,
                     self.gs,
@@ -844,7 +874,14 @@ impl<'a> Pass<'a> {
                 .await;
             }
         }
+        // Said once the status holds it (a failed write repeats the pass).
+        let say = |ctx: &Context, note: Option<Note>| {
+            if let Some((event, revision, message, changes)) = note {
+                ctx.notify(self.gs, event, revision.as_deref(), &message, changes);
+            }
+        };
         if self.gs.status.as_ref() == Some(&self.status) {
+            say(self.ctx, notes);
             return Ok(());
         }
         // Apply, not merge: fields we no longer set (an emptied inventory) go.
@@ -860,8 +897,53 @@ impl<'a> Pass<'a> {
             &Patch::Apply(&patch),
         )
         .await?;
+        say(self.ctx, notes);
         self.wake_dependents(state).await;
         Ok(())
+    }
+
+    /// The newest revision's result settled (`result`): ready (a commit
+    /// status goes success, with the change set), or not ready in time.
+    fn settled_note(&self, result: &str, state: &State) -> Option<Note> {
+        let revision = self.status.last_applied_revision.clone()?;
+        if result != reason::SUCCEEDED {
+            let State::HealthCheckFailed(m) = state else {
+                return None;
+            };
+            return Some((NotifyEvent::SyncFailed, Some(revision), m.clone(), None));
+        }
+        let parsed = Revision::parse(&revision);
+        let changes = self.ctx.with(self.key, |t| {
+            t.changes
+                .as_ref()
+                .filter(|(r, _)| Some(r) == parsed.as_ref())
+                .map(|(_, c)| c.clone())
+        });
+        let changes = changes.or_else(|| {
+            let h = self.status.history.first()?;
+            Some(format!(
+                "{} created, {} configured, {} unchanged, {} pruned",
+                h.created, h.configured, h.unchanged, h.pruned
+            ))
+        });
+        let message = format!("revision {revision}: applied, and every object is ready");
+        Some((NotifyEvent::SyncReady, Some(revision), message, changes))
+    }
+
+    /// A new fetch or apply failure. An apply failure is the attempted
+    /// revision's (a commit status goes error) unless that revision is the
+    /// applied one, whose result is already settled.
+    fn error_note(&self, why: &str, message: &str) -> Option<Note> {
+        let revision = match why {
+            reason::FETCH_FAILED => None,
+            reason::APPLY_FAILED => self
+                .status
+                .last_attempted_revision
+                .clone()
+                .filter(|r| Some(r) != self.status.last_applied_revision.as_ref()),
+            _ => return None,
+        };
+        Some((NotifyEvent::SyncError, revision, message.to_string(), None))
     }
 
     /// Newly Ready (or Ready at a new revision): the GitSyncs waiting for
@@ -921,19 +1003,25 @@ fn set_state(status: &mut GitSyncStatus, generation: Option<i64>, state: &State)
 
 /// The newest history entry's result, once its revision's objects are
 /// ready (or the health check gave up); it is not changed after that.
-fn settle_history(status: &mut GitSyncStatus, state: &State) {
+/// Returns that result when it was settled now.
+fn settle_history(status: &mut GitSyncStatus, state: &State) -> Option<&'static str> {
     let result = match state {
         State::Ready(_) => reason::SUCCEEDED,
         State::HealthCheckFailed(_) => reason::HEALTH_CHECK_FAILED,
-        _ => return,
+        _ => return None,
     };
     let applied = status.last_applied_revision.clone();
-    if let Some(newest) = status.history.first_mut() {
-        if newest.result == reason::PROGRESSING && Some(&newest.revision) == applied.as_ref() {
-            newest.result = result.into();
-        }
+    let newest = status.history.first_mut()?;
+    if newest.result == reason::PROGRESSING && Some(&newest.revision) == applied.as_ref() {
+        newest.result = result.into();
+        return Some(result);
     }
+    None
 }
+
+/// A notification to send: what, at which revision, the message, the
+/// change set.
+type Note = (NotifyEvent, Option<String>, String, Option<String>);
 
 /// `3 created (ConfigMap a/b, ...)`: bounded, so that an Event stays short.
 fn change_list(what: &str, entries: &[String]) -> String {
@@ -1001,12 +1089,20 @@ mod tests {
             history: vec![entry("main@sha1:b", reason::PROGRESSING)],
             ..Default::default()
         };
-        settle_history(&mut status, &State::Progressing("waiting".into()));
-        assert_eq!(status.history[0].result, reason::PROGRESSING);
-        settle_history(&mut status, &State::Ready("applied".into()));
+        let settled = settle_history(&mut status, &State::Progressing("waiting".into()));
+        assert_eq!(
+            (status.history[0].result.as_str(), settled),
+            (reason::PROGRESSING, None)
+        );
+        let settled = settle_history(&mut status, &State::Ready("applied".into()));
+        assert_eq!(settled, Some(reason::SUCCEEDED));
         assert_eq!(status.history[0].result, reason::SUCCEEDED);
-        // A later health failure of the same revision is not the apply's result.
-        settle_history(&mut status, &State::HealthCheckFailed("not ready".into()));
-        assert_eq!(status.history[0].result, reason::SUCCEEDED);
+        // A later health failure of the same revision is not the apply's result
+        // (nor a second notification).
+        let settled = settle_history(&mut status, &State::HealthCheckFailed("not ready".into()));
+        assert_eq!(
+            (status.history[0].result.as_str(), settled),
+            (reason::SUCCEEDED, None)
+        );
     }
 }

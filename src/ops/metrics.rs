@@ -66,6 +66,19 @@ pub struct Metrics {
     gitsync_seconds: Family<GitSyncLabel, Histogram, fn() -> Histogram>,
     gitsync_last_applied: Family<GitSyncLabel, Gauge>,
     render_seconds: Family<RendererLabel, Histogram, fn() -> Histogram>,
+    notifications: Family<NotificationLabels, Counter>,
+    notification_attempts: Family<ProviderLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    provider: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +105,8 @@ impl Metrics {
             gitsync_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             gitsync_last_applied: Family::default(),
             render_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            notifications: Family::default(),
+            notification_attempts: Family::default(),
         };
         let mut registry = Registry::with_prefix("driftless");
         registry.register(
@@ -144,7 +159,34 @@ impl Metrics {
             "Duration of rendering one revision, by renderer (plain, kustomize, helm); cached renders are not counted",
             m.render_seconds.clone(),
         );
+        registry.register(
+            "notifications",
+            "Notifications, by provider and result (delivered, refused, failed, dropped, skipped, unconfigured)",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "notification_attempts",
+            "HTTP requests made to deliver notifications (retries included), by provider",
+            m.notification_attempts.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// A notification to a `provider` ended with `result`.
+    pub fn notification(&self, provider: &str, result: &str) {
+        let labels = NotificationLabels {
+            provider: provider.to_string(),
+            result: result.to_string(),
+        };
+        self.notifications.get_or_create(&labels).inc();
+    }
+
+    /// One HTTP request to deliver a notification to a `provider`.
+    pub fn notification_attempt(&self, provider: &str) {
+        let label = ProviderLabel {
+            provider: provider.to_string(),
+        };
+        self.notification_attempts.get_or_create(&label).inc();
     }
 
     pub fn reconciled(&self, kind: &str, ok: bool, took: Duration) {
@@ -275,6 +317,8 @@ mod tests {
         });
         m.git_synced("apps", "main", Duration::from_millis(300));
         m.git_applied("apps", "main", 1_700_000_000);
+        m.notification("github", "delivered");
+        m.notification_attempt("github");
         let text = m.render();
         for want in [
             r#"driftless_reconciles_total{kind="Vpc",result="success"} 1"#,
@@ -284,6 +328,8 @@ mod tests {
             r#"driftless_managed_resources{kind="Vpc",ready="True",synced="True"} 2"#,
             r#"driftless_managed_resources{kind="Vpc",ready="False",synced="Unknown"} 1"#,
             r#"driftless_gitsync_last_applied_timestamp_seconds{namespace="apps",name="main"} 1700000000"#,
+            r#"driftless_notifications_total{provider="github",result="delivered"} 1"#,
+            r#"driftless_notification_attempts_total{provider="github"} 1"#,
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

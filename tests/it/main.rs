@@ -18,6 +18,7 @@ mod hostile;
 mod key_pair;
 mod lifecycle;
 mod nat_gateway;
+mod notify;
 mod ops;
 mod outage;
 mod push;
