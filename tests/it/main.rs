@@ -16,6 +16,7 @@ mod gitsync;
 mod hostile;
 mod key_pair;
 mod lifecycle;
+mod metrics;
 mod nat_gateway;
 mod ops;
 mod outage;
