@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use driftless_aws::Aws;
-use driftless_provider::{CallCounter, KindVisitor};
+use driftless_provider::{CallCounter, Connector, KindVisitor, ManagedKind};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResourceExt, Resource};
 
@@ -42,6 +42,19 @@ impl Providers {
     pub fn visit(&self, visitor: &mut impl KindVisitor) {
         driftless_aws::visit_kinds(&self.aws, visitor);
     }
+}
+
+/// The name of every managed kind, in the providers' order.
+pub fn managed_kinds() -> Vec<String> {
+    struct Names(Vec<String>);
+    impl KindVisitor for Names {
+        fn visit<K: ManagedKind>(&mut self, _: Arc<dyn Connector<K>>) {
+            self.0.push(K::kind(&()).into_owned());
+        }
+    }
+    let mut names = Names(Vec::new());
+    Providers::offline().visit(&mut names);
+    names.0
 }
 
 /// The CRDs of the providers' own configuration kinds (ProviderConfig).

@@ -107,10 +107,12 @@ impl Controller {
         Ok(by_service)
     }
 
-    /// Reconciles of managed resources so far, whatever their result.
+    /// Reconciles of managed resources so far, whatever their result
+    /// (GitSync's, counted under the same metric, are not).
     pub async fn reconciles(&self) -> anyhow::Result<u64> {
         let all = self.metric("driftless_reconciles_total").await?;
-        Ok(all.iter().map(|(_, v)| *v as u64).sum())
+        let managed = all.iter().filter(|(l, _)| !l.contains(r#"kind="GitSync""#));
+        Ok(managed.map(|(_, v)| *v as u64).sum())
     }
 
     /// Every sample of one metric: (labels, value).

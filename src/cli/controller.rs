@@ -35,6 +35,7 @@ pub async fn run(
     shared: Shared,
     config: ManagerConfig,
 ) -> ExitCode {
+    init_series(&shared.metrics);
     let state = Arc::new(HttpState {
         client: client.clone(),
         metrics: shared.metrics.clone(),
@@ -85,6 +86,21 @@ pub async fn run(
     };
     info!("stopped");
     outcome
+}
+
+/// Every kind's, result's and renderer's series at zero, before the first
+/// scrape: a standby replica, or a controller with nothing to do, shows them.
+fn init_series(metrics: &crate::ops::metrics::Metrics) {
+    for kind in crate::registry::managed_kinds() {
+        metrics.init_managed_kind(&kind);
+    }
+    metrics.init_kind(&<gitsync::GitSync as kube::Resource>::kind(&()));
+    for renderer in crate::render::Renderer::ALL {
+        metrics.init_renderer(renderer.name());
+    }
+    for provider in crate::ops::notify::Kind::ALL {
+        metrics.init_notifications(provider.name());
+    }
 }
 
 /// Runs `engines` until they stop after SIGTERM / Ctrl-C, or until `grace`

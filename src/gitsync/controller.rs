@@ -88,10 +88,12 @@ pub async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, Er
     }
     let started = Instant::now();
     let result = pass::reconcile_once(&gs, &ctx, &key).await;
-    debug!(gitsync = %key, took = ?started.elapsed(), "reconciled");
+    let took = started.elapsed();
+    debug!(gitsync = %key, ?took, "reconciled");
+    ctx.shared.metrics.git_synced(&ns, &gs.name_any(), took);
     ctx.shared
         .metrics
-        .git_synced(&ns, &gs.name_any(), started.elapsed());
+        .reconciled(&GitSync::kind(&()), result.is_ok(), took);
     if let Err(e) = &result {
         warn!(gitsync = %key, error = %e, "GitSync reconcile failed");
     }

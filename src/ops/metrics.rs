@@ -1,15 +1,41 @@
-//! Prometheus metrics of the controller, served on `/metrics`.
+//! Prometheus metrics of the controller, served on `/metrics`. Every series
+//! whose labels are known before the first event (build, process, each
+//! registered kind and result, each renderer) exists from the first scrape,
+//! at zero: an idle controller is visible, and `rate()` sees the first event.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use driftless_provider::CallCounter;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use super::process::ProcessCollector;
+
+/// The `result` label of `driftless_reconciles_total`.
+pub const RESULTS: [&str; 2] = ["success", "error"];
+/// The values of a condition's status, as `driftless_managed_resources`
+/// labels `ready` and `synced`.
+const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
+/// `driftless_build_info`'s labels: the crate version, the Git commit when
+/// the build was given `DRIFTLESS_GIT_SHA` (the image build is), and the
+/// compiler (from build.rs).
+fn build_labels() -> Vec<(&'static str, &'static str)> {
+    let mut labels = vec![("version", env!("CARGO_PKG_VERSION"))];
+    if let Some(sha) = option_env!("DRIFTLESS_GIT_SHA").filter(|s| !s.is_empty()) {
+        labels.push(("git_sha", sha));
+    }
+    labels.push(("rustc", env!("DRIFTLESS_RUSTC_VERSION")));
+    labels
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindResult {
@@ -44,6 +70,26 @@ struct GitSyncLabel {
 
 type StateSource = Box<dyn Fn() -> Vec<(String, String, String)> + Send + Sync>;
 
+/// Creates `labels`' series in `family` at zero (a no-op when it exists).
+/// How a notification can end (the `result` label).
+pub const NOTIFICATION_RESULTS: [&str; 6] = [
+    "delivered",
+    "refused",
+    "failed",
+    "dropped",
+    "skipped",
+    "unconfigured",
+];
+
+fn zero<S, M, C>(family: &Family<S, M, C>, labels: S)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    // The read guard returned is of no use: creating the series is the point.
+    let _ = family.get_or_create(&labels);
+}
+
 fn duration_histogram() -> Histogram {
     // 5 ms .. ~80 s
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
@@ -52,6 +98,8 @@ fn duration_histogram() -> Histogram {
 /// Every metric, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
+    /// The unprefixed `process_*` series (the names dashboards expect).
+    process: Registry,
     calls: Arc<CallCounter>,
     reconciles: Family<KindResult, Counter>,
     reconcile_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
@@ -60,6 +108,9 @@ pub struct Metrics {
     duplicates: Family<KindLabel, Counter>,
     duplicates_deleted: Family<KindLabel, Counter>,
     resources: Family<ResourceState, Gauge>,
+    /// The managed kinds whose `managed_resources` series are shown at
+    /// zero when none of that kind exists.
+    managed_kinds: Mutex<BTreeSet<String>>,
     /// Each kind's (kind, Ready, Synced) per object, read from the
     /// controllers' caches at scrape time: the truth, not a tally.
     state_sources: Mutex<Vec<StateSource>>,
@@ -91,6 +142,7 @@ impl Metrics {
     pub fn new(calls: Arc<CallCounter>) -> Self {
         let m = Self {
             registry: Registry::with_prefix("driftless"),
+            process: Registry::default(),
             calls,
             reconciles: Family::default(),
             reconcile_seconds: Family::new_with_constructor(
@@ -101,6 +153,7 @@ impl Metrics {
             duplicates: Family::default(),
             duplicates_deleted: Family::default(),
             resources: Family::default(),
+            managed_kinds: Mutex::default(),
             state_sources: Mutex::default(),
             gitsync_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             gitsync_last_applied: Family::default(),
@@ -110,13 +163,18 @@ impl Metrics {
         };
         let mut registry = Registry::with_prefix("driftless");
         registry.register(
+            "build",
+            "The running build: version, Git commit (when built with DRIFTLESS_GIT_SHA), compiler; always 1",
+            Info::new(build_labels()),
+        );
+        registry.register(
             "reconciles",
-            "Reconciles of managed resources, by kind and result (success, error)",
+            "Reconciles of managed resources and GitSyncs, by kind and result (success, error)",
             m.reconciles.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
-            "Duration of one reconcile, by kind",
+            "Duration of one reconcile of a managed resource or GitSync, by kind",
             m.reconcile_seconds.clone(),
         );
         registry.register(
@@ -169,7 +227,69 @@ impl Metrics {
             "HTTP requests made to deliver notifications (retries included), by provider",
             m.notification_attempts.clone(),
         );
-        Self { registry, ..m }
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
+        Self {
+            registry,
+            process,
+            ..m
+        }
+    }
+
+    /// Shows `kind`'s reconcile series (each result, and the duration) at
+    /// zero until its first reconcile.
+    pub fn init_kind(&self, kind: &str) {
+        for result in RESULTS {
+            let labels = KindResult {
+                kind: kind.to_string(),
+                result: result.to_string(),
+            };
+            zero(&self.reconciles, labels);
+        }
+        let labels = KindLabel {
+            kind: kind.to_string(),
+        };
+        zero(&self.reconcile_seconds, labels);
+    }
+
+    /// Like [`Self::init_kind`], plus the series only managed resources
+    /// have: drift, duplicates, and counts by condition.
+    pub fn init_managed_kind(&self, kind: &str) {
+        self.init_kind(kind);
+        let label = KindLabel {
+            kind: kind.to_string(),
+        };
+        zero(&self.drift_corrections, label.clone());
+        zero(&self.duplicates, label.clone());
+        zero(&self.duplicates_deleted, label);
+        self.managed_kinds
+            .lock()
+            .expect("metrics poisoned")
+            .insert(kind.to_string());
+    }
+
+    /// Shows `renderer`'s duration at zero until its first render.
+    pub fn init_renderer(&self, renderer: &str) {
+        let labels = RendererLabel {
+            renderer: renderer.to_string(),
+        };
+        zero(&self.render_seconds, labels);
+    }
+
+    /// Shows `provider`'s notification series (each result, and the
+    /// attempts) at zero until its first notification.
+    pub fn init_notifications(&self, provider: &str) {
+        for result in NOTIFICATION_RESULTS {
+            let labels = NotificationLabels {
+                provider: provider.to_string(),
+                result: result.to_string(),
+            };
+            zero(&self.notifications, labels);
+        }
+        let label = ProviderLabel {
+            provider: provider.to_string(),
+        };
+        zero(&self.notification_attempts, label);
     }
 
     /// A notification to a `provider` ended with `result`.
@@ -190,7 +310,7 @@ impl Metrics {
     }
 
     pub fn reconciled(&self, kind: &str, ok: bool, took: Duration) {
-        let result = if ok { "success" } else { "error" };
+        let result = if ok { RESULTS[0] } else { RESULTS[1] };
         self.reconciles
             .get_or_create(&KindResult {
                 kind: kind.to_string(),
@@ -282,6 +402,18 @@ impl Metrics {
                 .store(n, std::sync::atomic::Ordering::Relaxed);
         }
         self.resources.clear();
+        for kind in self.managed_kinds.lock().expect("metrics poisoned").iter() {
+            for ready in CONDITION_STATUSES {
+                for synced in CONDITION_STATUSES {
+                    let labels = ResourceState {
+                        kind: kind.clone(),
+                        ready: ready.to_string(),
+                        synced: synced.to_string(),
+                    };
+                    zero(&self.resources, labels);
+                }
+            }
+        }
         for source in self.state_sources.lock().expect("metrics poisoned").iter() {
             for (kind, ready, synced) in source() {
                 self.resources
@@ -294,7 +426,9 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
     }
@@ -333,5 +467,40 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn known_series_start_at_zero() {
+        let m = Metrics::new(Arc::new(CallCounter::default()));
+        m.init_managed_kind("Vpc");
+        m.init_kind("GitSync");
+        m.init_renderer("helm");
+        let text = m.render();
+        for want in [
+            r#"driftless_reconciles_total{kind="Vpc",result="success"} 0"#,
+            r#"driftless_reconciles_total{kind="Vpc",result="error"} 0"#,
+            r#"driftless_reconciles_total{kind="GitSync",result="error"} 0"#,
+            r#"driftless_reconcile_duration_seconds_count{kind="GitSync"} 0"#,
+            r#"driftless_drift_corrections_total{kind="Vpc"} 0"#,
+            r#"driftless_duplicates_found_total{kind="Vpc"} 0"#,
+            r#"driftless_duplicates_deleted_total{kind="Vpc"} 0"#,
+            r#"driftless_managed_resources{kind="Vpc",ready="Unknown",synced="False"} 0"#,
+            r#"driftless_render_duration_seconds_count{renderer="helm"} 0"#,
+            "# TYPE driftless_build info\n",
+            "# TYPE process_cpu_seconds counter\n",
+        ] {
+            assert!(text.contains(want), "missing {want} in:\n{text}");
+        }
+        assert!(
+            !text.contains(r#"driftless_drift_corrections_total{kind="GitSync"}"#),
+            "GitSync has no cloud drift:\n{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // A counted object replaces its zero, it does not add a series.
+        m.add_state_source(|| vec![("Vpc".into(), "True".into(), "True".into())]);
+        let text = m.render();
+        let vpc_true = r#"driftless_managed_resources{kind="Vpc",ready="True",synced="True"} "#;
+        assert_eq!(text.matches(vpc_true).count(), 1, "{text}");
+        assert!(text.contains(&format!("{vpc_true}1")), "{text}");
     }
 }

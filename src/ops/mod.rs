@@ -8,6 +8,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod passes;
+pub mod process;
 pub mod settings;
 
 use std::sync::Arc;

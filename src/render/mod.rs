@@ -30,6 +30,8 @@ pub enum Renderer {
 }
 
 impl Renderer {
+    pub const ALL: [Renderer; 3] = [Self::Plain, Self::Kustomize, Self::Helm];
+
     /// As status messages, Events and metrics name it.
     pub fn name(self) -> &'static str {
         match self {

@@ -80,7 +80,7 @@ impl Tarpit {
 }
 
 /// The address the controller logged for its HTTP server (`--log-json`).
-async fn controller_addr(log: &Path) -> SocketAddr {
+pub(crate) async fn controller_addr(log: &Path) -> SocketAddr {
     wait_for("the controller's HTTP address", WAIT, || async {
         let text = std::fs::read_to_string(log).ok()?;
         text.lines().find_map(|l| {

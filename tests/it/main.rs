@@ -17,6 +17,7 @@ mod gitsync;
 mod hostile;
 mod key_pair;
 mod lifecycle;
+mod metrics;
 mod nat_gateway;
 mod notify;
 mod ops;
