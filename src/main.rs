@@ -63,6 +63,12 @@ enum Command {
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "DRIFTLESS_NAMESPACE")]
         namespace: Option<String>,
+        /// Reconcile only managed resources and GitSyncs labelled
+        /// `driftless.dev/shard=SHARD`, with a Lease of this shard's own
+        /// (`driftless-controller-SHARD`). Without it: only those without
+        /// that label. Run one controller per shard, plus one without.
+        #[arg(long, env = "DRIFTLESS_SHARD", value_parser = driftless::ops::settings::parse_shard)]
+        shard: Option<String>,
         /// Where GitSync keeps its bare clones (default: $XDG_CACHE_HOME/driftless/git
         /// or ~/.cache/driftless/git).
         #[arg(long, env = "DRIFTLESS_GIT_CACHE")]
@@ -555,6 +561,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             reconcile_timeout,
             delete_proven_duplicates,
             namespace,
+            shard,
             git_cache,
             health_check_workloads,
             default_service_account,
@@ -578,6 +585,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     allow_file_urls,
                     allowed_prefixes: allowed_source_prefix,
                 },
+                shard,
                 ..Settings::default()
             };
             controller(settings, ops).await
@@ -781,7 +789,7 @@ async fn controller(settings: Settings, ops: OpsArgs) -> anyhow::Result<ExitCode
     let config = ManagerConfig {
         http_addr: ops.http_addr,
         metrics_addr: ops.metrics_addr,
-        lease: lease(&ops),
+        lease: lease(&ops, settings.shard.as_deref()),
         shutdown_timeout: ops.shutdown_timeout,
     };
     Ok(driftless::cli::controller::run(client, settings, shared, config).await)
@@ -820,7 +828,7 @@ async fn notifier(
 
 /// The Lease to hold, when leader election is on (in a pod, or asked for),
 /// logging which and why.
-fn lease(ops: &OpsArgs) -> Option<LeaseConfig> {
+fn lease(ops: &OpsArgs, shard: Option<&str>) -> Option<LeaseConfig> {
     let (elect, why) = driftless::ops::election::decide(
         ops.leader_elect,
         ops.leader_election_namespace.is_some(),
@@ -836,7 +844,11 @@ fn lease(ops: &OpsArgs) -> Option<LeaseConfig> {
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "driftless-system".into()),
-        name: "driftless-controller".into(),
+        // Each shard elects its own leader.
+        name: match shard {
+            Some(shard) => format!("driftless-controller-{shard}"),
+            None => "driftless-controller".into(),
+        },
         identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())

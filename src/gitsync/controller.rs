@@ -37,12 +37,16 @@ pub async fn run(client: kube::Client, settings: Settings, shared: Shared) {
     };
     let ctx = Arc::new(Context::new(client, settings.clone(), shared, trigger));
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|g: &mut GitSync| g.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(trigger_hash, Default::default());
+    let selector = settings.shard_selector();
+    let stream = watcher(
+        api,
+        watcher::Config::default().any_semantic().labels(&selector),
+    )
+    .default_backoff()
+    .modify(|g: &mut GitSync| g.managed_fields_mut().clear())
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(trigger_hash, Default::default());
     info!(kind = "GitSync", "starting controller");
     Controller::for_stream(stream, reader)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))

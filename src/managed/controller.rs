@@ -87,7 +87,9 @@ impl KindVisitor for StartControllers {
                 })
                 .collect()
         });
-        let stream = watcher(api, watcher::Config::default().any_semantic())
+        let selector = self.settings.shard_selector();
+        let config = watcher::Config::default().any_semantic().labels(&selector);
+        let stream = watcher(api, config)
             .default_backoff()
             // managedFields is never read: keep the cache small.
             .modify(|o: &mut K| o.managed_fields_mut().clear())

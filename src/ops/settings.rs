@@ -36,6 +36,40 @@ pub struct Settings {
     pub default_service_account: Option<String>,
     /// Which source URLs GitSyncs may fetch.
     pub sources: crate::gitsync::source::UrlPolicy,
+    /// Reconcile only objects labelled `driftless.dev/shard=<this>`;
+    /// `None`: only objects without that label (Flux's sharding model).
+    pub shard: Option<String>,
+}
+
+/// The label that assigns a managed resource or GitSync to a shard.
+pub const SHARD_LABEL: &str = "driftless.dev/shard";
+
+impl Settings {
+    /// The label selector of every watch that decides what this
+    /// controller reconciles: its shard's objects, or the unlabelled ones.
+    pub fn shard_selector(&self) -> String {
+        match &self.shard {
+            Some(shard) => format!("{SHARD_LABEL}={shard}"),
+            None => format!("!{SHARD_LABEL}"),
+        }
+    }
+}
+
+/// A shard name is a label value: at most 63 characters, letters, digits,
+/// `-`, `_` and `.`, beginning and ending with a letter or digit.
+pub fn parse_shard(s: &str) -> Result<String, String> {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && edge(s.chars().next())
+        && edge(s.chars().last());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("invalid shard {s:?}: a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"))
+    }
 }
 
 impl Default for Settings {
@@ -53,6 +87,7 @@ impl Default for Settings {
             render: crate::render::Tools::default(),
             default_service_account: None,
             sources: crate::gitsync::source::UrlPolicy::default(),
+            shard: None,
         }
     }
 }
@@ -88,5 +123,16 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         let err = parse_duration("soon").unwrap_err();
         assert!(err.contains("\"soon\""), "{err}");
+    }
+
+    #[test]
+    fn a_shard_selects_its_label_and_no_shard_the_unlabelled() {
+        let mut s = Settings::default();
+        assert_eq!(s.shard_selector(), "!driftless.dev/shard");
+        s.shard = Some(parse_shard("eu-1").unwrap());
+        assert_eq!(s.shard_selector(), "driftless.dev/shard=eu-1");
+        for bad in ["", "-a", "a b", &"x".repeat(64)] {
+            assert!(parse_shard(bad).unwrap_err().contains("invalid shard"));
+        }
     }
 }

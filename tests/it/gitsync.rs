@@ -195,6 +195,24 @@ pub(crate) async fn trigger(api: &Api<GitSync>, name: &str) -> Instant {
     Instant::now()
 }
 
+/// Creates GitSync `name` (see [`new_gitsync`]) and waits until it is Ready
+/// at commit `sha`.
+pub(crate) async fn create_ready(
+    api: &Api<GitSync>,
+    name: &str,
+    url: &str,
+    spec: serde_json::Value,
+    sha: &str,
+) -> GitSync {
+    api.create(&PostParams::default(), &new_gitsync(name, url, spec))
+        .await
+        .unwrap();
+    wait_gitsync(api, name, "Ready at its commit", WAIT, |g| {
+        ready_at(g, &rev(sha))
+    })
+    .await
+}
+
 pub(crate) fn new_gitsync(name: &str, url: &str, spec: serde_json::Value) -> GitSync {
     let mut s = json!({
         "url": url,

@@ -28,6 +28,7 @@ mod render;
 mod rollout;
 mod route_table;
 mod secrets;
+mod shards;
 mod sops;
 mod support;
 mod tenancy;

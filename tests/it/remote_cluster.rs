@@ -12,7 +12,9 @@ use kube::Api;
 use serde_json::json;
 
 use crate::diff::driftless_diff;
-use crate::gitsync::{condition, new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo};
+use crate::gitsync::{
+    condition, create_ready, new_gitsync, ready_at, rev, trigger, wait_gitsync, Repo,
+};
 use crate::support::{unique, wait_for, OwnCluster, Scope};
 
 const POLL: Duration = Duration::from_secs(2);
@@ -69,17 +71,7 @@ async fn a_gitsync_applies_to_another_cluster() {
     let c1 = repo.commit("app and extra, for the other cluster");
     let gitsyncs: Api<GitSync> = scope.api();
     let spec = json!({"kubeConfig": {"secretRef": {"name": "other-cluster"}}});
-    gitsyncs
-        .create(
-            &PostParams::default(),
-            &new_gitsync("remote", &repo.url(), spec),
-        )
-        .await
-        .unwrap();
-    let gs = wait_gitsync(&gitsyncs, "remote", "Ready at c1", WAIT, |g| {
-        ready_at(g, &rev(&c1))
-    })
-    .await;
+    let gs = create_ready(&gitsyncs, "remote", &repo.url(), spec, &c1).await;
     let message = ready_message(&gs);
     let server = format!("https://127.0.0.1:{}", remote.port);
     assert!(

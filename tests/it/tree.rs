@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::ec2::cidr16;
 use crate::gitsync::{
-    bucket_yaml, new_gitsync, provider_config_yaml, ready_at, rev, trigger, wait_gitsync, Repo,
+    bucket_yaml, create_ready, new_gitsync, provider_config_yaml, rev, trigger, Repo,
 };
 use crate::support::{self, unique, wait_for, Scope};
 
@@ -97,17 +97,7 @@ async fn the_tree_shows_a_gitsync_its_objects_and_their_references() {
     );
     let c1 = repo.commit("a network, a bucket, an app");
     let gitsyncs: Api<GitSync> = scope.api();
-    gitsyncs
-        .create(
-            &PostParams::default(),
-            &new_gitsync("infra", &repo.url(), json!({})),
-        )
-        .await
-        .unwrap();
-    wait_gitsync(&gitsyncs, "infra", "Ready at c1", WAIT, |g| {
-        ready_at(g, &rev(&c1))
-    })
-    .await;
+    create_ready(&gitsyncs, "infra", &repo.url(), json!({}), &c1).await;
     let vpc = external_name(&scope.api::<Vpc>().get("net").await.unwrap());
     let subnet = external_name(&scope.api::<Subnet>().get("a").await.unwrap());
     let instance = external_name(&scope.api::<Instance>().get("web").await.unwrap());
@@ -232,17 +222,7 @@ async fn tree_watch_redraws_on_change() {
     );
     let c1 = repo.commit("v1");
     let gitsyncs: Api<GitSync> = scope.api();
-    gitsyncs
-        .create(
-            &PostParams::default(),
-            &new_gitsync("apps", &repo.url(), json!({})),
-        )
-        .await
-        .unwrap();
-    wait_gitsync(&gitsyncs, "apps", "Ready at c1", WAIT, |g| {
-        ready_at(g, &rev(&c1))
-    })
-    .await;
+    create_ready(&gitsyncs, "apps", &repo.url(), json!({}), &c1).await;
     // Its output goes to a file the test reads without blocking the
     // runtime (the in-process controller runs on it).
     let out_path = std::env::temp_dir().join(unique("driftless-tree-watch"));
