@@ -126,32 +126,55 @@ pub async fn count(
     Ok((matching, total))
 }
 
-/// Waits until all `expected` objects in `ns` are Ready; prints progress.
-pub async fn wait_ready(
+/// Waits until `expected` objects of the mix in `ns` are Ready, seen
+/// through one watch per kind (no LIST polling competing for the cores).
+pub async fn wait_ready_watched(
     client: &kube::Client,
     ns: &str,
     expected: usize,
     timeout: Duration,
 ) -> anyhow::Result<Duration> {
+    use kube::runtime::watcher::{self, Event};
     let start = Instant::now();
-    let mut last_print = Instant::now();
-    loop {
-        let (ready, _) = count_ready(client, ns).await?;
-        if ready >= expected {
-            return Ok(start.elapsed());
+    let streams = KINDS.map(|kind| {
+        watcher::watcher(api(client, ns, kind), watcher::Config::default())
+            .map(move |e| (kind, e))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut ready: std::collections::HashSet<(&str, String)> = Default::default();
+    let is_ready = |o: &DynamicObject| {
+        o.data["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    };
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    while ready.len() < expected {
+        let next = tokio::select! {
+            e = events.next() => e,
+            _ = &mut deadline => bail!("{} of {expected} objects in {ns} Ready after {timeout:?}", ready.len()),
+        };
+        let Some((kind, event)) = next else {
+            bail!("the watches of {ns} ended");
+        };
+        match event? {
+            Event::Apply(o) | Event::InitApply(o) => {
+                let key = (kind, o.metadata.name.clone().unwrap_or_default());
+                if is_ready(&o) {
+                    ready.insert(key);
+                } else {
+                    ready.remove(&key);
+                }
+            }
+            Event::Delete(o) => {
+                ready.remove(&(kind, o.metadata.name.clone().unwrap_or_default()));
+            }
+            Event::Init | Event::InitDone => {}
         }
-        if start.elapsed() > timeout {
-            bail!("{ready} of {expected} objects in {ns} Ready after {timeout:?}");
-        }
-        if last_print.elapsed() > Duration::from_secs(5) {
-            eprintln!(
-                "bench:   {ready}/{expected} Ready ({:.0?})",
-                start.elapsed()
-            );
-            last_print = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(start.elapsed())
 }
 
 /// Deletes every object of the mix in `ns` and waits until they are gone
