@@ -10,6 +10,7 @@ pub mod notify;
 pub mod passes;
 pub mod process;
 pub mod settings;
+pub mod ui;
 
 use std::sync::Arc;
 

@@ -33,6 +33,7 @@ mod support;
 mod tenancy;
 mod tools;
 mod tree;
+mod ui;
 mod validate;
 mod volume;
 mod webhook;
