@@ -90,7 +90,7 @@ enum Command {
         )]
         allowed_source_prefix: Vec<String>,
         #[command(flatten)]
-        ops: OpsArgs,
+        ops: Box<OpsArgs>,
         #[command(flatten)]
         render: RenderArgs,
     },
@@ -591,7 +591,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 ..Settings::default()
             };
-            controller(settings, ops).await
+            controller(settings, *ops).await
         }
         Command::Validate { paths, render } => {
             Ok(commands::validate(&paths, &render.local()?).await)
@@ -805,10 +805,17 @@ fn ui_config(ops: &OpsArgs) -> anyhow::Result<Option<driftless::ops::ui::Config>
     let Some(addr) = ops.ui_addr else {
         return Ok(None);
     };
-    let token = std::env::var("DRIFTLESS_UI_TOKEN").ok().filter(|t| !t.is_empty());
-    driftless::ops::ui::Config::from_flags(addr, ops.ui_actions, ops.ui_token_file.as_deref(), token)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let token = std::env::var("DRIFTLESS_UI_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    driftless::ops::ui::Config::from_flags(
+        addr,
+        ops.ui_actions,
+        ops.ui_token_file.as_deref(),
+        token,
+    )
+    .map(Some)
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The providers of `--notification-secret`, each Secret checked now: one

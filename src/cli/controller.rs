@@ -53,7 +53,8 @@ pub async fn run(
     // Read-only unless --ui-actions; a standby serves it too.
     if let Some(ui) = config.ui.clone() {
         let addr = ui.addr;
-        if let Err(e) = crate::ops::ui::serve(client.clone(), settings.namespace.clone(), ui).await {
+        if let Err(e) = crate::ops::ui::serve(client.clone(), settings.namespace.clone(), ui).await
+        {
             error!(%addr, error = %e, "cannot serve the dashboard (change --ui-addr)");
             return ExitCode::FAILURE;
         }

@@ -1,6 +1,7 @@
 //! Operations: what every engine uses and none owns. Settings, metrics,
 //! notifications, leader election, the HTTP server and shutdown. Imports
-//! no other engine.
+//! no other engine, but for [`ui`] (the dashboard reads GitSyncs and
+//! `crate::tree`).
 
 pub mod election;
 pub mod http;

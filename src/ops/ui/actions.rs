@@ -133,7 +133,10 @@ pub async fn run(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match api.patch(name, &params, &Patch::Merge(action.patch())).await {
+    match api
+        .patch(name, &params, &Patch::Merge(action.patch()))
+        .await
+    {
         Ok(_) => Ok(action.done()),
         Err(kube::Error::Api(e)) if e.code == 404 => Err((
             StatusCode::NOT_FOUND,

@@ -119,15 +119,28 @@ pub async fn serve(
 
 fn router(ui: Arc<Ui>) -> Router {
     let mut app = Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/", get(index))
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
         .route("/api/state", get(state))
         .route("/api/stream", get(stream));
     if ui.token.is_some() {
         app = app.route("/api/gitsyncs/{namespace}/{name}/{action}", post(act));
     }
     app.layer(middleware::from_fn(guard)).with_state(ui)
+}
+
+/// The page; its stream will want the state, so reading it starts now
+/// (while the browser loads the script and connects).
+async fn index(State(ui): State<Arc<Ui>>) -> Response {
+    ui.hub.prefetch();
+    asset("text/html; charset=utf-8", INDEX)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -148,7 +161,9 @@ async fn stream(State(ui): State<Arc<Ui>>) -> Response {
             .into_response();
     };
     let events = ui.hub.clone().stream(claim).await;
-    Sse::new(events).keep_alive(sse::keep_alive()).into_response()
+    Sse::new(events)
+        .keep_alive(sse::keep_alive())
+        .into_response()
 }
 
 async fn act(
@@ -156,7 +171,10 @@ async fn act(
     UrlPath((namespace, name, action)): UrlPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let token = ui.token.as_ref().expect("the route exists only with a token");
+    let token = ui
+        .token
+        .as_ref()
+        .expect("the route exists only with a token");
     if !token.authorizes(&headers) {
         return (
             StatusCode::UNAUTHORIZED,
@@ -200,9 +218,18 @@ async fn guard(request: Request, next: Next) -> Response {
             .into_response()
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -224,10 +251,21 @@ mod tests {
 
     #[test]
     fn only_ip_addresses_and_localhost_are_served() {
-        for ok in ["127.0.0.1:8090", "localhost:8090", "localhost", "[::1]:8090", "10.0.0.7"] {
+        for ok in [
+            "127.0.0.1:8090",
+            "localhost:8090",
+            "localhost",
+            "[::1]:8090",
+            "10.0.0.7",
+        ] {
             assert!(local_host(ok), "{ok}");
         }
-        for no in ["evil.example:8090", "evil.example", "", "127.0.0.1.evil.example"] {
+        for no in [
+            "evil.example:8090",
+            "evil.example",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
             assert!(!local_host(no), "{no}");
         }
     }
@@ -235,7 +273,10 @@ mod tests {
     #[test]
     fn actions_need_a_token_and_a_token_needs_actions() {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        assert!(Config::from_flags(addr, false, None, None).unwrap().token.is_none());
+        assert!(Config::from_flags(addr, false, None, None)
+            .unwrap()
+            .token
+            .is_none());
         let e = Config::from_flags(addr, true, None, None).unwrap_err();
         assert!(e.contains("--ui-token-file"), "{e}");
         let e = Config::from_flags(addr, false, None, Some("x".repeat(32))).unwrap_err();

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use axum::response::sse::{Event, KeepAlive};
 use futures::Stream;
 use tokio::sync::{broadcast, Notify};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::view;
 
@@ -130,19 +130,33 @@ impl Hub {
         tokio::spawn(async move { hub.refresh(Duration::ZERO).await });
     }
 
+    /// Reads now in the background unless a read is younger than the
+    /// interval (a page is loading: its stream will want the state).
+    pub fn prefetch(self: &Arc<Self>) {
+        let hub = self.clone();
+        tokio::spawn(async move { hub.refresh(hub.interval).await });
+    }
+
     /// Reads the state unless a read is younger than `max_age`, and sends
     /// what changed.
     async fn refresh(&self, max_age: Duration) {
         let _one = self.reading.lock().await;
-        let fresh = self.current.lock().unwrap().read_at.is_some_and(|t| t.elapsed() < max_age);
+        let fresh = self
+            .current
+            .lock()
+            .unwrap()
+            .read_at
+            .is_some_and(|t| t.elapsed() < max_age);
         if fresh {
             return;
         }
         let scope = self.scope.as_deref();
+        let t0 = Instant::now();
         let (gitsyncs, events) = futures::join!(
             view::gitsyncs(&self.client, scope),
             view::events(&self.client, scope)
         );
+        debug!(took = ?t0.elapsed(), "dashboard: state read");
         let mut current = self.current.lock().unwrap();
         current.version += 1;
         let version = current.version;
@@ -204,7 +218,11 @@ impl Hub {
             // Under the lock: no update falls between the snapshot and the
             // subscription.
             let current = self.current.lock().unwrap();
-            (self.tx.subscribe(), snapshot_of(&current, self.actions), current.version)
+            (
+                self.tx.subscribe(),
+                snapshot_of(&current, self.actions),
+                current.version,
+            )
         };
         let state = Client {
             hub: self,

@@ -63,7 +63,10 @@ pub struct EventView {
 
 /// The GitSyncs in `scope` (all namespaces when `None`), sorted by
 /// namespace/name, each with its tree.
-pub async fn gitsyncs(client: &kube::Client, scope: Option<&str>) -> Result<Vec<GitSyncView>, String> {
+pub async fn gitsyncs(
+    client: &kube::Client,
+    scope: Option<&str>,
+) -> Result<Vec<GitSyncView>, String> {
     let api: Api<GitSync> = match scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -174,7 +177,7 @@ pub async fn events(client: &kube::Client, scope: Option<&str>) -> Result<Vec<Ev
         .map_err(|e| format!("listing Events: {e}"))?
         .items;
     let mut timed: Vec<_> = items.into_iter().map(event_view).collect();
-    timed.sort_by(|a, b| b.0.cmp(&a.0));
+    timed.sort_by_key(|t| std::cmp::Reverse(t.0));
     timed.truncate(RECENT_EVENTS);
     Ok(timed.into_iter().map(|(_, v)| v).collect())
 }
@@ -222,10 +225,7 @@ mod tests {
             without_credentials("git@github.example:o/r.git"),
             "git@github.example:o/r.git"
         );
-        assert_eq!(
-            without_credentials("file:///srv/repo"),
-            "file:///srv/repo"
-        );
+        assert_eq!(without_credentials("file:///srv/repo"), "file:///srv/repo");
     }
 
     #[test]
@@ -244,16 +244,35 @@ mod tests {
                                "lastTransitionTime": "2025-01-01T00:00:00Z"})
         };
         assert_eq!(state_of(&gs(serde_json::json!([]))), "Unknown");
-        assert_eq!(state_of(&gs(serde_json::json!([c("Ready", "True", "ReconciliationSucceeded")]))), "Ready");
-        assert_eq!(state_of(&gs(serde_json::json!([c("Ready", "False", "OutOfSync")]))), "OutOfSync");
         assert_eq!(
-            state_of(&gs(serde_json::json!([c("Ready", "False", "DependencyNotReady"), c("Stalled", "True", "DependencyNotReady")]))),
+            state_of(&gs(serde_json::json!([c(
+                "Ready",
+                "True",
+                "ReconciliationSucceeded"
+            )]))),
+            "Ready"
+        );
+        assert_eq!(
+            state_of(&gs(serde_json::json!([c("Ready", "False", "OutOfSync")]))),
+            "OutOfSync"
+        );
+        assert_eq!(
+            state_of(&gs(serde_json::json!([
+                c("Ready", "False", "DependencyNotReady"),
+                c("Stalled", "True", "DependencyNotReady")
+            ]))),
             "Stalled"
         );
         assert_eq!(
-            state_of(&gs(serde_json::json!([c("Ready", "False", "Progressing"), c("Reconciling", "True", "Progressing")]))),
+            state_of(&gs(serde_json::json!([
+                c("Ready", "False", "Progressing"),
+                c("Reconciling", "True", "Progressing")
+            ]))),
             "Progressing"
         );
-        assert_eq!(state_of(&gs(serde_json::json!([c("Ready", "False", "ApplyFailed")]))), "Failed");
+        assert_eq!(
+            state_of(&gs(serde_json::json!([c("Ready", "False", "ApplyFailed")]))),
+            "Failed"
+        );
     }
 }

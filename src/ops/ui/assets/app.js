@@ -212,6 +212,7 @@ function connect() {
   const es = new EventSource('/api/stream');
   const on = (name, f) => es.addEventListener(name, (e) => { f(JSON.parse(e.data)); schedule(); });
   on('snapshot', (s) => {
+    if (!state.firstRendered) performance.mark('driftless-snapshot');
     state.actions = s.actions;
     state.gitsyncs = new Map(s.gitsyncs.map((g) => [keyOf(g), g]));
     state.events = s.events;
