@@ -96,7 +96,7 @@ enum Command {
         )]
         allowed_source_prefix: Vec<String>,
         #[command(flatten)]
-        ops: OpsArgs,
+        ops: Box<OpsArgs>,
         #[command(flatten)]
         render: RenderArgs,
     },
@@ -334,6 +334,17 @@ struct OpsArgs {
         value_delimiter = ','
     )]
     notification_secret: Vec<String>,
+    /// Serve the web dashboard here (off by default; keep it on loopback and
+    /// reach it with `kubectl port-forward`). Read-only unless --ui-actions.
+    #[arg(long, env = "DRIFTLESS_UI_ADDR")]
+    ui_addr: Option<std::net::SocketAddr>,
+    /// Offer "sync now" and suspend/resume on the dashboard, to requests
+    /// carrying the token of --ui-token-file (or DRIFTLESS_UI_TOKEN).
+    #[arg(long, env = "DRIFTLESS_UI_ACTIONS", requires = "ui_addr")]
+    ui_actions: bool,
+    /// A file holding the dashboard's action token (at least 16 characters).
+    #[arg(long, env = "DRIFTLESS_UI_TOKEN_FILE", requires = "ui_actions")]
+    ui_token_file: Option<PathBuf>,
 }
 
 /// How long one cloud call may take (the controller and push mode alike).
@@ -588,7 +599,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 shard,
                 ..Settings::default()
             };
-            controller(settings, ops).await
+            controller(settings, *ops).await
         }
         Command::Validate { paths, render } => {
             Ok(commands::validate(&paths, &render.local()?).await)
@@ -791,8 +802,28 @@ async fn controller(settings: Settings, ops: OpsArgs) -> anyhow::Result<ExitCode
         metrics_addr: ops.metrics_addr,
         lease: lease(&ops, settings.shard.as_deref()),
         shutdown_timeout: ops.shutdown_timeout,
+        ui: ui_config(&ops)?,
     };
     Ok(driftless::cli::controller::run(client, settings, shared, config).await)
+}
+
+/// The dashboard of `--ui-addr`, if asked for; a token without
+/// `--ui-actions`, or the reverse, stops the controller with the reason.
+fn ui_config(ops: &OpsArgs) -> anyhow::Result<Option<driftless::ops::ui::Config>> {
+    let Some(addr) = ops.ui_addr else {
+        return Ok(None);
+    };
+    let token = std::env::var("DRIFTLESS_UI_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    driftless::ops::ui::Config::from_flags(
+        addr,
+        ops.ui_actions,
+        ops.ui_token_file.as_deref(),
+        token,
+    )
+    .map(Some)
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The providers of `--notification-secret`, each Secret checked now: one

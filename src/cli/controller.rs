@@ -27,6 +27,8 @@ pub struct ManagerConfig {
     pub lease: Option<LeaseConfig>,
     /// After SIGTERM, how long reconciles in flight may finish.
     pub shutdown_timeout: Duration,
+    /// The web dashboard (`--ui-addr`), off when `None`.
+    pub ui: Option<crate::ops::ui::Config>,
 }
 
 pub async fn run(
@@ -47,6 +49,15 @@ pub async fn run(
     {
         error!(addr = %config.http_addr, error = %e, "cannot serve HTTP (change --http-addr / --metrics-addr)");
         return ExitCode::FAILURE;
+    }
+    // Read-only unless --ui-actions; a standby serves it too.
+    if let Some(ui) = config.ui.clone() {
+        let addr = ui.addr;
+        if let Err(e) = crate::ops::ui::serve(client.clone(), settings.namespace.clone(), ui).await
+        {
+            error!(%addr, error = %e, "cannot serve the dashboard (change --ui-addr)");
+            return ExitCode::FAILURE;
+        }
     }
     // A standby replica is ready: it serves metrics and webhooks, and takes
     // over the moment the leader goes.

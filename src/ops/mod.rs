@@ -1,6 +1,7 @@
 //! Operations: what every engine uses and none owns. Settings, metrics,
 //! notifications, leader election, the HTTP server and shutdown. Imports
-//! no other engine.
+//! no other engine, but for [`ui`] (the dashboard reads GitSyncs and
+//! `crate::tree`).
 
 pub mod election;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod notify;
 pub mod passes;
 pub mod process;
 pub mod settings;
+pub mod ui;
 
 use std::sync::Arc;
 

@@ -34,6 +34,7 @@ mod support;
 mod tenancy;
 mod tools;
 mod tree;
+mod ui;
 mod validate;
 mod volume;
 mod webhook;

@@ -596,6 +596,23 @@ spec:
     })
     .await;
 
+    // The dashboard (--ui-addr) reads GitSyncs, their trees and Events.
+    let ui = driftless::ops::ui::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        interval: driftless::ops::ui::DEFAULT_INTERVAL,
+    };
+    let ui = driftless::ops::ui::serve(client.clone(), Some(ns.clone()), ui)
+        .await
+        .unwrap();
+    let (status, state) =
+        crate::support::http_request(ui, "GET", "/api/state", &[("host", "127.0.0.1")], b"");
+    assert_eq!(status, 200, "{state}");
+    assert!(
+        state.contains("\"name\":\"rbac\"") && state.contains("\"events\":[{"),
+        "{state}"
+    );
+
     // Leader election, as the controller process does it: in its own
     // namespace, the only one where deploy/base/rbac.yaml grants Leases.
     let elector = driftless::ops::leader::Elector::new(

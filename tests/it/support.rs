@@ -688,9 +688,12 @@ pub fn http_request(
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nhost: test\r\ncontent-length: {}\r\n",
+        "{method} {path} HTTP/1.0\r\ncontent-length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("host: test\r\n");
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
