@@ -523,6 +523,10 @@ async fn a_thousand_objects_render_and_the_first_render_is_reported() {
         "first render with {N} objects, navigation start to the painted tree: {} on the first load (the cluster read included), then {} and {}",
         shown[0], shown[1], shown[2]
     );
-    let goal = if figures[0].0 <= 1000.0 { "met" } else { "missed" };
+    let goal = if figures[0].0 <= 1000.0 {
+        "met"
+    } else {
+        "missed"
+    };
     eprintln!("first render goal (<= 1000 ms): {goal}");
 }
