@@ -1067,7 +1067,10 @@ fn assert_one_check_per_observation(scope: &Scope, gets: &[&str], calls: &Window
     assert_eq!(calls.heads, 0, "a full observation while idle: {all:?}");
     assert_eq!(calls.total, calls.gets.iter().sum::<u64>(), "{all:?}");
     for (get, made) in gets.iter().zip(&calls.gets) {
-        assert!(*made >= n as u64, "{get}: {made} calls for {n} buckets: {all:?}");
+        assert!(
+            *made >= n as u64,
+            "{get}: {made} calls for {n} buckets: {all:?}"
+        );
     }
 }
 
@@ -1143,13 +1146,21 @@ impl Drift {
                 });
                 let tagging = Tagging::builder().set_tag_set(Some(tags.collect()));
                 let req = s3.put_bucket_tagging().bucket(name);
-                req.tagging(tagging.build().unwrap()).send().await.map(drop).map_err(failed)
+                req.tagging(tagging.build().unwrap())
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
             }
             Drift::Versioning => {
                 let suspended = BucketVersioningStatus::Suspended;
                 let conf = VersioningConfiguration::builder().status(suspended).build();
                 let req = s3.put_bucket_versioning().bucket(name);
-                req.versioning_configuration(conf).send().await.map(drop).map_err(failed)
+                req.versioning_configuration(conf)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
             }
             Drift::PublicAccessBlock => {
                 let req = s3.delete_public_access_block().bucket(name);
@@ -1173,14 +1184,24 @@ impl Drift {
                     "Effect": "Allow", "Principal": "*", "Action": "s3:*",
                     "Resource": format!("arn:aws:s3:::{name}/*")}]});
                 let req = s3.put_bucket_policy().bucket(name);
-                req.policy(hijacked.to_string()).send().await.map(drop).map_err(failed)
+                req.policy(hijacked.to_string())
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
             }
             Drift::Lifecycle => {
                 let req = s3.put_bucket_lifecycle_configuration().bucket(name);
                 let req = req.lifecycle_configuration(intruding_lifecycle());
                 req.send().await.map(drop).map_err(failed)
             }
-            Drift::Cors => s3.delete_bucket_cors().bucket(name).send().await.map(drop).map_err(failed),
+            Drift::Cors => s3
+                .delete_bucket_cors()
+                .bucket(name)
+                .send()
+                .await
+                .map(drop)
+                .map_err(failed),
             Drift::Ownership => {
                 let rule = OwnershipControlsRule::builder()
                     .object_ownership(ObjectOwnership::ObjectWriter)
@@ -1188,7 +1209,11 @@ impl Drift {
                     .unwrap();
                 let controls = OwnershipControls::builder().rules(rule).build().unwrap();
                 let req = s3.put_bucket_ownership_controls().bucket(name);
-                req.ownership_controls(controls).send().await.map(drop).map_err(failed)
+                req.ownership_controls(controls)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
             }
         }
         .unwrap_or_else(|e| panic!("{self:?} drift on {name}: {e}"));
@@ -1213,7 +1238,10 @@ impl Drift {
                 let out = s3.get_bucket_encryption().bucket(name).send().await;
                 let algorithm = out.ok().and_then(|o| {
                     let conf = o.server_side_encryption_configuration()?;
-                    let rule = conf.rules().first()?.apply_server_side_encryption_by_default()?;
+                    let rule = conf
+                        .rules()
+                        .first()?
+                        .apply_server_side_encryption_by_default()?;
                     Some(rule.sse_algorithm().as_str().to_string())
                 });
                 algorithm.as_deref() == Some("AES256")
@@ -1254,7 +1282,10 @@ async fn corrected_after(scope: &Scope, s3: &aws_sdk_s3::Client, drift: Drift, n
         drift.corrected(s3, name).await.then_some(())
     })
     .await;
-    eprintln!("{drift:?} drift corrected after {took} passes, {:?}", at.elapsed());
+    eprintln!(
+        "{drift:?} drift corrected after {took} passes, {:?}",
+        at.elapsed()
+    );
     took
 }
 
@@ -1276,10 +1307,9 @@ async fn each_drift_is_corrected_within_as_many_polls_as_the_bucket_has_checks()
     settle(&scope, &names).await;
 
     let drifts = Drift::ALL.iter().zip(&names);
-    let took = futures::future::join_all(
-        drifts.map(|(drift, n)| corrected_after(&scope, &s3, *drift, n)),
-    )
-    .await;
+    let took =
+        futures::future::join_all(drifts.map(|(drift, n)| corrected_after(&scope, &s3, *drift, n)))
+            .await;
     for ((drift, n), passes) in Drift::ALL.iter().zip(&names).zip(took) {
         assert!(
             passes <= EVERY_SETTING_CHECKS + 1,
@@ -1308,7 +1338,10 @@ async fn each_drift_is_corrected_within_as_many_polls_as_the_bucket_has_checks()
     assert!(took <= 2, "bucket {gone} made again after {took} passes");
     crate::ec2::wait_synced(&api, gone).await;
     for drift in Drift::ALL {
-        assert!(drift.corrected(&s3, gone).await, "{drift:?} of the remade {gone}");
+        assert!(
+            drift.corrected(&s3, gone).await,
+            "{drift:?} of the remade {gone}"
+        );
     }
     for n in &names {
         api.delete(n, &DeleteParams::default()).await.unwrap();

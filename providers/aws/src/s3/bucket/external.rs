@@ -18,19 +18,19 @@ impl External<Bucket> for BucketClient {
     /// One call in steady state, a full read when due (see `rotation.rs`).
     async fn observe(&self, t: &Target<'_, Bucket>) -> Result<Observation<Bucket>, CloudError> {
         let name = bucket_name(t);
-        let observed = match self.checks.due(&name, t) {
+        let observed = match self.checks.due(t, &name) {
             Due::Full => self.observe_fully(t, &name).await,
             Due::One { field, region } => self.observe_one(t, &name, field, &region).await,
         };
         if !observed.as_ref().is_ok_and(|o| o.exists) {
-            self.checks.forget(&name);
+            self.checks.forget(t, &name);
         }
         observed
     }
 
     async fn create(&self, t: &Target<'_, Bucket>) -> Result<Created, CloudError> {
         let name = bucket_name(t);
-        self.checks.forget(&name);
+        self.checks.forget(t, &name);
         let mut req = self.s3.create_bucket().bucket(&name);
         // us-east-1 is the one region that must not be named.
         if self.region != "us-east-1" {
@@ -65,7 +65,7 @@ impl External<Bucket> for BucketClient {
         observed: &Observation<Bucket>,
     ) -> Result<(), CloudError> {
         // Whatever the outcome, the next observation reads everything.
-        self.checks.forget(&bucket_name(t));
+        self.checks.forget(t, &bucket_name(t));
         let fields = observed.diff.iter().map(|d| d.field);
         for field in fields.clone().filter(|f| *f != BucketField::Tags) {
             self.put_setting(t, field).await?;
@@ -78,7 +78,7 @@ impl External<Bucket> for BucketClient {
 
     async fn delete(&self, t: &Target<'_, Bucket>) -> Result<Deletion, CloudError> {
         let name = bucket_name(t);
-        self.checks.forget(&name);
+        self.checks.forget(t, &name);
         if t.spec.force_destroy {
             match self.empty(&name).await {
                 Err(e) if e.code == "NoSuchBucket" => return Ok(Deletion::Done),
@@ -161,7 +161,7 @@ impl BucketClient {
         // Single checks follow only a bucket in sync: a drift that is not
         // written (observe-only, an immutable field) is read in full again.
         if diff.is_empty() {
-            self.checks.observed_fully(name, t, &region);
+            self.checks.observed_fully(t, name, &region);
         }
         Ok(self.found(name, &region, diff))
     }

@@ -27,7 +27,9 @@ use super::tags::desired_tags;
 use super::{Bucket, BucketField};
 
 /// What the last full observation of each bucket found, per ProviderConfig
-/// (kept across session re-reads, like the EC2 snapshots), by bucket name.
+/// (kept across session re-reads, like the EC2 snapshots), by owner and
+/// bucket name: another object claiming the same bucket (and refused) does
+/// not disturb the owner's entry.
 #[derive(Debug, Default)]
 pub struct BucketChecks {
     seen: Mutex<HashMap<String, Seen>>,
@@ -48,14 +50,18 @@ pub(super) enum Due {
     Full,
     /// One check, `field` (`Tags` or a setting the spec sets), of a bucket
     /// known to be in `region`.
-    One { field: BucketField, region: String },
+    One {
+        field: BucketField,
+        region: String,
+    },
 }
 
 impl BucketChecks {
     /// The check due for bucket `name` of `t`, counted as made.
-    pub(super) fn due(&self, name: &str, t: &Target<'_, Bucket>) -> Due {
+    pub(super) fn due(&self, t: &Target<'_, Bucket>, name: &str) -> Due {
         let mut seen = self.seen.lock().expect("bucket checks poisoned");
-        let Some(s) = seen.get_mut(name).filter(|s| s.target == fingerprint(t)) else {
+        let entry = seen.get_mut(&key(t, name));
+        let Some(s) = entry.filter(|s| s.target == fingerprint(t)) else {
             return Due::Full;
         };
         let checks = checks(t);
@@ -69,23 +75,27 @@ impl BucketChecks {
 
     /// A full observation of `t` found bucket `name` in `region`, in sync
     /// or about to be written (a write forgets it again).
-    pub(super) fn observed_fully(&self, name: &str, t: &Target<'_, Bucket>, region: &str) {
+    pub(super) fn observed_fully(&self, t: &Target<'_, Bucket>, name: &str, region: &str) {
         let seen = Seen {
             target: fingerprint(t),
             region: region.to_string(),
             made: 0,
         };
         let mut all = self.seen.lock().expect("bucket checks poisoned");
-        all.insert(name.to_string(), seen);
+        all.insert(key(t, name), seen);
     }
 
     /// The next observation of `name` is a full one.
-    pub(super) fn forget(&self, name: &str) {
+    pub(super) fn forget(&self, t: &Target<'_, Bucket>, name: &str) {
         self.seen
             .lock()
             .expect("bucket checks poisoned")
-            .remove(name);
+            .remove(&key(t, name));
     }
+}
+
+fn key(t: &Target<'_, Bucket>, name: &str) -> String {
+    format!("{} {name}", t.identity.owner())
 }
 
 /// The checks of `t`'s bucket, in the order they are made: the tags (which
@@ -108,4 +118,85 @@ fn fingerprint(t: &Target<'_, Bucket>) -> u64 {
     t.external_name.hash(&mut h);
     t.create_pending.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use driftless_provider::Identity;
+
+    use super::*;
+    use crate::s3::bucket::{BucketParameters, Versioning};
+
+    fn identity() -> Identity {
+        Identity {
+            kind: "Bucket".into(),
+            namespace: "web".into(),
+            name: "logs".into(),
+            stack: None,
+            orphan_on_prune: false,
+        }
+    }
+
+    fn target<'a>(
+        identity: &'a Identity,
+        spec: &'a BucketParameters,
+        resolved: &'a BTreeMap<String, String>,
+    ) -> Target<'a, Bucket> {
+        Target {
+            identity,
+            external_name: Some("logs"),
+            create_pending: false,
+            spec,
+            resolved,
+        }
+    }
+
+    /// Full first; after it, the tags then each set setting, round and
+    /// round; a spec change or a write makes the next one full again.
+    #[test]
+    fn checks_go_round_after_a_full_observation() {
+        let (id, resolved) = (identity(), BTreeMap::new());
+        let spec = BucketParameters {
+            versioning: Some(Versioning::Enabled),
+            cors: Some(Vec::new()),
+            ..BucketParameters::default()
+        };
+        let t = target(&id, &spec, &resolved);
+        let checks = BucketChecks::default();
+        assert_eq!(checks.due(&t, "logs"), Due::Full);
+        checks.observed_fully(&t, "logs", "eu-west-1");
+        let one = |field| Due::One {
+            field,
+            region: "eu-west-1".into(),
+        };
+        for field in [
+            BucketField::Tags,
+            BucketField::Versioning,
+            BucketField::Cors,
+            BucketField::Tags,
+        ] {
+            assert_eq!(checks.due(&t, "logs"), one(field));
+        }
+
+        let changed = BucketParameters {
+            versioning: Some(Versioning::Suspended),
+            ..spec.clone()
+        };
+        assert_eq!(
+            checks.due(&target(&id, &changed, &resolved), "logs"),
+            Due::Full
+        );
+        checks.forget(&t, "logs");
+        assert_eq!(checks.due(&t, "logs"), Due::Full);
+    }
+
+    /// Without settings, every check reads the tags.
+    #[test]
+    fn a_bucket_without_settings_checks_its_tags_every_time() {
+        let (id, resolved, spec) = (identity(), BTreeMap::new(), BucketParameters::default());
+        let t = target(&id, &spec, &resolved);
+        assert_eq!(checks(&t), [BucketField::Tags]);
+    }
 }
