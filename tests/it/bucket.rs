@@ -974,11 +974,14 @@ fn intruding_lifecycle() -> aws_sdk_s3::types::BucketLifecycleConfiguration {
         .unwrap()
 }
 
-/// S3 has no batch read of bucket settings: every observation is HeadBucket
-/// and GetBucketTagging, plus one Get per setting the spec sets.
+/// The idle cost of 50 buckets: one call per bucket per poll, with the
+/// tags only and with four settings besides. S3 has no batch read of a
+/// bucket's tags or settings, so each observation makes one of the bucket's
+/// checks in turn (see `providers/aws/src/s3/bucket/rotation.rs`): no
+/// HeadBucket while idle, and every check made for every bucket.
 #[tokio::test]
-async fn idle_bucket_costs_two_calls_plus_one_per_set_setting() {
-    const N: usize = 5;
+async fn idle_buckets_cost_one_call_per_bucket_per_poll() {
+    const N: usize = 50;
     let mut scope = Scope::new("bucket-idle").await;
     scope.start_controller(POLL);
     let api: Api<Bucket> = scope.api();
@@ -993,17 +996,18 @@ async fn idle_bucket_costs_two_calls_plus_one_per_set_setting() {
         );
         api.create(&PostParams::default(), &b).await.unwrap();
     }
-    for n in &names {
-        crate::ec2::wait_synced(&api, n).await;
-    }
-    let (plain, calls) = idle_calls(&scope, &names, &[]).await;
+    settle(&scope, &names).await;
+    let tags_only = ["GetBucketTagging"];
+    let (plain, calls) = idle_calls(&scope, &names, &tags_only).await;
     eprintln!(
-        "{N} plain buckets over {} idle polls: {} S3 calls, {:.2} per bucket per poll",
+        "{N} buckets with tags only over {} idle polls: {} S3 calls, {:.3} per bucket per poll",
         plain.polls,
         plain.total,
         plain.per_resource(N)
     );
-    assert_eq!(calls.total, 2 * calls.heads, "{:?}", scope.calls.snapshot());
+    // Exactly: the figure above counts passes against a window whose edges
+    // may cut a pass between its call and its end.
+    assert_one_check_per_observation(&scope, &tags_only, &calls, N);
 
     for n in &names {
         let settings = json!({"spec": {"forProvider": {
@@ -1013,27 +1017,22 @@ async fn idle_bucket_costs_two_calls_plus_one_per_set_setting() {
             .await
             .unwrap();
     }
-    for n in &names {
-        crate::ec2::wait_synced(&api, n).await;
-    }
-    let gets = [
+    settle(&scope, &names).await;
+    let checks = [
+        "GetBucketTagging",
         "GetBucketPolicy",
         "GetBucketLifecycleConfiguration",
         "GetBucketCors",
         "GetBucketOwnershipControls",
     ];
-    let (full, calls) = idle_calls(&scope, &names, &gets).await;
+    let (full, calls) = idle_calls(&scope, &names, &checks).await;
     eprintln!(
-        "{N} buckets with policy, lifecycleRules, cors and ownershipControls over {} idle polls: {} S3 calls, {:.2} per bucket per poll",
+        "{N} buckets with tags, policy, lifecycleRules, cors and ownershipControls over {} idle polls: {} S3 calls, {:.3} per bucket per poll",
         full.polls,
         full.total,
         full.per_resource(N)
     );
-    // Each set setting: exactly one Get per observation, nothing else.
-    for (get, n) in gets.iter().zip(&calls.gets) {
-        assert_eq!(*n, calls.heads, "{get}: {:?}", scope.calls.snapshot());
-    }
-    assert_eq!(calls.total, 6 * calls.heads, "{:?}", scope.calls.snapshot());
+    assert_one_check_per_observation(&scope, &checks, &calls, N);
     for n in &names {
         api.delete(n, &DeleteParams::default()).await.unwrap();
     }
@@ -1042,12 +1041,324 @@ async fn idle_bucket_costs_two_calls_plus_one_per_set_setting() {
     }
 }
 
-/// Calls over an idle window: HeadBucket (one per observation), each of
-/// `gets`, and all.
+/// Every bucket Synced, and the full re-read after its last write done: from
+/// here on its observations are single checks.
+async fn settle(scope: &Scope, names: &[String]) {
+    let api: Api<Bucket> = scope.api();
+    for n in names {
+        crate::ec2::wait_synced(&api, n).await;
+    }
+    for n in names {
+        wait_more_passes(scope, n, 2).await;
+    }
+}
+
+/// Over an idle window: exactly one call per observation (one per bucket
+/// per poll), no full observation (HeadBucket), only the checks' calls, and
+/// each check made for every one of the `n` buckets (each had more
+/// observations in the window than it has checks).
+fn assert_one_check_per_observation(scope: &Scope, gets: &[&str], calls: &WindowCalls, n: usize) {
+    let all = scope.calls.snapshot();
+    eprintln!(
+        "  exactly counted: {} S3 calls in {} observations",
+        calls.total, calls.observations
+    );
+    assert_eq!(calls.total, calls.observations, "{all:?}");
+    assert_eq!(calls.heads, 0, "a full observation while idle: {all:?}");
+    assert_eq!(calls.total, calls.gets.iter().sum::<u64>(), "{all:?}");
+    for (get, made) in gets.iter().zip(&calls.gets) {
+        assert!(
+            *made >= n as u64,
+            "{get}: {made} calls for {n} buckets: {all:?}"
+        );
+    }
+}
+
+// ---- how fast drift is corrected ----
+
+/// A bucket with every setting set has 8 checks: its tags and 7 settings.
+const EVERY_SETTING_CHECKS: u64 = 8;
+
+fn every_setting(name: &str) -> Value {
+    json!({
+        "tags": {"team": "storage"},
+        "versioning": "Enabled",
+        "publicAccessBlock": {"blockPublicAcls": true, "ignorePublicAcls": true},
+        "serverSideEncryption": {"algorithm": "AES256"},
+        "policy": read_only_policy(name),
+        "lifecycleRules": lifecycle_rules(),
+        "cors": cors_rules(),
+        "ownershipControls": "BucketOwnerPreferred",
+        "forceDestroy": true,
+    })
+}
+
+/// One kind of out-of-band change to a bucket of [`every_setting`].
+#[derive(Clone, Copy, Debug)]
+enum Drift {
+    Tags,
+    Versioning,
+    PublicAccessBlock,
+    Encryption,
+    Policy,
+    Lifecycle,
+    Cors,
+    Ownership,
+}
+
+impl Drift {
+    const ALL: [Drift; 8] = [
+        Drift::Tags,
+        Drift::Versioning,
+        Drift::PublicAccessBlock,
+        Drift::Encryption,
+        Drift::Policy,
+        Drift::Lifecycle,
+        Drift::Cors,
+        Drift::Ownership,
+    ];
+
+    /// The one call that puts it back (and no other correction makes).
+    fn correction(self) -> &'static str {
+        match self {
+            Drift::Tags => "PutBucketTagging",
+            Drift::Versioning => "PutBucketVersioning",
+            Drift::PublicAccessBlock => "PutPublicAccessBlock",
+            Drift::Encryption => "PutBucketEncryption",
+            Drift::Policy => "PutBucketPolicy",
+            Drift::Lifecycle => "PutBucketLifecycleConfiguration",
+            Drift::Cors => "PutBucketCors",
+            Drift::Ownership => "PutBucketOwnershipControls",
+        }
+    }
+
+    async fn make(self, s3: &aws_sdk_s3::Client, name: &str) {
+        use aws_sdk_s3::types::{
+            ObjectOwnership, OwnershipControls, OwnershipControlsRule, ServerSideEncryption,
+            ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+            ServerSideEncryptionRule,
+        };
+        match self {
+            Drift::Tags => {
+                let tags = s3_tags(s3, name).await.into_iter().map(|(k, v)| {
+                    let v = if k == "team" { "hijacked".into() } else { v };
+                    Tag::builder().key(k).value(v).build().unwrap()
+                });
+                let tagging = Tagging::builder().set_tag_set(Some(tags.collect()));
+                let req = s3.put_bucket_tagging().bucket(name);
+                req.tagging(tagging.build().unwrap())
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
+            }
+            Drift::Versioning => {
+                let suspended = BucketVersioningStatus::Suspended;
+                let conf = VersioningConfiguration::builder().status(suspended).build();
+                let req = s3.put_bucket_versioning().bucket(name);
+                req.versioning_configuration(conf)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
+            }
+            Drift::PublicAccessBlock => {
+                let req = s3.delete_public_access_block().bucket(name);
+                req.send().await.map(drop).map_err(failed)
+            }
+            Drift::Encryption => {
+                let kms = ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::AwsKms)
+                    .build()
+                    .unwrap();
+                let rule = ServerSideEncryptionRule::builder()
+                    .apply_server_side_encryption_by_default(kms)
+                    .build();
+                let conf = ServerSideEncryptionConfiguration::builder().rules(rule);
+                let req = s3.put_bucket_encryption().bucket(name);
+                let req = req.server_side_encryption_configuration(conf.build().unwrap());
+                req.send().await.map(drop).map_err(failed)
+            }
+            Drift::Policy => {
+                let hijacked = json!({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": "*", "Action": "s3:*",
+                    "Resource": format!("arn:aws:s3:::{name}/*")}]});
+                let req = s3.put_bucket_policy().bucket(name);
+                req.policy(hijacked.to_string())
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
+            }
+            Drift::Lifecycle => {
+                let req = s3.put_bucket_lifecycle_configuration().bucket(name);
+                let req = req.lifecycle_configuration(intruding_lifecycle());
+                req.send().await.map(drop).map_err(failed)
+            }
+            Drift::Cors => s3
+                .delete_bucket_cors()
+                .bucket(name)
+                .send()
+                .await
+                .map(drop)
+                .map_err(failed),
+            Drift::Ownership => {
+                let rule = OwnershipControlsRule::builder()
+                    .object_ownership(ObjectOwnership::ObjectWriter)
+                    .build()
+                    .unwrap();
+                let controls = OwnershipControls::builder().rules(rule).build().unwrap();
+                let req = s3.put_bucket_ownership_controls().bucket(name);
+                req.ownership_controls(controls)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(failed)
+            }
+        }
+        .unwrap_or_else(|e| panic!("{self:?} drift on {name}: {e}"));
+    }
+
+    /// S3 has the spec's value again.
+    async fn corrected(self, s3: &aws_sdk_s3::Client, name: &str) -> bool {
+        match self {
+            Drift::Tags => s3_tags(s3, name)
+                .await
+                .contains(&("team".into(), "storage".into())),
+            Drift::Versioning => {
+                s3_versioning(s3, name).await == Some(BucketVersioningStatus::Enabled)
+            }
+            Drift::PublicAccessBlock => {
+                let out = s3.get_public_access_block().bucket(name).send().await;
+                out.ok()
+                    .and_then(|o| o.public_access_block_configuration().cloned())
+                    .is_some_and(|c| c.block_public_acls() == Some(true))
+            }
+            Drift::Encryption => {
+                let out = s3.get_bucket_encryption().bucket(name).send().await;
+                let algorithm = out.ok().and_then(|o| {
+                    let conf = o.server_side_encryption_configuration()?;
+                    let rule = conf
+                        .rules()
+                        .first()?
+                        .apply_server_side_encryption_by_default()?;
+                    Some(rule.sse_algorithm().as_str().to_string())
+                });
+                algorithm.as_deref() == Some("AES256")
+            }
+            Drift::Policy => s3_policy(s3, name)
+                .await
+                .is_some_and(|p| same_policy(&p, &read_only_policy(name))),
+            Drift::Lifecycle => s3_lifecycle(s3, name).await == expected_lifecycle(),
+            Drift::Cors => s3.get_bucket_cors().bucket(name).send().await.is_ok(),
+            Drift::Ownership => {
+                s3_ownership(s3, name).await.as_deref() == Some("BucketOwnerPreferred")
+            }
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Debug) -> String {
+    format!("{e:?}")
+}
+
+/// Makes `drift` on bucket `name` and waits for its correction call.
+/// Returns the bucket's reconcile passes finished from the drift to that
+/// call: the pass under way may have read before the drift, then the next
+/// [`EVERY_SETTING_CHECKS`] observations make each check once.
+async fn corrected_after(scope: &Scope, s3: &aws_sdk_s3::Client, drift: Drift, name: &str) -> u64 {
+    let put = drift.correction();
+    let puts = scope.calls.operation_total(put);
+    drift.make(s3, name).await;
+    let (passes, at) = (scope.passes("Bucket", name), std::time::Instant::now());
+    let what = format!("{put} correcting {drift:?} drift on {name}");
+    wait_for(&what, WAIT, || async {
+        (scope.calls.operation_total(put) > puts).then_some(())
+    })
+    .await;
+    let took = scope.passes("Bucket", name) - passes;
+    let what = format!("{drift:?} drift on {name} corrected in S3");
+    wait_for(&what, WAIT, || async move {
+        drift.corrected(s3, name).await.then_some(())
+    })
+    .await;
+    eprintln!(
+        "{drift:?} drift corrected after {took} passes, {:?}",
+        at.elapsed()
+    );
+    took
+}
+
+/// Each kind of drift, made at once on eight buckets that have every
+/// setting, is put back within as many polls as the bucket has checks (8),
+/// with a DriftCorrected Event; a bucket deleted out of band is made again,
+/// with its settings, at the next poll.
+#[tokio::test]
+async fn each_drift_is_corrected_within_as_many_polls_as_the_bucket_has_checks() {
+    let mut scope = Scope::new("bucket-drift").await;
+    scope.start_controller(POLL);
+    let api: Api<Bucket> = scope.api();
+    let s3 = support::s3().await;
+    let names: Vec<String> = Drift::ALL.iter().map(|_| unique("dl-drift")).collect();
+    for n in &names {
+        let b = bucket(&scope, n, every_setting(n), json!({}), json!({}));
+        api.create(&PostParams::default(), &b).await.unwrap();
+    }
+    settle(&scope, &names).await;
+
+    let drifts = Drift::ALL.iter().zip(&names);
+    let took =
+        futures::future::join_all(drifts.map(|(drift, n)| corrected_after(&scope, &s3, *drift, n)))
+            .await;
+    for ((drift, n), passes) in Drift::ALL.iter().zip(&names).zip(took) {
+        assert!(
+            passes <= EVERY_SETTING_CHECKS + 1,
+            "{drift:?} drift on {n} corrected after {passes} passes"
+        );
+        wait_for("DriftCorrected event", WAIT, || async {
+            event_reasons(&scope, n)
+                .await
+                .contains(&"DriftCorrected".to_string())
+                .then_some(())
+        })
+        .await;
+    }
+
+    // Deleted out of band: the next observation's one call finds it gone.
+    let gone = &names[0];
+    settle(&scope, std::slice::from_ref(gone)).await;
+    let creates = scope.calls.operation_total("CreateBucket");
+    s3.delete_bucket().bucket(gone).send().await.unwrap();
+    let passes = scope.passes("Bucket", gone);
+    wait_for("the deleted bucket made again", WAIT, || async {
+        (scope.calls.operation_total("CreateBucket") > creates).then_some(())
+    })
+    .await;
+    let took = scope.passes("Bucket", gone) - passes;
+    assert!(took <= 2, "bucket {gone} made again after {took} passes");
+    crate::ec2::wait_synced(&api, gone).await;
+    for drift in Drift::ALL {
+        assert!(
+            drift.corrected(&s3, gone).await,
+            "{drift:?} of the remade {gone}"
+        );
+    }
+    for n in &names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    for n in &names {
+        crate::ec2::wait_gone(&api, n).await;
+    }
+}
+
+/// Calls over an idle window: HeadBucket (one per full observation), each
+/// of `gets`, and all.
 struct WindowCalls {
     heads: u64,
     gets: Vec<u64>,
     total: u64,
+    /// Passes of the buckets that observed (the final paused ones aside).
+    observations: u64,
 }
 
 /// Pauses (or resumes) every bucket. Pausing waits until each says so in
@@ -1089,10 +1400,11 @@ async fn idle_calls(
             .map(|g| scope.calls.operation_total(g))
             .collect(),
         total: scope.calls.total(),
+        observations: names.iter().map(|n| scope.passes("Bucket", n)).sum(),
     };
     let before = count(scope);
     set_paused(scope, names, false).await;
-    let idle = crate::ec2::IdleCalls::measure(scope, "Bucket", names, "HeadBucket", 3).await;
+    let idle = crate::ec2::IdleCalls::measure(scope, "Bucket", names, gets[0], 5).await;
     set_paused(scope, names, true).await;
     let after = count(scope);
     set_paused(scope, names, false).await;
@@ -1105,6 +1417,8 @@ async fn idle_calls(
             .map(|(a, b)| a - b)
             .collect(),
         total: after.total - before.total,
+        // Each bucket's last pass in the window is its paused one.
+        observations: after.observations - before.observations - names.len() as u64,
     };
     (idle, window)
 }

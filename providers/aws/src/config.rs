@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calls::CountCalls;
 use crate::ec2::Ec2Snapshots;
+use crate::s3::bucket::BucketChecks;
 
 /// Where AWS credentials come from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -104,6 +105,8 @@ pub struct AwsSession {
     /// Batched EC2 observation, shared by every object using this
     /// ProviderConfig (and kept when the session is re-read).
     pub(crate) ec2: Arc<Ec2Snapshots>,
+    /// Which check each bucket's next observation makes, likewise shared.
+    pub(crate) s3: Arc<BucketChecks>,
 }
 
 impl AwsSession {
@@ -166,6 +169,8 @@ pub struct Aws {
     namespace_labels: Mutex<HashMap<String, (Instant, Labels)>>,
     /// Per ProviderConfig, region and endpoint: outlives session re-reads.
     ec2_snapshots: Mutex<HashMap<String, Arc<Ec2Snapshots>>>,
+    /// Likewise, for buckets.
+    bucket_checks: Mutex<HashMap<String, Arc<BucketChecks>>>,
     observation_max_age: Duration,
 }
 
@@ -182,6 +187,7 @@ impl Aws {
             sessions: Mutex::default(),
             namespace_labels: Mutex::default(),
             ec2_snapshots: Mutex::default(),
+            bucket_checks: Mutex::default(),
             observation_max_age: DEFAULT_OBSERVATION_MAX_AGE,
         }
     }
@@ -351,19 +357,28 @@ impl Aws {
         let sdk = loader.load().await;
         let endpoint = sdk.endpoint_url().map(str::to_string);
         // Another region or endpoint is another cloud: never share a snapshot.
+        let cloud = format!(
+            "{key} {} {}",
+            spec.region,
+            endpoint.as_deref().unwrap_or("-")
+        );
         let ec2 = self
             .ec2_snapshots
             .lock()
             .expect("snapshots poisoned")
-            .entry(format!(
-                "{key} {} {}",
-                spec.region,
-                endpoint.as_deref().unwrap_or("-")
-            ))
+            .entry(cloud.clone())
             .or_insert_with(|| Arc::new(Ec2Snapshots::new(self.observation_max_age)))
+            .clone();
+        let s3 = self
+            .bucket_checks
+            .lock()
+            .expect("bucket checks poisoned")
+            .entry(cloud)
+            .or_default()
             .clone();
         AwsSession {
             ec2,
+            s3,
             region: spec.region.clone(),
             s3_path_style: spec.s3_force_path_style.unwrap_or(endpoint.is_some()),
             allowed_namespaces: spec.allowed_namespaces.clone(),

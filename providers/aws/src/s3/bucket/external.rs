@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use driftless_provider::{
     CloudError, Compare, Created, Deletion, External, FieldDiff, Observation, Owned, Target,
-    TAG_MANAGED_BY, TAG_OWNER,
+    TAG_MANAGED_BY,
 };
 
+use super::rotation::Due;
 use super::settings::{field_set, CREATE_ORDER};
 use super::tags::desired_tags;
 use super::{bucket_name, Bucket, BucketClient, BucketField};
@@ -14,62 +15,22 @@ use crate::errors::{cloud_error, code_of, status_of};
 
 #[async_trait]
 impl External<Bucket> for BucketClient {
+    /// One call in steady state, a full read when due (see `rotation.rs`).
     async fn observe(&self, t: &Target<'_, Bucket>) -> Result<Observation<Bucket>, CloudError> {
         let name = bucket_name(t);
-        let head = match self.s3.head_bucket().bucket(&name).send().await {
-            Ok(out) => out,
-            Err(e) if status_of(&e) == Some(404) => return Ok(Observation::absent()),
-            Err(e) if status_of(&e) == Some(403) => {
-                return Err(CloudError::terminal(
-                    "AccessDenied",
-                    format!("bucket {name} exists but this account may not access it (it may belong to another account)"),
-                ))
-            }
-            Err(e) => return Err(cloud_error(e)),
+        let observed = match self.checks.due(t, &name) {
+            Due::Full => self.observe_fully(t, &name).await,
+            Due::One { field, region } => self.observe_one(t, &name, field, &region).await,
         };
-        let region = head.bucket_region().unwrap_or(&self.region).to_string();
-        let tags = self.tags(&name).await?;
-        // Never take over a bucket that is not ours, unless told to by
-        // external-name, or unless our own create may have made it.
-        if !t.identity.owns(&tags) {
-            if let Some(other) = tags.get(TAG_OWNER) {
-                return Err(CloudError::terminal(
-                    "BucketOwnedByOther",
-                    format!("bucket {name} is managed by driftless object {other}"),
-                ));
-            }
-            if t.external_name.is_none() && !t.create_pending {
-                return Err(CloudError::terminal(
-                    "BucketAlreadyExists",
-                    format!("bucket {name} already exists and was not created by this object; set annotation driftless.dev/external-name: {name} to adopt it"),
-                ));
-            }
+        if !observed.as_ref().is_ok_and(|o| o.exists) {
+            self.checks.forget(t, &name);
         }
-
-        let mut diff = Vec::new();
-        diff.compare(BucketField::Region, &region, t.spec.region.as_ref());
-        let want_tags = desired_tags(t);
-        if tags != want_tags {
-            diff.push(FieldDiff::map(BucketField::Tags, &tags, &want_tags));
-        }
-        self.diff_settings(t, &name, &tags, &mut diff).await?;
-        let (at_provider, connection_details) = self.observation(&name, &region);
-        Ok(Observation {
-            exists: true,
-            external_name: Some(name),
-            diff,
-            ready: true,
-            not_ready: None,
-            at_provider: Some(at_provider),
-            connection_details,
-            // A bucket name is unique: no duplicates.
-            duplicates: Vec::new(),
-            proven_duplicates: Vec::new(),
-        })
+        observed
     }
 
     async fn create(&self, t: &Target<'_, Bucket>) -> Result<Created, CloudError> {
         let name = bucket_name(t);
+        self.checks.forget(t, &name);
         let mut req = self.s3.create_bucket().bucket(&name);
         // us-east-1 is the one region that must not be named.
         if self.region != "us-east-1" {
@@ -103,6 +64,8 @@ impl External<Bucket> for BucketClient {
         t: &Target<'_, Bucket>,
         observed: &Observation<Bucket>,
     ) -> Result<(), CloudError> {
+        // Whatever the outcome, the next observation reads everything.
+        self.checks.forget(t, &bucket_name(t));
         let fields = observed.diff.iter().map(|d| d.field);
         for field in fields.clone().filter(|f| *f != BucketField::Tags) {
             self.put_setting(t, field).await?;
@@ -115,6 +78,7 @@ impl External<Bucket> for BucketClient {
 
     async fn delete(&self, t: &Target<'_, Bucket>) -> Result<Deletion, CloudError> {
         let name = bucket_name(t);
+        self.checks.forget(t, &name);
         if t.spec.force_destroy {
             match self.empty(&name).await {
                 Err(e) if e.code == "NoSuchBucket" => return Ok(Deletion::Done),
@@ -166,5 +130,81 @@ impl External<Bucket> for BucketClient {
             }
         }
         Ok(owned)
+    }
+}
+
+impl BucketClient {
+    /// HeadBucket (existence and region), the tags, then every setting the
+    /// spec sets.
+    async fn observe_fully(
+        &self,
+        t: &Target<'_, Bucket>,
+        name: &str,
+    ) -> Result<Observation<Bucket>, CloudError> {
+        let head = match self.s3.head_bucket().bucket(name).send().await {
+            Ok(out) => out,
+            Err(e) if status_of(&e) == Some(404) => return Ok(Observation::absent()),
+            Err(e) if status_of(&e) == Some(403) => {
+                return Err(CloudError::terminal(
+                    "AccessDenied",
+                    format!("bucket {name} exists but this account may not access it (it may belong to another account)"),
+                ))
+            }
+            Err(e) => return Err(cloud_error(e)),
+        };
+        let region = head.bucket_region().unwrap_or(&self.region).to_string();
+        let mut diff = Vec::new();
+        diff.compare(BucketField::Region, &region, t.spec.region.as_ref());
+        // The tags first: they refuse a bucket that is not ours.
+        self.diff_tags(t, name, &mut diff).await?;
+        self.diff_settings(t, name, &mut diff).await?;
+        // Single checks follow only a bucket in sync: a drift that is not
+        // written (observe-only, an immutable field) is read in full again.
+        if diff.is_empty() {
+            self.checks.observed_fully(t, name, &region);
+        }
+        Ok(self.found(name, &region, diff))
+    }
+
+    /// One check (the tags, or one setting): one call, which also proves
+    /// the bucket still exists.
+    async fn observe_one(
+        &self,
+        t: &Target<'_, Bucket>,
+        name: &str,
+        field: BucketField,
+        region: &str,
+    ) -> Result<Observation<Bucket>, CloudError> {
+        let mut diff = Vec::new();
+        let read = match field {
+            BucketField::Tags => self.diff_tags(t, name, &mut diff).await,
+            setting => self.diff_setting(t, name, setting, &mut diff).await,
+        };
+        match read {
+            Err(e) if e.code == "NoSuchBucket" => Ok(Observation::absent()),
+            Err(e) => Err(e),
+            Ok(()) => Ok(self.found(name, region, diff)),
+        }
+    }
+
+    fn found(
+        &self,
+        name: &str,
+        region: &str,
+        diff: Vec<FieldDiff<BucketField>>,
+    ) -> Observation<Bucket> {
+        let (at_provider, connection_details) = self.observation(name, region);
+        Observation {
+            exists: true,
+            external_name: Some(name.to_string()),
+            diff,
+            ready: true,
+            not_ready: None,
+            at_provider: Some(at_provider),
+            connection_details,
+            // A bucket name is unique: no duplicates.
+            duplicates: Vec::new(),
+            proven_duplicates: Vec::new(),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `Bucket` (aws.driftless.dev/v1alpha1): an S3 bucket named by the object's
 //! `metadata.name` (or its external-name annotation). Each optional setting
 //! is one file with its observe and update; a setting the spec leaves unset
-//! costs no call.
+//! costs no call. An observation in steady state makes one call: see
+//! `rotation.rs`.
 
 mod cors;
 mod empty;
@@ -12,6 +13,7 @@ mod lifecycle_sdk;
 mod ownership;
 pub mod policy;
 mod public_access;
+mod rotation;
 mod settings;
 mod tags;
 mod versioning;
@@ -31,6 +33,7 @@ pub use lifecycle::{
 };
 pub use ownership::ObjectOwnership;
 pub use public_access::PublicAccessBlock;
+pub use rotation::BucketChecks;
 pub use tags::TAG_SETTINGS;
 pub use versioning::Versioning;
 
@@ -132,6 +135,7 @@ impl AwsKind for Bucket {
             .build();
         Arc::new(BucketClient {
             s3: aws_sdk_s3::Client::from_conf(conf),
+            checks: session.s3.clone(),
             region,
             endpoint: session.endpoint.clone(),
         })
@@ -140,6 +144,7 @@ impl AwsKind for Bucket {
 
 struct BucketClient {
     s3: aws_sdk_s3::Client,
+    checks: Arc<BucketChecks>,
     region: String,
     endpoint: Option<String>,
 }

@@ -1,56 +1,66 @@
 //! Observing and writing the optional settings, one call each, dispatched
 //! to their files.
 
-use std::collections::BTreeMap;
-
 use driftless_provider::{CloudError, FieldDiff, Target};
 
-use super::tags::{desired_tags, recorded, set_in_spec, DELETABLE};
+use super::tags::{desired_tags, set_in_spec};
 use super::{bucket_name, Bucket, BucketClient, BucketField};
 
 impl BucketClient {
-    /// One Get per setting the spec sets. A deletable setting the spec no
-    /// longer sets but the tags record as ours is due for deletion (no Get:
-    /// the delete is idempotent).
+    /// One Get per setting the spec sets, in [`CREATE_ORDER`].
     pub(super) async fn diff_settings(
         &self,
         t: &Target<'_, Bucket>,
         name: &str,
-        tags: &BTreeMap<String, String>,
+        diff: &mut Vec<FieldDiff<BucketField>>,
+    ) -> Result<(), CloudError> {
+        for field in CREATE_ORDER.into_iter().filter(|f| field_set(t, *f)) {
+            self.diff_setting(t, name, field, diff).await?;
+        }
+        Ok(())
+    }
+
+    /// One Get: the setting `field` as the spec sets it (none if unset).
+    pub(super) async fn diff_setting(
+        &self,
+        t: &Target<'_, Bucket>,
+        name: &str,
+        field: BucketField,
         diff: &mut Vec<FieldDiff<BucketField>>,
     ) -> Result<(), CloudError> {
         let spec = t.spec;
-        if let Some(want) = spec.versioning {
-            self.diff_versioning(name, want, diff).await?;
+        match field {
+            BucketField::Versioning => match spec.versioning {
+                Some(want) => self.diff_versioning(name, want, diff).await,
+                None => Ok(()),
+            },
+            BucketField::PublicAccessBlock => match &spec.public_access_block {
+                Some(want) => self.diff_public_access_block(name, want, diff).await,
+                None => Ok(()),
+            },
+            BucketField::ServerSideEncryption => match &spec.server_side_encryption {
+                Some(want) => self.diff_encryption(name, want, diff).await,
+                None => Ok(()),
+            },
+            BucketField::Policy => match &spec.policy {
+                Some(want) => self.diff_policy(name, want, diff).await,
+                None => Ok(()),
+            },
+            BucketField::LifecycleRules => match &spec.lifecycle_rules {
+                Some(want) => self.diff_lifecycle(name, want, diff).await,
+                None => Ok(()),
+            },
+            BucketField::Cors => match &spec.cors {
+                Some(want) => self.diff_cors(name, want, diff).await,
+                None => Ok(()),
+            },
+            BucketField::OwnershipControls => match spec.ownership_controls {
+                Some(want) => self.diff_ownership(name, want, diff).await,
+                None => Ok(()),
+            },
+            // Read with the bucket (HeadBucket) and its tags, not here.
+            BucketField::Tags | BucketField::Region => Ok(()),
         }
-        if let Some(want) = &spec.public_access_block {
-            self.diff_public_access_block(name, want, diff).await?;
-        }
-        if let Some(want) = &spec.server_side_encryption {
-            self.diff_encryption(name, want, diff).await?;
-        }
-        if let Some(want) = &spec.policy {
-            self.diff_policy(name, want, diff).await?;
-        }
-        if let Some(want) = &spec.lifecycle_rules {
-            self.diff_lifecycle(name, want, diff).await?;
-        }
-        if let Some(want) = &spec.cors {
-            self.diff_cors(name, want, diff).await?;
-        }
-        if let Some(want) = spec.ownership_controls {
-            self.diff_ownership(name, want, diff).await?;
-        }
-        for (field, key) in DELETABLE {
-            if !set_in_spec(t, field) && recorded(tags, key) {
-                diff.push(FieldDiff::new(
-                    field,
-                    format_args!("set by driftless"),
-                    format_args!("deleted (removed from the spec)"),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Writes one setting as the spec has it (deleting a removed one).

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::types::{Tag, Tagging};
-use driftless_provider::{CloudError, Target};
+use driftless_provider::{CloudError, FieldDiff, Target, TAG_OWNER};
 
 use super::{build_error, Bucket, BucketClient, BucketField};
 use crate::errors::{cloud_error, code_of};
@@ -55,6 +55,32 @@ pub(super) fn recorded(tags: &BTreeMap<String, String>, key: &str) -> bool {
 }
 
 impl BucketClient {
+    /// One GetBucketTagging: refuses a bucket that is not this object's,
+    /// then adds the tags' drift and the deletable settings due for deletion.
+    pub(super) async fn diff_tags(
+        &self,
+        t: &Target<'_, Bucket>,
+        name: &str,
+        diff: &mut Vec<FieldDiff<BucketField>>,
+    ) -> Result<(), CloudError> {
+        let tags = self.tags(name).await?;
+        check_owner(t, name, &tags)?;
+        let want = desired_tags(t);
+        if tags != want {
+            diff.push(FieldDiff::map(BucketField::Tags, &tags, &want));
+        }
+        for (field, key) in DELETABLE {
+            if !set_in_spec(t, field) && recorded(&tags, key) {
+                diff.push(FieldDiff::new(
+                    field,
+                    format_args!("set by driftless"),
+                    format_args!("deleted (removed from the spec)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn tags(&self, name: &str) -> Result<BTreeMap<String, String>, CloudError> {
         match self.s3.get_bucket_tagging().bucket(name).send().await {
             Ok(out) => Ok(out
@@ -89,4 +115,29 @@ impl BucketClient {
             .map_err(cloud_error)?;
         Ok(())
     }
+}
+
+/// Never take over a bucket that is not ours, unless told to by
+/// external-name, or unless our own create may have made it.
+fn check_owner(
+    t: &Target<'_, Bucket>,
+    name: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), CloudError> {
+    if t.identity.owns(tags) {
+        return Ok(());
+    }
+    if let Some(other) = tags.get(TAG_OWNER) {
+        return Err(CloudError::terminal(
+            "BucketOwnedByOther",
+            format!("bucket {name} is managed by driftless object {other}"),
+        ));
+    }
+    if t.external_name.is_none() && !t.create_pending {
+        return Err(CloudError::terminal(
+            "BucketAlreadyExists",
+            format!("bucket {name} already exists and was not created by this object; set annotation driftless.dev/external-name: {name} to adopt it"),
+        ));
+    }
+    Ok(())
 }
