@@ -27,6 +27,14 @@ pub struct Memory {
     pub peak_kib: u64,
 }
 
+/// What else a controller is started with: its flags beyond the defaults
+/// (e.g. `--shard a`) and environment (e.g. `MALLOC_ARENA_MAX=2`).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
 impl Controller {
     pub async fn start(
         binary: &Path,
@@ -34,6 +42,17 @@ impl Controller {
         poll: Duration,
         log_dir: &Path,
         name: &str,
+    ) -> anyhow::Result<Self> {
+        Self::launch(binary, env, poll, log_dir, name, &Launch::default()).await
+    }
+
+    pub async fn launch(
+        binary: &Path,
+        env: &Env,
+        poll: Duration,
+        log_dir: &Path,
+        name: &str,
+        with: &Launch,
     ) -> anyhow::Result<Self> {
         let addr = free_loopback_port()?;
         let log = log_dir.join(format!("{name}.log"));
@@ -50,6 +69,8 @@ impl Controller {
             .arg(format!("{}s", poll.as_secs()))
             .arg("--http-addr")
             .arg(addr.to_string())
+            .args(&with.args)
+            .envs(with.env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", &env.kubeconfig)
             .env("AWS_ENDPOINT_URL", &env.aws_endpoint)
             .env("AWS_REGION", &env.region)

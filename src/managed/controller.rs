@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use tracing::{debug, info, warn};
 
 use super::reconciler::{error_policy, reconcile, Context};
@@ -31,11 +31,27 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
     for (k, v) in obj.meta().annotations.iter().flatten() {
         // Our own create bookkeeping must not trigger another attempt.
-        if k != "kubectl.kubernetes.io/last-applied-configuration" && k != CREATE_PENDING {
+        if k != LAST_APPLIED && k != CREATE_PENDING {
             (k, v).hash(&mut h);
         }
     }
     Some(h.finish())
+}
+
+/// kubectl's client-side apply copy of the whole object: never read, and
+/// as large as the object itself.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a cached object what nothing reads, so that the reflector
+/// store (one copy of every object) stays small: managedFields and
+/// kubectl's last-applied copy. The reconciler reads the spec, status,
+/// finalizers, generation and the driftless.dev/* annotations, all kept.
+fn trim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 struct StartControllers {
@@ -91,8 +107,7 @@ impl KindVisitor for StartControllers {
         let config = watcher::Config::default().any_semantic().labels(&selector);
         let stream = watcher(api, config)
             .default_backoff()
-            // managedFields is never read: keep the cache small.
-            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .modify(trim::<K>)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(trigger_hash::<K>, Default::default());
@@ -134,4 +149,59 @@ pub async fn run(client: kube::Client, settings: Settings, shared: Shared) {
     providers.visit(&mut start);
     futures::future::join_all(start.running).await;
     warn!("managed-resource controllers stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use driftless_aws::Bucket;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    use super::*;
+
+    /// What the reconciler reads survives the trim; kubectl's copy and
+    /// managedFields do not, and neither changes the trigger hash.
+    #[test]
+    fn the_cache_keeps_what_the_reconciler_reads() {
+        let mut b: Bucket = serde_json::from_value(serde_json::json!({
+            "apiVersion": "aws.driftless.dev/v1alpha1",
+            "kind": "Bucket",
+            "metadata": {
+                "name": "b", "namespace": "ns", "generation": 3,
+                "finalizers": [crate::FINALIZER],
+                "annotations": {
+                    (LAST_APPLIED): "{\"a\":\"whole object\"}",
+                    (driftless_provider::EXTERNAL_NAME): "b-1",
+                    (driftless_provider::PAUSED): "true",
+                    "team": "infra",
+                },
+            },
+            "spec": {"providerConfigRef": {"name": "pc"}, "forProvider": {}},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Available",
+                "message": "up", "lastTransitionTime": "2026-12-01T00:00:00Z"}]},
+        }))
+        .unwrap();
+        b.meta_mut().managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        let before = trigger_hash(&b);
+        let untrimmed = b.clone();
+        trim(&mut b);
+        assert_eq!(b.meta().managed_fields, None);
+        let annotations = b.meta().annotations.clone().unwrap();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        for kept in [
+            driftless_provider::EXTERNAL_NAME,
+            driftless_provider::PAUSED,
+            "team",
+        ] {
+            assert_eq!(
+                annotations.get(kept),
+                untrimmed.meta().annotations.as_ref().unwrap().get(kept)
+            );
+        }
+        assert_eq!(b.meta().finalizers, untrimmed.meta().finalizers);
+        assert_eq!(b.meta().generation, Some(3));
+        let json = |b: &Bucket| serde_json::to_value(b).unwrap();
+        assert_eq!(json(&b)["spec"], json(&untrimmed)["spec"]);
+        assert_eq!(json(&b)["status"], json(&untrimmed)["status"]);
+        assert_eq!(trigger_hash(&b), before);
+    }
 }
