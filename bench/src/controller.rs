@@ -25,6 +25,9 @@ pub struct Memory {
     pub rss_kib: u64,
     /// Peak resident since start (VmHWM).
     pub peak_kib: u64,
+    /// Resident now, anonymous pages only (heap, stacks): without the
+    /// binary's own pages (RssFile), which are shared and reclaimable.
+    pub anon_kib: u64,
 }
 
 /// What else a controller is started with: its flags beyond the defaults
@@ -115,6 +118,7 @@ impl Controller {
         Ok(Memory {
             rss_kib: field("VmRSS:")?,
             peak_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
         })
     }
 

@@ -234,9 +234,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let poll = Duration::from_secs(args.poll);
     let ctl = Controller::start(&binary, &env, poll, &work, "controller").await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = ctl.memory()?;
+    report.add("rss_idle_mib", idle.rss_kib as f64 / 1024.0, "MiB", None);
     report.add(
-        "rss_idle_mib",
-        ctl.memory()?.rss_kib as f64 / 1024.0,
+        "rss_idle_anon_mib",
+        idle.anon_kib as f64 / 1024.0,
         "MiB",
         None,
     );
@@ -361,7 +363,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             work: &work,
             run_id: &run_id,
             active_every: args.shard_active_every,
-            idle_mib: report.get("rss_idle_mib").unwrap_or(0.0),
+            idle_anon_mib: report.get("rss_idle_anon_mib").unwrap_or(0.0),
         };
         for &config in &args.shard_configs {
             scene.run(config, &mut report).await?;

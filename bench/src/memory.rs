@@ -144,6 +144,12 @@ impl Scene<'_> {
                 "MiB",
                 None,
             );
+            report.add(
+                format!("alloc_{label}_{case}_settled_anon_mib"),
+                mib(r.settled.anon_kib),
+                "MiB",
+                None,
+            );
         }
         Ok(())
     }
@@ -289,6 +295,12 @@ fn add_active(
     report.add(
         format!("rss_active_settled_{n}_mib"),
         mib(settled.rss_kib),
+        "MiB",
+        None,
+    );
+    report.add(
+        format!("rss_anon_active_settled_{n}_mib"),
+        mib(settled.anon_kib),
         "MiB",
         None,
     );
