@@ -1,5 +1,5 @@
-// The global allocator is chosen at build time (README, Memory): jemalloc
-// or mimalloc by feature, else glibc's malloc.
+// The global allocator is chosen at build time (README, Memory allocator):
+// jemalloc (the default feature), mimalloc, or with neither glibc's malloc.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
