@@ -166,11 +166,20 @@ impl Scene<'_> {
         let objects = world::mix(n, &ns, &format!("{}-m", self.run_id), true);
         world::apply_all(self.client, &objects, 32).await?;
         // The controller's own count first (no LIST of 10,000 objects a
-        // second competing for the cores), then one LIST to confirm.
+        // second competing for the cores), then LISTs until every object
+        // says so (an object reconciled twice makes the count run ahead).
         wait_reconciles(&ctl, n, Duration::from_secs(900)).await?;
-        let (paused, _) = world::count(self.client, &ns, "Synced", Some("ReconcilePaused")).await?;
-        if paused < n {
-            bail!("{n} reconciles, but only {paused} of {n} objects say ReconcilePaused");
+        let start = Instant::now();
+        loop {
+            let (paused, _) =
+                world::count(self.client, &ns, "Synced", Some("ReconcilePaused")).await?;
+            if paused >= n {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("{n} reconciles, but only {paused} of {n} objects say ReconcilePaused");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
         let growing = ctl.memory()?;
         ctl.stop();
