@@ -26,7 +26,8 @@ use super::decide::{decide, Decision};
 use super::resolve::{resolve, Resolution};
 use super::waiters::Waiters;
 use super::writes::{
-    add_finalizer, annotate, remove_finalizer, write_connection_secret, write_status,
+    add_finalizer, annotate, prepare_create, remove_finalizer, write_connection_secret,
+    write_status,
 };
 use crate::conditions::{self, Cond};
 use crate::ops::notify::{Event as NotifyEvent, Notification};
@@ -261,8 +262,7 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
                 EventType::Warning,
                 err.event_reason(),
                 err.to_string(),
-            )
-            .await;
+            );
             Err(err)
         }
     }
@@ -350,9 +350,6 @@ async fn steps<K: ManagedKind>(
         }
         return finalize(api, obj, ctx).await;
     }
-    if !has_finalizer {
-        add_finalizer(api, obj).await?;
-    }
     let resolved = match references(obj, ctx).await? {
         Ok(ids) => ids,
         Err(not_ready) => return Ok(not_ready),
@@ -361,9 +358,17 @@ async fn steps<K: ManagedKind>(
     let target = target_of(obj, &identity, &resolved);
     let external = connect(ctx, obj).await?;
     let observed = external.observe(&target).await?;
+    let decision = decide::<K>(&observed, obj.managed(), target.external_name);
+    // Before any cloud write or record; a create adds it in its own first
+    // write (one write fewer per created object).
+    if !has_finalizer && !matches!(decision, Decision::Create) {
+        add_finalizer(api, obj).await?;
+    }
     let mut requeue = jittered(ctx.settings.poll_interval);
-    match decide::<K>(&observed, obj.managed(), target.external_name) {
-        Decision::Create => return create(api, obj, ctx, external.as_ref(), &target).await,
+    match decision {
+        Decision::Create => {
+            return create(api, obj, ctx, external.as_ref(), &target, has_finalizer).await
+        }
         Decision::Missing(e) => {
             let msg = e.message;
             return Ok(Outcome::new(
@@ -380,7 +385,20 @@ async fn steps<K: ManagedKind>(
         Decision::UpToDate | Decision::ObserveOnly => {}
     }
     record_adoption(api, obj, ctx, &target, &observed).await?;
-    let duplicates = report_duplicates(obj, ctx, external.as_ref(), &observed).await;
+    settle(obj, ctx, external.as_ref(), observed, resolved, requeue).await
+}
+
+/// Step: record what the observation found: duplicates, the connection
+/// Secret, and the outcome (Ready or why not).
+async fn settle<K: ManagedKind>(
+    obj: &K,
+    ctx: &Context<K>,
+    external: &dyn External<K>,
+    observed: Observation<K>,
+    resolved: BTreeMap<String, String>,
+    mut requeue: Duration,
+) -> Result<Outcome<K>, Error> {
+    let duplicates = report_duplicates(obj, ctx, external, &observed).await;
     write_connection_secret(&ctx.client, obj, &observed).await?;
     let ready = if observed.ready {
         Cond::available()
@@ -452,17 +470,20 @@ async fn references<K: ManagedKind>(
 
 /// Step: create. The create is marked before it is made: if its result is
 /// lost, the next observe adopts what it made instead of making another.
+/// Then what it made is observed in the same pass (a provider serves that
+/// from what its create returned where it can), so Ready is written with
+/// the one status write of this pass: three writes per created object.
 async fn create<K: ManagedKind>(
     api: &Api<K>,
     obj: &K,
     ctx: &Context<K>,
     external: &dyn External<K>,
     target: &Target<'_, K>,
+    has_finalizer: bool,
 ) -> Result<Outcome<K>, Error> {
-    if !target.create_pending {
-        let now = chrono::Utc::now().to_rfc3339();
-        annotate(api, obj, json!({ CREATE_PENDING: now })).await?;
-    }
+    let now = chrono::Utc::now().to_rfc3339();
+    let mark = (!target.create_pending).then_some(now.as_str());
+    prepare_create(api, obj, !has_finalizer, mark).await?;
     let created = external.create(target).await?;
     annotate(
         api,
@@ -472,14 +493,27 @@ async fn create<K: ManagedKind>(
     .await?;
     info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), external_name = %created.external_name, "created");
     let note = format!("created {}", created.external_name);
-    publish(ctx, obj, EventType::Normal, reason::CREATED, note).await;
-    Ok(Outcome::new(
-        vec![
-            Cond::creating("waiting for the new resource to be observed"),
-            Cond::reconcile_success(),
-        ],
-        Action::requeue(Duration::from_secs(1)),
-    ))
+    publish(ctx, obj, EventType::Normal, reason::CREATED, note);
+    let made = Target {
+        external_name: Some(created.external_name.as_str()),
+        create_pending: false,
+        ..*target
+    };
+    let observed = external.observe(&made).await?;
+    let in_sync = observed.exists && observed.diff.is_empty();
+    if !in_sync {
+        // Not visible yet, or not as asked: the next pass sees to it.
+        return Ok(Outcome::new(
+            vec![
+                Cond::creating("waiting for the new resource to be observed"),
+                Cond::reconcile_success(),
+            ],
+            Action::requeue(Duration::from_secs(1)),
+        ));
+    }
+    let requeue = jittered(ctx.settings.poll_interval);
+    let resolved = target.resolved.clone();
+    settle(obj, ctx, external, observed, resolved, requeue).await
 }
 
 /// Step: update, told as a drift correction when the spec did not change
@@ -512,7 +546,7 @@ async fn update<K: ManagedKind>(
     }
     info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), changes = ?changes, "{verb}");
     let note = format!("{verb}: {}", changes.join("; "));
-    publish(ctx, obj, EventType::Normal, reason, note).await;
+    publish(ctx, obj, EventType::Normal, reason, note);
     Ok(())
 }
 
@@ -538,7 +572,7 @@ async fn record_adoption<K: ManagedKind>(
     )
     .await?;
     let note = format!("adopted {found}");
-    publish(ctx, obj, EventType::Normal, reason::ADOPTED, note).await;
+    publish(ctx, obj, EventType::Normal, reason::ADOPTED, note);
     Ok(())
 }
 
@@ -577,7 +611,7 @@ async fn report_duplicates<K: ManagedKind>(
         left.join(", ")
     );
     warn!(kind = kind.as_ref(), object = %key_of(obj), duplicates = ?left, "duplicates found");
-    publish(ctx, obj, EventType::Warning, reason::DUPLICATES_FOUND, note).await;
+    publish(ctx, obj, EventType::Warning, reason::DUPLICATES_FOUND, note);
     left
 }
 
@@ -592,7 +626,7 @@ async fn delete_duplicate<K: ManagedKind>(
         Ok(_) => {
             ctx.shared.metrics.duplicates_deleted(&K::kind(&()));
             let note = format!("deleted {id}: a duplicate made by this object's own create call (the same create token; --delete-proven-duplicates)");
-            publish(ctx, obj, EventType::Normal, reason::DUPLICATE_DELETED, note).await;
+            publish(ctx, obj, EventType::Normal, reason::DUPLICATE_DELETED, note);
             true
         }
         Err(e) => {
@@ -614,7 +648,7 @@ async fn finalize<K: ManagedKind>(
         || !managed.allows(ManagementPolicy::Delete)
     {
         let note = "the cloud resource is kept (deletionPolicy or managementPolicies)".into();
-        publish(ctx, obj, EventType::Normal, reason::ORPHANED, note).await;
+        publish(ctx, obj, EventType::Normal, reason::ORPHANED, note);
         remove_finalizer(api, obj).await?;
         return Ok(Outcome::new(Vec::new(), Action::await_change()));
     }
@@ -642,7 +676,7 @@ async fn finalize<K: ManagedKind>(
             .any(|c| c.type_ == conditions::READY && c.reason == "Deleting")
         {
             let note = "the cloud resource is gone".into();
-            publish(ctx, obj, EventType::Normal, reason::DELETED, note).await;
+            publish(ctx, obj, EventType::Normal, reason::DELETED, note);
         }
         remove_finalizer(api, obj).await?;
         return Ok(Outcome::new(Vec::new(), Action::await_change()));
@@ -659,8 +693,7 @@ async fn finalize<K: ManagedKind>(
                 EventType::Normal,
                 reason::DELETION_WAITING,
                 why.clone(),
-            )
-            .await;
+            );
             // Waiting is not an error, but nothing changes fast: back off.
             let delay = ctx
                 .next_backoff(&key_of(obj), ErrorClass::Retryable, false)
@@ -703,13 +736,16 @@ fn last_synced_generation<K: ManagedKind>(obj: &K) -> Option<i64> {
         .and_then(|c| c.observed_generation)
 }
 
-async fn publish<K: ManagedKind>(
+/// Queues an Event: the pass does not wait for it (see [`crate::ops::events`]).
+fn publish<K: ManagedKind>(
     ctx: &Context<K>,
     obj: &K,
     type_: EventType,
     reason: &str,
     note: String,
 ) {
-    let object = obj.object_ref(&());
-    crate::ops::publish_event(&ctx.recorder, &object, type_, reason, note).await;
+    let event = crate::ops::event(type_, reason, note);
+    ctx.shared
+        .events
+        .send(&ctx.recorder, &obj.object_ref(&()), event);
 }

@@ -71,6 +71,9 @@ struct SnapshotState<T> {
     written: HashMap<String, Instant>,
     /// Ids created after `taken`, by owner, with when.
     created: HashMap<String, (String, Instant)>,
+    /// What a create returned, by id, with when: serves the next
+    /// observation of that id once, in place of a re-read.
+    made: HashMap<String, (T, Instant)>,
     /// The last listing that failed: when it failed, and why.
     failed: Option<(Instant, CloudError)>,
 }
@@ -84,6 +87,7 @@ impl<T> Default for Snapshot<T> {
                 items: HashMap::new(),
                 written: HashMap::new(),
                 created: HashMap::new(),
+                made: HashMap::new(),
                 failed: None,
             }),
         }
@@ -136,6 +140,7 @@ impl<T: Described> Snapshot<T> {
         state.taken = Some(started);
         state.written.retain(|_, at| *at >= started);
         state.created.retain(|_, (_, at)| *at >= started);
+        state.made.retain(|_, (_, at)| *at >= started);
         Ok(())
     }
 
@@ -168,6 +173,11 @@ impl<T: Described> Snapshot<T> {
     /// the caller re-reads it, once: the write mark is consumed here).
     pub(super) fn current(&self, id: &str) -> Option<T> {
         let mut state = self.state.lock().expect("snapshot poisoned");
+        if let Some((r, _)) = state.made.remove(id) {
+            state.written.remove(id);
+            state.items.insert(id.to_string(), r.clone());
+            return Some(r);
+        }
         if state.written.remove(id).is_some() {
             return None;
         }
@@ -180,6 +190,12 @@ impl<T: Described> Snapshot<T> {
             Some(r) => state.items.insert(id.to_string(), r),
             None => state.items.remove(id),
         };
+    }
+
+    /// `r` is what the create of `id` returned: see `made` above.
+    pub(super) fn made(&self, id: &str, r: T) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state.made.insert(id.to_string(), (r, Instant::now()));
     }
 
     pub(super) fn written(&self, id: &str) {
