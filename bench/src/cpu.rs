@@ -15,7 +15,8 @@ impl Processes {
         let cluster = kubeconfig.parent().unwrap_or(Path::new("."));
         let run = cluster.parent().unwrap_or(Path::new("."));
         let port = aws_endpoint.rsplit(':').next().unwrap_or_default();
-        let pid = |p: &Path| -> Option<u32> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        let pid =
+            |p: &Path| -> Option<u32> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
         let mut all = vec![("controller", controller)];
         let files = [
             ("localstack", run.join(format!("localstack-{port}.pid"))),
@@ -51,12 +52,17 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     // After the command name in parentheses: state is field 3, utime 14.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11..15].iter().filter_map(|f| f.parse::<f64>().ok()).sum();
+    let ticks: f64 = fields[11..15]
+        .iter()
+        .filter_map(|f| f.parse::<f64>().ok())
+        .sum();
     Some(ticks / clock_ticks())
 }
 
 fn clock_ticks() -> f64 {
-    let out = std::process::Command::new("getconf").arg("CLK_TCK").output();
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output();
     let ticks = out.ok().and_then(|o| String::from_utf8(o.stdout).ok());
     ticks.and_then(|t| t.trim().parse().ok()).unwrap_or(100.0)
 }

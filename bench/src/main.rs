@@ -227,8 +227,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             let run =
                 converge_once(&client, &ec2, &s3, n, &format!("{run_id}-{r}"), &procs).await?;
-            let cpu: Vec<String> = run.cpu.iter().map(|(p, s)| format!("{p} {s:.2} s")).collect();
-            eprintln!("bench:   run {r}: CPU from apply to Ready: {}", cpu.join(", "));
+            let cpu: Vec<String> = run
+                .cpu
+                .iter()
+                .map(|(p, s)| format!("{p} {s:.2} s"))
+                .collect();
+            eprintln!(
+                "bench:   run {r}: CPU from apply to Ready: {}",
+                cpu.join(", ")
+            );
             eprintln!(
                 "bench:   run {r}: floor {:.2} s (with reads {:.2} s), apply {:.2} s, converge {:.2} s, ratio {:.2}",
                 run.floor.as_secs_f64(),

@@ -1,42 +1,24 @@
 //! One kube-runtime controller per managed kind, all driven by the generic
 //! reconciler.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use driftless_provider::{Connector, KindVisitor, ManagedKind, CREATE_PENDING};
+use driftless_provider::{Connector, KindVisitor, ManagedKind};
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::reconciler::{error_policy, reconcile, Context};
+use super::triggers::{Queue, Triggers};
 use super::waiters::Waiters;
 use crate::conditions;
 use crate::ops::{shutdown_signal, Shared};
 use crate::registry::Providers;
 use crate::Settings;
-
-/// What triggers a reconcile: a spec change (generation), an annotation
-/// change (pause, external-name) or the start of deletion. Status and
-/// finalizer writes, including our own, do not: that is what keeps errors
-/// from storming.
-fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
-    let mut h = DefaultHasher::new();
-    obj.meta().generation.hash(&mut h);
-    obj.meta().deletion_timestamp.is_some().hash(&mut h);
-    for (k, v) in obj.meta().annotations.iter().flatten() {
-        // Our own create bookkeeping must not trigger another attempt.
-        if k != "kubectl.kubernetes.io/last-applied-configuration" && k != CREATE_PENDING {
-            (k, v).hash(&mut h);
-        }
-    }
-    Some(h.finish())
-}
 
 struct StartControllers {
     client: kube::Client,
@@ -57,6 +39,7 @@ impl KindVisitor for StartControllers {
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         // Wakes an object of this kind when a reference target turns Ready.
         let (wake, woken) = futures::channel::mpsc::unbounded();
+        let triggers = Arc::new(Triggers::default());
         let ctx = Arc::new(Context::new(
             self.client.clone(),
             connector,
@@ -64,7 +47,10 @@ impl KindVisitor for StartControllers {
             self.settings.clone(),
             self.shared.clone(),
             self.waiters.clone(),
-            wake,
+            Queue {
+                wake,
+                triggers: triggers.clone(),
+            },
         ));
         let (reader, writer) = reflector::store::<K>();
         let cache = reader.clone();
@@ -95,7 +81,7 @@ impl KindVisitor for StartControllers {
             .modify(|o: &mut K| o.managed_fields_mut().clear())
             .reflect(writer)
             .applied_objects()
-            .predicate_filter(trigger_hash::<K>, Default::default());
+            .try_filter(move |o| futures::future::ready(triggers.changed(o)));
         let kind = K::kind(&()).to_string();
         info!(kind, "starting controller");
         let run = Controller::for_stream(stream, reader)

@@ -13,7 +13,6 @@ use driftless_provider::{
     ManagedKind, ManagementPolicy, Observation, References, Target, CREATE_PENDING, EXTERNAL_NAME,
     PAUSED, PROVIDER_CONFIG_NOT_ALLOWED,
 };
-use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -24,6 +23,7 @@ use tracing::{info, warn};
 
 use super::decide::{decide, Decision};
 use super::resolve::{resolve, Resolution};
+use super::triggers::Queue;
 use super::waiters::Waiters;
 use super::writes::{
     add_finalizer, annotate, prepare_create, remove_finalizer, write_connection_secret,
@@ -65,8 +65,8 @@ pub struct Context<K: ManagedKind> {
     pub waiters: Arc<Waiters>,
     /// Consecutive-failure backoff per object; dropped on success.
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
-    /// Queues a reconcile of an object of this kind (see [`super::waiters`]).
-    wake: UnboundedSender<ObjectRef<K>>,
+    /// Queues a reconcile of an object of this kind; told of our own writes.
+    queue: Queue<K>,
 }
 
 impl<K: ManagedKind> Context<K> {
@@ -77,7 +77,7 @@ impl<K: ManagedKind> Context<K> {
         settings: Settings,
         shared: Shared,
         waiters: Arc<Waiters>,
-        wake: UnboundedSender<ObjectRef<K>>,
+        queue: Queue<K>,
     ) -> Self {
         Self {
             shared,
@@ -88,7 +88,7 @@ impl<K: ManagedKind> Context<K> {
             recorder,
             settings,
             backoffs: Mutex::default(),
-            wake,
+            queue,
         }
     }
 
@@ -346,6 +346,7 @@ async fn steps<K: ManagedKind>(
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     if obj.meta().deletion_timestamp.is_some() {
         if !has_finalizer {
+            ctx.queue.triggers.forget(obj);
             return Ok(Outcome::new(Vec::new(), Action::await_change()));
         }
         return finalize(api, obj, ctx).await;
@@ -450,7 +451,7 @@ async fn references<K: ManagedKind>(
     match resolve(&ctx.client, &namespace, &references).await? {
         Resolution::Resolved(ids) => Ok(Ok(ids)),
         Resolution::NotReady(why, awaited) => {
-            let wake = ctx.wake.clone();
+            let wake = ctx.queue.wake.clone();
             let me = ObjectRef::from_obj(obj);
             ctx.waiters.wait(
                 awaited,
@@ -485,6 +486,10 @@ async fn create<K: ManagedKind>(
     let mark = (!target.create_pending).then_some(now.as_str());
     prepare_create(api, obj, !has_finalizer, mark).await?;
     let created = external.create(target).await?;
+    // This pass observes what it made: the write's own event needs no other.
+    ctx.queue
+        .triggers
+        .expect(&with_external_name(obj, &created.external_name));
     annotate(
         api,
         obj,
@@ -514,6 +519,15 @@ async fn create<K: ManagedKind>(
     let requeue = jittered(ctx.settings.poll_interval);
     let resolved = target.resolved.clone();
     settle(obj, ctx, external, observed, resolved, requeue).await
+}
+
+/// `obj` as recording its external name leaves it.
+fn with_external_name<K: ManagedKind>(obj: &K, name: &str) -> K {
+    let mut after = obj.clone();
+    let annotations = after.annotations_mut();
+    annotations.insert(EXTERNAL_NAME.to_string(), name.to_string());
+    annotations.remove(CREATE_PENDING);
+    after
 }
 
 /// Step: update, told as a drift correction when the spec did not change
@@ -649,7 +663,7 @@ async fn finalize<K: ManagedKind>(
     {
         let note = "the cloud resource is kept (deletionPolicy or managementPolicies)".into();
         publish(ctx, obj, EventType::Normal, reason::ORPHANED, note);
-        remove_finalizer(api, obj).await?;
+        release(api, obj, ctx).await?;
         return Ok(Outcome::new(Vec::new(), Action::await_change()));
     }
     let identity = identity_of(obj);
@@ -664,7 +678,7 @@ async fn finalize<K: ManagedKind>(
         // no cloud call to make. With an external name, the refusal stands
         // (allow the namespace again, or orphan the resource).
         Err(e) if e.not_allowed() && target.external_name.is_none() && !target.create_pending => {
-            remove_finalizer(api, obj).await?;
+            release(api, obj, ctx).await?;
             return Ok(Outcome::new(Vec::new(), Action::await_change()));
         }
         other => other?,
@@ -678,7 +692,7 @@ async fn finalize<K: ManagedKind>(
             let note = "the cloud resource is gone".into();
             publish(ctx, obj, EventType::Normal, reason::DELETED, note);
         }
-        remove_finalizer(api, obj).await?;
+        release(api, obj, ctx).await?;
         return Ok(Outcome::new(Vec::new(), Action::await_change()));
     }
     let (why, action) = match external.delete(&target).await? {
@@ -705,6 +719,13 @@ async fn finalize<K: ManagedKind>(
         vec![Cond::deleting(why), Cond::reconcile_success()],
         action,
     ))
+}
+
+/// Lets the object go: its finalizer removed, nothing kept about it.
+async fn release<K: ManagedKind>(api: &Api<K>, obj: &K, ctx: &Context<K>) -> Result<(), Error> {
+    remove_finalizer(api, obj).await?;
+    ctx.queue.triggers.forget(obj);
+    Ok(())
 }
 
 async fn connect<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Result<Arc<dyn External<K>>, Error> {
