@@ -1,7 +1,9 @@
 //! The floor: the create calls driftless makes for the converge mix, issued
 //! by a bare aws-sdk loop at the same concurrency (8 per kind, the
 //! controller's default), with the same dependency (a Subnet or
-//! SecurityGroup needs its Vpc's id). No Kubernetes, no observation.
+//! SecurityGroup needs its Vpc's id). No Kubernetes. Two variants: the
+//! creates only, and the creates plus the read of each new resource that a
+//! controller observing by id needs before it can say Ready.
 
 use std::time::{Duration, Instant};
 
@@ -12,12 +14,14 @@ use tokio::sync::watch;
 
 pub const CONCURRENCY: usize = 8;
 
-/// Creates `n / 4` of each kind; returns the wall time and what to clean up.
+/// Creates `n / 4` of each kind (each then read once by id, with `reads`);
+/// returns the wall time and what to clean up.
 pub async fn run(
     ec2: &aws_sdk_ec2::Client,
     s3: &aws_sdk_s3::Client,
     n: usize,
     run: &str,
+    reads: bool,
 ) -> anyhow::Result<(Duration, Made)> {
     let groups = n / 4;
     let (vpc_tx, vpc_rx): (Vec<_>, Vec<_>) = (0..groups).map(|_| watch::channel(None)).unzip();
@@ -46,6 +50,9 @@ pub async fn run(
                 )
                 .send()
                 .await?;
+            if reads {
+                s3.head_bucket().bucket(&name).send().await?;
+            }
             anyhow::Ok(name)
         })
         .buffer_unordered(CONCURRENCY)
@@ -63,6 +70,9 @@ pub async fn run(
                 .and_then(|v| v.vpc_id())
                 .context("no VpcId")?
                 .to_string();
+            if reads {
+                ec2.describe_vpcs().vpc_ids(&id).send().await?;
+            }
             let _ = tx.send(Some(id.clone()));
             anyhow::Ok(id)
         })
@@ -85,12 +95,15 @@ pub async fn run(
                 .tag_specifications(tags(ResourceType::Subnet, format!("floor-subnet-{i}")))
                 .send()
                 .await?;
-            anyhow::Ok(
-                out.subnet()
-                    .and_then(|s| s.subnet_id())
-                    .unwrap_or_default()
-                    .to_string(),
-            )
+            let id = out
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .unwrap_or_default()
+                .to_string();
+            if reads {
+                ec2.describe_subnets().subnet_ids(&id).send().await?;
+            }
+            anyhow::Ok(id)
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<_>>();
@@ -105,7 +118,11 @@ pub async fn run(
                 .tag_specifications(tags(ResourceType::SecurityGroup, format!("floor-sg-{i}")))
                 .send()
                 .await?;
-            anyhow::Ok(out.group_id().unwrap_or_default().to_string())
+            let id = out.group_id().unwrap_or_default().to_string();
+            if reads {
+                ec2.describe_security_groups().group_ids(&id).send().await?;
+            }
+            anyhow::Ok(id)
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<_>>();

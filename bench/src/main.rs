@@ -8,6 +8,7 @@
 //! the summary line that BENCHMARKS.md ends with. See BENCHMARKS.md.
 
 mod controller;
+mod cpu;
 mod env;
 mod floor;
 mod git;
@@ -233,6 +234,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Idle: a fresh controller with nothing to manage.
     let poll = Duration::from_secs(args.poll);
     let ctl = Controller::start(&binary, &env, poll, &work, "controller").await?;
+    let procs = cpu::Processes::of_run(ctl.pid(), &env.kubeconfig, &env.aws_endpoint);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = ctl.memory()?;
     report.add("rss_idle_mib", idle.rss_kib as f64 / 1024.0, "MiB", None);
@@ -260,10 +262,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if r > 1 {
                 world::delete_all(&client, &ns, Duration::from_secs(1800)).await?;
             }
-            let run = converge_once(&client, &ec2, &s3, n, &format!("{run_id}-{r}")).await?;
+            let run =
+                converge_once(&client, &ec2, &s3, n, &format!("{run_id}-{r}"), &procs).await?;
+            let cpu: Vec<String> = run
+                .cpu
+                .iter()
+                .map(|(p, s)| format!("{p} {s:.2} s"))
+                .collect();
             eprintln!(
-                "bench:   run {r}: floor {:.2} s, apply {:.2} s, converge {:.2} s, ratio {:.2}",
+                "bench:   run {r}: CPU from apply to Ready: {}",
+                cpu.join(", ")
+            );
+            eprintln!(
+                "bench:   run {r}: floor {:.2} s (with reads {:.2} s), apply {:.2} s, converge {:.2} s, ratio {:.2}",
                 run.floor.as_secs_f64(),
+                run.floor_reads.as_secs_f64(),
                 run.apply.as_secs_f64(),
                 run.converge.as_secs_f64(),
                 run.ratio()
@@ -280,12 +293,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (apply, _, _) = figure(&|r| r.apply.as_secs_f64());
         let (took, _, _) = figure(&|r| r.converge.as_secs_f64());
         let (ratio, low, high) = figure(&|r| r.ratio());
+        let (floor_reads, _, _) = figure(&|r| r.floor_reads.as_secs_f64());
+        let (ratio_reads, _, _) =
+            figure(&|r| r.converge.as_secs_f64() / r.floor_reads.as_secs_f64());
         report.add(format!("floor_{n}_s"), floor, "s", None);
+        report.add(format!("floor_reads_{n}_s"), floor_reads, "s", None);
         report.add(format!("apply_{n}_s"), apply, "s", None);
         report.add(format!("converge_{n}_s"), took, "s", None);
         report.add(format!("converge_ratio_{n}"), ratio, "", Some(("<=", 1.25)));
         report.add(format!("converge_ratio_{n}_min"), low, "", None);
         report.add(format!("converge_ratio_{n}_max"), high, "", None);
+        report.add(format!("converge_ratio_reads_{n}"), ratio_reads, "", None);
+        // The profile: CPU per process, the mean over the runs.
+        for process in runs[0].cpu.keys() {
+            let total: f64 = runs.iter().filter_map(|r| r.cpu.get(process)).sum();
+            let mean = total / runs.len() as f64;
+            report.add(format!("cpu_converge_{n}_{process}_s"), mean, "s", None);
+        }
         ratios.push(ratio);
 
         if last {
@@ -632,7 +656,12 @@ async fn render_figures(
 
 /// One converge run of `n` objects and its floor.
 struct ConvergeRun {
+    /// The creates only (what the goal is measured against).
     floor: Duration,
+    /// The creates plus one read of each new resource.
+    floor_reads: Duration,
+    /// CPU seconds per process from the apply to all Ready.
+    cpu: std::collections::BTreeMap<&'static str, f64>,
     /// Server-side apply of the objects (not part of converge).
     apply: Duration,
     /// From every object existing in the cluster to every one Ready.
@@ -655,22 +684,30 @@ async fn converge_once(
     s3: &aws_sdk_s3::Client,
     n: usize,
     run: &str,
+    procs: &cpu::Processes,
 ) -> anyhow::Result<ConvergeRun> {
     eprintln!("bench: floor, {n} creates");
-    let (floor, made) = floor::run(ec2, s3, n, run).await?;
+    let (floor, made) = floor::run(ec2, s3, n, run, false).await?;
+    made.delete(ec2, s3).await?;
+    eprintln!("bench: floor, {n} creates plus a read of each");
+    let (floor_reads, made) = floor::run(ec2, s3, n, &format!("{run}r"), true).await?;
     made.delete(ec2, s3).await?;
     eprintln!("bench: converge, {n} objects");
     let ns = format!("{run}-converge-{n}");
     world::create_namespace(client, &ns).await?;
     let objects = world::mix(n, &ns, &format!("{run}-{n}"), false);
     let start = Instant::now();
+    let before = procs.sample();
     world::apply_all(client, &objects, 32).await?;
     let apply = start.elapsed();
     let converge =
         world::wait_ready_watched(client, &ns, objects.len(), Duration::from_secs(1800)).await?;
+    let cpu = cpu::spent(&before, &procs.sample());
     Ok(ConvergeRun {
         floor,
+        floor_reads,
         apply,
+        cpu,
         converge,
         ns,
         objects,

@@ -1,13 +1,11 @@
 //! One kube-runtime controller per managed kind, all driven by the generic
 //! reconciler.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use driftless_provider::{Connector, KindVisitor, ManagedKind, CREATE_PENDING};
+use driftless_provider::{Connector, KindVisitor, ManagedKind};
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
@@ -15,28 +13,12 @@ use kube::{Api, Resource};
 use tracing::{debug, info, warn};
 
 use super::reconciler::{error_policy, reconcile, Context};
+use super::triggers::{Queue, Triggers};
 use super::waiters::Waiters;
 use crate::conditions;
 use crate::ops::{shutdown_signal, Shared};
 use crate::registry::Providers;
 use crate::Settings;
-
-/// What triggers a reconcile: a spec change (generation), an annotation
-/// change (pause, external-name) or the start of deletion. Status and
-/// finalizer writes, including our own, do not: that is what keeps errors
-/// from storming.
-fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
-    let mut h = DefaultHasher::new();
-    obj.meta().generation.hash(&mut h);
-    obj.meta().deletion_timestamp.is_some().hash(&mut h);
-    for (k, v) in obj.meta().annotations.iter().flatten() {
-        // Our own create bookkeeping must not trigger another attempt.
-        if k != LAST_APPLIED && k != CREATE_PENDING {
-            (k, v).hash(&mut h);
-        }
-    }
-    Some(h.finish())
-}
 
 /// kubectl's client-side apply copy of the whole object: never read, and
 /// as large as the object itself.
@@ -73,6 +55,7 @@ impl KindVisitor for StartControllers {
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         // Wakes an object of this kind when a reference target turns Ready.
         let (wake, woken) = futures::channel::mpsc::unbounded();
+        let triggers = Arc::new(Triggers::default());
         let ctx = Arc::new(Context::new(
             self.client.clone(),
             connector,
@@ -80,7 +63,10 @@ impl KindVisitor for StartControllers {
             self.settings.clone(),
             self.shared.clone(),
             self.waiters.clone(),
-            wake,
+            Queue {
+                wake,
+                triggers: triggers.clone(),
+            },
         ));
         let (reader, writer) = reflector::store::<K>();
         let cache = reader.clone();
@@ -110,7 +96,7 @@ impl KindVisitor for StartControllers {
             .modify(trim::<K>)
             .reflect(writer)
             .applied_objects()
-            .predicate_filter(trigger_hash::<K>, Default::default());
+            .try_filter(move |o| futures::future::ready(triggers.changed(o)));
         let kind = K::kind(&()).to_string();
         info!(kind, "starting controller");
         let run = Controller::for_stream(stream, reader)
@@ -156,6 +142,7 @@ mod tests {
     use driftless_aws::Bucket;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
+    use super::super::triggers::trigger_hash;
     use super::*;
 
     /// What the reconciler reads survives the trim; kubectl's copy and

@@ -8,5 +8,6 @@ pub mod controller;
 pub mod decide;
 pub mod reconciler;
 pub mod resolve;
+pub mod triggers;
 pub mod waiters;
 mod writes;

@@ -13,7 +13,6 @@ use driftless_provider::{
     ManagedKind, ManagementPolicy, Observation, References, Target, CREATE_PENDING, EXTERNAL_NAME,
     PAUSED, PROVIDER_CONFIG_NOT_ALLOWED,
 };
-use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -24,9 +23,11 @@ use tracing::{info, warn};
 
 use super::decide::{decide, Decision};
 use super::resolve::{resolve, Resolution};
+use super::triggers::Queue;
 use super::waiters::Waiters;
 use super::writes::{
-    add_finalizer, annotate, remove_finalizer, write_connection_secret, write_status,
+    add_finalizer, annotate, prepare_create, remove_finalizer, write_connection_secret,
+    write_status,
 };
 use crate::conditions::{self, Cond};
 use crate::ops::notify::{Event as NotifyEvent, Notification};
@@ -64,8 +65,8 @@ pub struct Context<K: ManagedKind> {
     pub waiters: Arc<Waiters>,
     /// Consecutive-failure backoff per object; dropped on success.
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
-    /// Queues a reconcile of an object of this kind (see [`super::waiters`]).
-    wake: UnboundedSender<ObjectRef<K>>,
+    /// Queues a reconcile of an object of this kind; told of our own writes.
+    queue: Queue<K>,
 }
 
 impl<K: ManagedKind> Context<K> {
@@ -76,7 +77,7 @@ impl<K: ManagedKind> Context<K> {
         settings: Settings,
         shared: Shared,
         waiters: Arc<Waiters>,
-        wake: UnboundedSender<ObjectRef<K>>,
+        queue: Queue<K>,
     ) -> Self {
         Self {
             shared,
@@ -87,7 +88,7 @@ impl<K: ManagedKind> Context<K> {
             recorder,
             settings,
             backoffs: Mutex::default(),
-            wake,
+            queue,
         }
     }
 
@@ -261,8 +262,7 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Res
                 EventType::Warning,
                 err.event_reason(),
                 err.to_string(),
-            )
-            .await;
+            );
             Err(err)
         }
     }
@@ -346,12 +346,10 @@ async fn steps<K: ManagedKind>(
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     if obj.meta().deletion_timestamp.is_some() {
         if !has_finalizer {
+            ctx.queue.triggers.forget(obj);
             return Ok(Outcome::new(Vec::new(), Action::await_change()));
         }
         return finalize(api, obj, ctx).await;
-    }
-    if !has_finalizer {
-        add_finalizer(api, obj).await?;
     }
     let resolved = match references(obj, ctx).await? {
         Ok(ids) => ids,
@@ -361,9 +359,17 @@ async fn steps<K: ManagedKind>(
     let target = target_of(obj, &identity, &resolved);
     let external = connect(ctx, obj).await?;
     let observed = external.observe(&target).await?;
+    let decision = decide::<K>(&observed, obj.managed(), target.external_name);
+    // Before any cloud write or record; a create adds it in its own first
+    // write (one write fewer per created object).
+    if !has_finalizer && !matches!(decision, Decision::Create) {
+        add_finalizer(api, obj).await?;
+    }
     let mut requeue = jittered(ctx.settings.poll_interval);
-    match decide::<K>(&observed, obj.managed(), target.external_name) {
-        Decision::Create => return create(api, obj, ctx, external.as_ref(), &target).await,
+    match decision {
+        Decision::Create => {
+            return create(api, obj, ctx, external.as_ref(), &target, has_finalizer).await
+        }
         Decision::Missing(e) => {
             let msg = e.message;
             return Ok(Outcome::new(
@@ -380,7 +386,20 @@ async fn steps<K: ManagedKind>(
         Decision::UpToDate | Decision::ObserveOnly => {}
     }
     record_adoption(api, obj, ctx, &target, &observed).await?;
-    let duplicates = report_duplicates(obj, ctx, external.as_ref(), &observed).await;
+    settle(obj, ctx, external.as_ref(), observed, resolved, requeue).await
+}
+
+/// Step: record what the observation found: duplicates, the connection
+/// Secret, and the outcome (Ready or why not).
+async fn settle<K: ManagedKind>(
+    obj: &K,
+    ctx: &Context<K>,
+    external: &dyn External<K>,
+    observed: Observation<K>,
+    resolved: BTreeMap<String, String>,
+    mut requeue: Duration,
+) -> Result<Outcome<K>, Error> {
+    let duplicates = report_duplicates(obj, ctx, external, &observed).await;
     write_connection_secret(&ctx.client, obj, &observed).await?;
     let ready = if observed.ready {
         Cond::available()
@@ -432,7 +451,7 @@ async fn references<K: ManagedKind>(
     match resolve(&ctx.client, &namespace, &references).await? {
         Resolution::Resolved(ids) => Ok(Ok(ids)),
         Resolution::NotReady(why, awaited) => {
-            let wake = ctx.wake.clone();
+            let wake = ctx.queue.wake.clone();
             let me = ObjectRef::from_obj(obj);
             ctx.waiters.wait(
                 awaited,
@@ -452,18 +471,25 @@ async fn references<K: ManagedKind>(
 
 /// Step: create. The create is marked before it is made: if its result is
 /// lost, the next observe adopts what it made instead of making another.
+/// Then what it made is observed in the same pass (a provider serves that
+/// from what its create returned where it can), so Ready is written with
+/// the one status write of this pass: three writes per created object.
 async fn create<K: ManagedKind>(
     api: &Api<K>,
     obj: &K,
     ctx: &Context<K>,
     external: &dyn External<K>,
     target: &Target<'_, K>,
+    has_finalizer: bool,
 ) -> Result<Outcome<K>, Error> {
-    if !target.create_pending {
-        let now = chrono::Utc::now().to_rfc3339();
-        annotate(api, obj, json!({ CREATE_PENDING: now })).await?;
-    }
+    let now = chrono::Utc::now().to_rfc3339();
+    let mark = (!target.create_pending).then_some(now.as_str());
+    prepare_create(api, obj, !has_finalizer, mark).await?;
     let created = external.create(target).await?;
+    // This pass observes what it made: the write's own event needs no other.
+    ctx.queue
+        .triggers
+        .expect(&with_external_name(obj, &created.external_name));
     annotate(
         api,
         obj,
@@ -472,14 +498,36 @@ async fn create<K: ManagedKind>(
     .await?;
     info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), external_name = %created.external_name, "created");
     let note = format!("created {}", created.external_name);
-    publish(ctx, obj, EventType::Normal, reason::CREATED, note).await;
-    Ok(Outcome::new(
-        vec![
-            Cond::creating("waiting for the new resource to be observed"),
-            Cond::reconcile_success(),
-        ],
-        Action::requeue(Duration::from_secs(1)),
-    ))
+    publish(ctx, obj, EventType::Normal, reason::CREATED, note);
+    let made = Target {
+        external_name: Some(created.external_name.as_str()),
+        create_pending: false,
+        ..*target
+    };
+    let observed = external.observe(&made).await?;
+    let in_sync = observed.exists && observed.diff.is_empty();
+    if !in_sync {
+        // Not visible yet, or not as asked: the next pass sees to it.
+        return Ok(Outcome::new(
+            vec![
+                Cond::creating("waiting for the new resource to be observed"),
+                Cond::reconcile_success(),
+            ],
+            Action::requeue(Duration::from_secs(1)),
+        ));
+    }
+    let requeue = jittered(ctx.settings.poll_interval);
+    let resolved = target.resolved.clone();
+    settle(obj, ctx, external, observed, resolved, requeue).await
+}
+
+/// `obj` as recording its external name leaves it.
+fn with_external_name<K: ManagedKind>(obj: &K, name: &str) -> K {
+    let mut after = obj.clone();
+    let annotations = after.annotations_mut();
+    annotations.insert(EXTERNAL_NAME.to_string(), name.to_string());
+    annotations.remove(CREATE_PENDING);
+    after
 }
 
 /// Step: update, told as a drift correction when the spec did not change
@@ -512,7 +560,7 @@ async fn update<K: ManagedKind>(
     }
     info!(kind = K::kind(&()).as_ref(), object = %key_of(obj), changes = ?changes, "{verb}");
     let note = format!("{verb}: {}", changes.join("; "));
-    publish(ctx, obj, EventType::Normal, reason, note).await;
+    publish(ctx, obj, EventType::Normal, reason, note);
     Ok(())
 }
 
@@ -538,7 +586,7 @@ async fn record_adoption<K: ManagedKind>(
     )
     .await?;
     let note = format!("adopted {found}");
-    publish(ctx, obj, EventType::Normal, reason::ADOPTED, note).await;
+    publish(ctx, obj, EventType::Normal, reason::ADOPTED, note);
     Ok(())
 }
 
@@ -577,7 +625,7 @@ async fn report_duplicates<K: ManagedKind>(
         left.join(", ")
     );
     warn!(kind = kind.as_ref(), object = %key_of(obj), duplicates = ?left, "duplicates found");
-    publish(ctx, obj, EventType::Warning, reason::DUPLICATES_FOUND, note).await;
+    publish(ctx, obj, EventType::Warning, reason::DUPLICATES_FOUND, note);
     left
 }
 
@@ -592,7 +640,7 @@ async fn delete_duplicate<K: ManagedKind>(
         Ok(_) => {
             ctx.shared.metrics.duplicates_deleted(&K::kind(&()));
             let note = format!("deleted {id}: a duplicate made by this object's own create call (the same create token; --delete-proven-duplicates)");
-            publish(ctx, obj, EventType::Normal, reason::DUPLICATE_DELETED, note).await;
+            publish(ctx, obj, EventType::Normal, reason::DUPLICATE_DELETED, note);
             true
         }
         Err(e) => {
@@ -614,8 +662,8 @@ async fn finalize<K: ManagedKind>(
         || !managed.allows(ManagementPolicy::Delete)
     {
         let note = "the cloud resource is kept (deletionPolicy or managementPolicies)".into();
-        publish(ctx, obj, EventType::Normal, reason::ORPHANED, note).await;
-        remove_finalizer(api, obj).await?;
+        publish(ctx, obj, EventType::Normal, reason::ORPHANED, note);
+        release(api, obj, ctx).await?;
         return Ok(Outcome::new(Vec::new(), Action::await_change()));
     }
     let identity = identity_of(obj);
@@ -630,7 +678,7 @@ async fn finalize<K: ManagedKind>(
         // no cloud call to make. With an external name, the refusal stands
         // (allow the namespace again, or orphan the resource).
         Err(e) if e.not_allowed() && target.external_name.is_none() && !target.create_pending => {
-            remove_finalizer(api, obj).await?;
+            release(api, obj, ctx).await?;
             return Ok(Outcome::new(Vec::new(), Action::await_change()));
         }
         other => other?,
@@ -642,9 +690,9 @@ async fn finalize<K: ManagedKind>(
             .any(|c| c.type_ == conditions::READY && c.reason == "Deleting")
         {
             let note = "the cloud resource is gone".into();
-            publish(ctx, obj, EventType::Normal, reason::DELETED, note).await;
+            publish(ctx, obj, EventType::Normal, reason::DELETED, note);
         }
-        remove_finalizer(api, obj).await?;
+        release(api, obj, ctx).await?;
         return Ok(Outcome::new(Vec::new(), Action::await_change()));
     }
     let (why, action) = match external.delete(&target).await? {
@@ -659,8 +707,7 @@ async fn finalize<K: ManagedKind>(
                 EventType::Normal,
                 reason::DELETION_WAITING,
                 why.clone(),
-            )
-            .await;
+            );
             // Waiting is not an error, but nothing changes fast: back off.
             let delay = ctx
                 .next_backoff(&key_of(obj), ErrorClass::Retryable, false)
@@ -672,6 +719,13 @@ async fn finalize<K: ManagedKind>(
         vec![Cond::deleting(why), Cond::reconcile_success()],
         action,
     ))
+}
+
+/// Lets the object go: its finalizer removed, nothing kept about it.
+async fn release<K: ManagedKind>(api: &Api<K>, obj: &K, ctx: &Context<K>) -> Result<(), Error> {
+    remove_finalizer(api, obj).await?;
+    ctx.queue.triggers.forget(obj);
+    Ok(())
 }
 
 async fn connect<K: ManagedKind>(ctx: &Context<K>, obj: &K) -> Result<Arc<dyn External<K>>, Error> {
@@ -703,13 +757,16 @@ fn last_synced_generation<K: ManagedKind>(obj: &K) -> Option<i64> {
         .and_then(|c| c.observed_generation)
 }
 
-async fn publish<K: ManagedKind>(
+/// Queues an Event: the pass does not wait for it (see [`crate::ops::events`]).
+fn publish<K: ManagedKind>(
     ctx: &Context<K>,
     obj: &K,
     type_: EventType,
     reason: &str,
     note: String,
 ) {
-    let object = obj.object_ref(&());
-    crate::ops::publish_event(&ctx.recorder, &object, type_, reason, note).await;
+    let event = crate::ops::event(type_, reason, note);
+    ctx.shared
+        .events
+        .send(&ctx.recorder, &obj.object_ref(&()), event);
 }

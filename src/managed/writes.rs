@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::conditions::{self, Cond};
 use crate::{FIELD_MANAGER, FINALIZER};
+use driftless_provider::CREATE_PENDING;
 
 /// Writes conditions (and `atProvider`, resolved references when given) in one
 /// place, and only when something changed.
@@ -70,12 +71,54 @@ pub(super) async fn add_finalizer<K: ManagedKind>(
     api: &Api<K>,
     obj: &K,
 ) -> Result<(), kube::Error> {
-    let patch = if obj.finalizers().is_empty() {
-        json!([{ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }])
+    json_patch(api, obj, vec![finalizer_op(obj)]).await
+}
+
+/// Before a create, in one write: the finalizer (unless there) and the
+/// create-pending mark stamped `now` (unless there).
+pub(super) async fn prepare_create<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    finalizer: bool,
+    mark: Option<&str>,
+) -> Result<(), kube::Error> {
+    let mut ops = Vec::new();
+    if finalizer {
+        ops.push(finalizer_op(obj));
+    }
+    if let Some(now) = mark {
+        ops.push(annotation_op(obj, CREATE_PENDING, now));
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    json_patch(api, obj, ops).await
+}
+
+fn finalizer_op<K: ManagedKind>(obj: &K) -> serde_json::Value {
+    if obj.finalizers().is_empty() {
+        json!({ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] })
     } else {
-        json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }])
-    };
-    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
+        json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER })
+    }
+}
+
+fn annotation_op<K: ManagedKind>(obj: &K, key: &str, value: &str) -> serde_json::Value {
+    if obj.meta().annotations.is_none() {
+        return json!({ "op": "add", "path": "/metadata/annotations", "value": { key: value } });
+    }
+    // RFC 6901: `~` and `/` in a key are escaped.
+    let key = key.replace('~', "~0").replace('/', "~1");
+    json!({ "op": "add", "path": format!("/metadata/annotations/{key}"), "value": value })
+}
+
+async fn json_patch<K: ManagedKind>(
+    api: &Api<K>,
+    obj: &K,
+    ops: Vec<serde_json::Value>,
+) -> Result<(), kube::Error> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).expect("a valid JSON patch");
     api.patch(
         &obj.name_any(),
         &PatchParams::default(),

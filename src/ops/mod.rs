@@ -4,6 +4,7 @@
 //! `crate::tree`).
 
 pub mod election;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
@@ -34,6 +35,8 @@ pub struct Shared {
     /// Finished reconcile passes per object (see [`passes`]); off unless a
     /// test turns it on.
     pub passes: Arc<Passes>,
+    /// The lane Events leave by, off the reconcile's path.
+    pub events: Arc<events::Events>,
 }
 
 impl Shared {
@@ -43,6 +46,7 @@ impl Shared {
             metrics: Arc::new(Metrics::new(calls.clone())),
             notifier: Arc::new(Notifier::disabled()),
             passes: Arc::new(Passes::off()),
+            events: Arc::default(),
             calls,
         }
     }
@@ -50,7 +54,6 @@ impl Shared {
 
 /// Publishes an Event about `object` with `recorder`; a failure is only
 /// logged (an Event is a courtesy, never the reason a reconcile fails).
-/// The note is cut to 1000 characters, the API server's limit.
 pub async fn publish_event(
     recorder: &Recorder,
     object: &ObjectReference,
@@ -58,15 +61,21 @@ pub async fn publish_event(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
+    let event = event(type_, reason, note);
+    if let Err(e) = recorder.publish(&event, object).await {
+        warn!(error = %e, reason, "could not publish event");
+    }
+}
+
+/// An Event of `reason`; the note is cut to 1000 characters, the API
+/// server's limit.
+pub fn event(type_: EventType, reason: &str, note: String) -> Event {
+    Event {
         type_,
         reason: reason.into(),
         note: Some(note.chars().take(1000).collect()),
         action: reason.into(),
         secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, object).await {
-        warn!(error = %e, reason, "could not publish event");
     }
 }
 

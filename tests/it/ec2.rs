@@ -804,10 +804,10 @@ async fn security_group_rules_are_a_set() {
         .send()
         .await
         .unwrap();
-    assert_ne!(
-        rules(group(&ec2, &id).await.unwrap().ip_permissions()),
-        want_ingress
-    );
+    // No check here that the drift is there: the controller (poll 2 s) may
+    // have put it back before this test reads the group. The DriftCorrected
+    // Event below is what proves it saw the drift (the only earlier change
+    // was a spec change, an Updated Event).
     wait_corrected("rule drift corrected", || async {
         let g = group(&ec2, &id).await?;
         let done = rules(g.ip_permissions()) == want_ingress

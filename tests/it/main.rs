@@ -7,6 +7,7 @@ mod bucket;
 mod chart_repo;
 mod cluster;
 mod crds;
+mod creates;
 mod diff;
 mod ec2;
 mod elastic_ip;

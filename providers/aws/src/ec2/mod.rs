@@ -234,6 +234,15 @@ impl Ec2 {
         self.writing::<R>(id)
     }
 
+    /// `r` is what the create of `id` returned: the observation that
+    /// follows the create is served from it, with no call. Only if it
+    /// carries the owner tags (a response without them would read as drift).
+    pub(crate) fn made<R: Described>(&self, identity: &Identity, id: &str, r: Option<&R>) {
+        if let Some(r) = r.filter(|r| r.id() == id && identity.owns(&tag_map(r.tags()))) {
+            self.snapshots.of::<R>().made(id, r.clone());
+        }
+    }
+
     pub(crate) fn writing<R: Described>(&self, id: &str) -> Writing<R> {
         let snapshot = self.snapshots.of::<R>();
         snapshot.written(id);

@@ -71,6 +71,9 @@ struct SnapshotState<T> {
     written: HashMap<String, Instant>,
     /// Ids created after `taken`, by owner, with when.
     created: HashMap<String, (String, Instant)>,
+    /// What a create returned, by id, with when: serves the next
+    /// observation of that id once, in place of a re-read.
+    made: HashMap<String, (T, Instant)>,
     /// The last listing that failed: when it failed, and why.
     failed: Option<(Instant, CloudError)>,
 }
@@ -84,6 +87,7 @@ impl<T> Default for Snapshot<T> {
                 items: HashMap::new(),
                 written: HashMap::new(),
                 created: HashMap::new(),
+                made: HashMap::new(),
                 failed: None,
             }),
         }
@@ -136,6 +140,7 @@ impl<T: Described> Snapshot<T> {
         state.taken = Some(started);
         state.written.retain(|_, at| *at >= started);
         state.created.retain(|_, (_, at)| *at >= started);
+        state.made.retain(|_, (_, at)| *at >= started);
         Ok(())
     }
 
@@ -168,6 +173,15 @@ impl<T: Described> Snapshot<T> {
     /// the caller re-reads it, once: the write mark is consumed here).
     pub(super) fn current(&self, id: &str) -> Option<T> {
         let mut state = self.state.lock().expect("snapshot poisoned");
+        if let Some((r, _)) = state.made.remove(id) {
+            // Still pending (as on AWS), it is re-read next time; ready, it
+            // stands until the next listing, like a read by id.
+            if r.state().1 {
+                state.written.remove(id);
+                state.items.insert(id.to_string(), r.clone());
+            }
+            return Some(r);
+        }
         if state.written.remove(id).is_some() {
             return None;
         }
@@ -180,6 +194,12 @@ impl<T: Described> Snapshot<T> {
             Some(r) => state.items.insert(id.to_string(), r),
             None => state.items.remove(id),
         };
+    }
+
+    /// `r` is what the create of `id` returned: see `made` above.
+    pub(super) fn made(&self, id: &str, r: T) {
+        let mut state = self.state.lock().expect("snapshot poisoned");
+        state.made.insert(id.to_string(), (r, Instant::now()));
     }
 
     pub(super) fn written(&self, id: &str) {
@@ -218,5 +238,31 @@ mod tests {
         // A later observe tries again.
         let _ = observe(snapshot.clone(), calls.clone()).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    fn vpc(id: &str, state: aws_sdk_ec2::types::VpcState) -> aws_sdk_ec2::types::Vpc {
+        aws_sdk_ec2::types::Vpc::builder()
+            .vpc_id(id)
+            .state(state)
+            .build()
+    }
+
+    /// What a create returned serves the next observation in place of a
+    /// re-read; ready, it stands until the next listing; still pending, the
+    /// one after re-reads (None: read by id), so Ready is not held back.
+    #[test]
+    fn a_create_response_serves_the_next_observation_once_unless_ready() {
+        use aws_sdk_ec2::types::VpcState;
+        let snapshot = Snapshot::<aws_sdk_ec2::types::Vpc>::default();
+        snapshot.written("vpc-1");
+        snapshot.made("vpc-1", vpc("vpc-1", VpcState::Available));
+        assert!(snapshot.current("vpc-1").is_some());
+        assert!(snapshot.current("vpc-1").is_some(), "ready: it stands");
+
+        snapshot.written("vpc-2");
+        snapshot.made("vpc-2", vpc("vpc-2", VpcState::Pending));
+        let served = snapshot.current("vpc-2").expect("served once");
+        assert_eq!(served.state(), Some(&VpcState::Pending));
+        assert!(snapshot.current("vpc-2").is_none(), "pending: re-read");
     }
 }

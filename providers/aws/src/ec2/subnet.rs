@@ -146,8 +146,10 @@ impl Ec2Kind for Subnet {
         let subnet_id = out.subnet().and_then(sdk::Subnet::subnet_id);
         let id = new_id(subnet_id, "CreateSubnet returned no subnet id")?;
         let _written = ec2.created::<sdk::Subnet>(t.identity, &id);
-        if let Some(v) = t.spec.map_public_ip_on_launch {
-            set_map_public_ip(ec2, &id, v).await?;
+        match t.spec.map_public_ip_on_launch {
+            Some(v) => set_map_public_ip(ec2, &id, v).await?,
+            // Otherwise the response is the subnet as it is.
+            None => ec2.made(t.identity, &id, out.subnet()),
         }
         Ok(Created { external_name: id })
     }

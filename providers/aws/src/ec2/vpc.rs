@@ -171,6 +171,7 @@ impl Ec2Kind for Vpc {
         let id = new_id(vpc_id, "CreateVpc returned no VPC id")?;
         let _written = ec2.created::<sdk::Vpc>(t.identity, &id);
         set_dns(ec2, &id, dns_flags(t.spec).collect()).await?;
+        ec2.made(t.identity, &id, out.vpc());
         Ok(Created { external_name: id })
     }
 

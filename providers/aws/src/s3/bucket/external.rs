@@ -20,6 +20,7 @@ impl External<Bucket> for BucketClient {
         let name = bucket_name(t);
         let observed = match self.checks.due(t, &name) {
             Due::Full => self.observe_fully(t, &name).await,
+            Due::Created { region } => Ok(self.found(&name, &region, Vec::new())),
             Due::One { field, region } => self.observe_one(t, &name, field, &region).await,
         };
         if !observed.as_ref().is_ok_and(|o| o.exists) {
@@ -52,6 +53,7 @@ impl External<Bucket> for BucketClient {
                 self.put_setting(t, field).await?;
             }
         }
+        self.checks.created(t, &name, &self.region);
         Ok(Created {
             external_name: name,
         })

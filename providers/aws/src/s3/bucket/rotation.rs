@@ -42,12 +42,20 @@ struct Seen {
     region: String,
     /// How many single checks were made since: picks the next one.
     made: usize,
+    /// Recorded by a create: the next observation is served from what it
+    /// wrote, with no call.
+    created: bool,
 }
 
 /// What the next observation of a bucket reads.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Due {
     Full,
+    /// Nothing to read: the create that just made the bucket in `region`
+    /// wrote every setting it has.
+    Created {
+        region: String,
+    },
     /// One check, `field` (`Tags` or a setting the spec sets), of a bucket
     /// known to be in `region`.
     One {
@@ -64,6 +72,10 @@ impl BucketChecks {
         let Some(s) = entry.filter(|s| s.target == fingerprint(t)) else {
             return Due::Full;
         };
+        if std::mem::take(&mut s.created) {
+            let region = s.region.clone();
+            return Due::Created { region };
+        }
         let checks = checks(t);
         let field = checks[s.made % checks.len()];
         s.made += 1;
@@ -76,10 +88,27 @@ impl BucketChecks {
     /// A full observation of `t` found bucket `name` in `region`, in sync
     /// or about to be written (a write forgets it again).
     pub(super) fn observed_fully(&self, t: &Target<'_, Bucket>, name: &str, region: &str) {
+        self.record(t, name, region, false);
+    }
+
+    /// `t`'s create made bucket `name` in `region` with every setting of
+    /// the spec: the observation that follows it (of the target with the
+    /// external name recorded) reads nothing.
+    pub(super) fn created(&self, t: &Target<'_, Bucket>, name: &str, region: &str) {
+        let made = Target {
+            external_name: Some(name),
+            create_pending: false,
+            ..*t
+        };
+        self.record(&made, name, region, true);
+    }
+
+    fn record(&self, t: &Target<'_, Bucket>, name: &str, region: &str, created: bool) {
         let seen = Seen {
             target: fingerprint(t),
             region: region.to_string(),
             made: 0,
+            created,
         };
         let mut all = self.seen.lock().expect("bucket checks poisoned");
         all.insert(key(t, name), seen);
