@@ -25,6 +25,17 @@ pub struct Memory {
     pub rss_kib: u64,
     /// Peak resident since start (VmHWM).
     pub peak_kib: u64,
+    /// Resident now, anonymous pages only (heap, stacks): without the
+    /// binary's own pages (RssFile), which are shared and reclaimable.
+    pub anon_kib: u64,
+}
+
+/// What else a controller is started with: its flags beyond the defaults
+/// (e.g. `--shard a`) and environment (e.g. `MALLOC_ARENA_MAX=2`).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Controller {
@@ -34,6 +45,17 @@ impl Controller {
         poll: Duration,
         log_dir: &Path,
         name: &str,
+    ) -> anyhow::Result<Self> {
+        Self::launch(binary, env, poll, log_dir, name, &Launch::default()).await
+    }
+
+    pub async fn launch(
+        binary: &Path,
+        env: &Env,
+        poll: Duration,
+        log_dir: &Path,
+        name: &str,
+        with: &Launch,
     ) -> anyhow::Result<Self> {
         let addr = free_loopback_port()?;
         let log = log_dir.join(format!("{name}.log"));
@@ -50,6 +72,8 @@ impl Controller {
             .arg(format!("{}s", poll.as_secs()))
             .arg("--http-addr")
             .arg(addr.to_string())
+            .args(&with.args)
+            .envs(with.env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", &env.kubeconfig)
             .env("AWS_ENDPOINT_URL", &env.aws_endpoint)
             .env("AWS_REGION", &env.region)
@@ -94,6 +118,7 @@ impl Controller {
         Ok(Memory {
             rss_kib: field("VmRSS:")?,
             peak_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
         })
     }
 

@@ -150,15 +150,19 @@ pub struct Made {
 
 impl Made {
     pub async fn delete(
-        self,
+        mut self,
         ec2: &aws_sdk_ec2::Client,
         s3: &aws_sdk_s3::Client,
     ) -> anyhow::Result<()> {
-        each(self.buckets, |b| async move {
+        each(std::mem::take(&mut self.buckets), |b| async move {
             s3.delete_bucket().bucket(b).send().await?;
             Ok(())
         })
         .await?;
+        self.delete_ec2(ec2).await
+    }
+
+    async fn delete_ec2(self, ec2: &aws_sdk_ec2::Client) -> anyhow::Result<()> {
         each(self.security_groups, |id| async move {
             ec2.delete_security_group().group_id(id).send().await?;
             Ok(())
@@ -187,5 +191,148 @@ where
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
         .await?;
+    Ok(())
+}
+
+/// The EC2 resources driftless made for objects of namespaces starting with
+/// `prefix` (owner tag `<namespace>/<name>`), deleted: the untimed cleanup
+/// of scenarios too large to delete through the controller.
+pub async fn delete_owned_in(ec2: &aws_sdk_ec2::Client, prefix: &str) -> anyhow::Result<usize> {
+    let managed = || {
+        aws_sdk_ec2::types::Filter::builder()
+            .name("tag:driftless.dev/managed-by")
+            .values("driftless")
+            .build()
+    };
+    let ours = |tags: &[Tag]| {
+        tags.iter().any(|t| {
+            t.key() == Some("driftless.dev/owner") && t.value().unwrap_or("").starts_with(prefix)
+        })
+    };
+    let mut made = Made {
+        buckets: Vec::new(),
+        vpcs: Vec::new(),
+        subnets: Vec::new(),
+        security_groups: Vec::new(),
+    };
+    let mut pages = ec2
+        .describe_security_groups()
+        .filters(managed())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for g in page?.security_groups() {
+            if ours(g.tags()) {
+                made.security_groups.extend(g.group_id().map(String::from));
+            }
+        }
+    }
+    let mut pages = ec2
+        .describe_subnets()
+        .filters(managed())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for s in page?.subnets() {
+            if ours(s.tags()) {
+                made.subnets.extend(s.subnet_id().map(String::from));
+            }
+        }
+    }
+    let mut pages = ec2
+        .describe_vpcs()
+        .filters(managed())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for v in page?.vpcs() {
+            if ours(v.tags()) {
+                made.vpcs.extend(v.vpc_id().map(String::from));
+            }
+        }
+    }
+    let count = made.vpcs.len() + made.subnets.len() + made.security_groups.len();
+    made.delete_ec2(ec2).await?;
+    Ok(count)
+}
+
+/// Makes the cloud resources of an EC2 mix (`world::ec2_mix`) directly,
+/// tagged with the owner tags driftless itself writes, so that the
+/// controller adopts each one instead of creating it: the path a
+/// controller takes after a cluster rebuild, and the only way to have
+/// 10,000 active objects in minutes on two shared cores (created through
+/// the controller, the Subnets and SecurityGroups of a mix this large come
+/// at about 2 per second: see BENCHMARKS.md).
+pub async fn premake(
+    ec2: &aws_sdk_ec2::Client,
+    objects: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    let groups: Vec<&[serde_json::Value]> = objects.chunks(3).collect();
+    stream::iter(groups)
+        .map(|group| premake_group(ec2, group))
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// A Vpc, then the Subnet and SecurityGroup in it (as many as `group` has).
+async fn premake_group(
+    ec2: &aws_sdk_ec2::Client,
+    group: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    let owner = |o: &serde_json::Value, rt: ResourceType| {
+        let meta = &o["metadata"];
+        let owner = format!(
+            "{}/{}",
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or("")
+        );
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        TagSpecification::builder()
+            .resource_type(rt)
+            .tags(tag("driftless.dev/managed-by", "driftless"))
+            .tags(tag("driftless.dev/kind", o["kind"].as_str().unwrap_or("")))
+            .tags(tag("driftless.dev/owner", &owner))
+            .build()
+    };
+    let spec = |o: &serde_json::Value, field: &str| {
+        o["spec"]["forProvider"][field]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block(spec(&group[0], "cidrBlock"))
+        .tag_specifications(owner(&group[0], ResourceType::Vpc))
+        .send()
+        .await?;
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .context("CreateVpc returned no id")?;
+    for o in &group[1..] {
+        match o["kind"].as_str() {
+            Some("Subnet") => {
+                ec2.create_subnet()
+                    .vpc_id(vpc_id)
+                    .cidr_block(spec(o, "cidrBlock"))
+                    .tag_specifications(owner(o, ResourceType::Subnet))
+                    .send()
+                    .await?;
+            }
+            Some("SecurityGroup") => {
+                ec2.create_security_group()
+                    .vpc_id(vpc_id)
+                    .group_name(o["metadata"]["name"].as_str().unwrap_or(""))
+                    .description(spec(o, "description"))
+                    .tag_specifications(owner(o, ResourceType::SecurityGroup))
+                    .send()
+                    .await?;
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }

@@ -12,7 +12,9 @@ mod cpu;
 mod env;
 mod floor;
 mod git;
+mod memory;
 mod render;
+mod shards;
 mod world;
 
 use std::path::{Path, PathBuf};
@@ -41,9 +43,31 @@ struct Args {
     /// Poll intervals the steady-state count spans.
     #[arg(long, default_value_t = 3)]
     steady_polls: u32,
-    /// Managed objects in the cluster for the memory figure (paused).
+    /// Managed objects in the cluster for the memory figures (paused, then
+    /// active).
     #[arg(long, default_value_t = 10_000)]
     memory_objects: usize,
+    /// Also restart the memory controllers this way over the same objects:
+    /// `LABEL BINARY [NAME=VALUE ...]` (BINARY `-` is --driftless), e.g.
+    /// `--variant 'arena2 - MALLOC_ARENA_MAX=2'`. Repeatable.
+    #[arg(long)]
+    variant: Vec<String>,
+    /// Shard configurations of `--only shards`: K controllers x N objects
+    /// each.
+    #[arg(long, value_delimiter = ',', default_value = "2x5000,4x12500")]
+    shard_configs: Vec<shards::Config>,
+    /// In the shard scenario, one object group in this many is active (the
+    /// rest paused).
+    #[arg(long, default_value_t = 10)]
+    shard_active_every: usize,
+    /// Only remove what a run left in this namespace (its objects, without
+    /// the controller, and their cloud resources), then exit.
+    #[arg(long, value_name = "NAMESPACE")]
+    cleanup: Option<String>,
+    /// Leave the active memory objects and their cloud resources in place
+    /// (for a heap profile by hand).
+    #[arg(long)]
+    keep: bool,
     /// ConfigMaps in the large Git commit.
     #[arg(long, default_value_t = 500)]
     git_objects: usize,
@@ -73,7 +97,12 @@ enum Scenario {
     Push,
     Git,
     Render,
+    /// Both memory cases: `memory-paused` and `memory-active`.
     Memory,
+    MemoryPaused,
+    MemoryActive,
+    /// Not in the default set (long): K controllers with `--shard`.
+    Shards,
 }
 
 /// One measured figure: name, value, unit and goal (if any).
@@ -193,6 +222,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     eprintln!("bench: run {run_id}; logs and files in {}", work.display());
     world::install(&client, &env.aws_endpoint, &env.region).await?;
+    if let Some(ns) = &args.cleanup {
+        world::drop_all(&client, ns).await?;
+        let gone = floor::delete_owned_in(&ec2, &format!("{ns}/")).await?;
+        eprintln!("bench: removed the objects of {ns} and {gone} cloud resources");
+        return Ok(());
+    }
     let mut report = Report::default();
     print_machine();
 
@@ -201,9 +236,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ctl = Controller::start(&binary, &env, poll, &work, "controller").await?;
     let procs = cpu::Processes::of_run(ctl.pid(), &env.kubeconfig, &env.aws_endpoint);
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = ctl.memory()?;
+    report.add("rss_idle_mib", idle.rss_kib as f64 / 1024.0, "MiB", None);
     report.add(
-        "rss_idle_mib",
-        ctl.memory()?.rss_kib as f64 / 1024.0,
+        "rss_idle_anon_mib",
+        idle.anon_kib as f64 / 1024.0,
         "MiB",
         None,
     );
@@ -313,8 +350,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ctl.stop();
 
     // 3. Memory: a fresh controller, then many objects.
-    if wants(Scenario::Memory) {
-        memory(&binary, &env, &client, &work, &run_id, &args, &mut report).await?;
+    let (paused, active) = (
+        wants(Scenario::Memory) || wants(Scenario::MemoryPaused),
+        wants(Scenario::Memory) || wants(Scenario::MemoryActive),
+    );
+    if paused || active {
+        let mut variants = vec![memory::Variant::parse("default -", &binary)?];
+        for v in &args.variant {
+            variants.push(memory::Variant::parse(v, &binary)?);
+        }
+        let scene = memory::Scene {
+            env: &env,
+            client: &client,
+            ec2: &ec2,
+            work: &work,
+            run_id: &run_id,
+            n: args.memory_objects,
+            variants,
+            keep: args.keep,
+        };
+        if paused {
+            scene.paused(&mut report).await?;
+        }
+        if active {
+            scene.active(&mut report).await?;
+        }
+    }
+
+    // 6. Scale-out: K controllers with --shard.
+    if wants(Scenario::Shards) {
+        let scene = shards::Scene {
+            binary: &binary,
+            env: &env,
+            client: &client,
+            ec2: &ec2,
+            work: &work,
+            run_id: &run_id,
+            active_every: args.shard_active_every,
+            idle_anon_mib: report.get("rss_idle_anon_mib").unwrap_or(0.0),
+        };
+        for &config in &args.shard_configs {
+            scene.run(config, &mut report).await?;
+        }
     }
 
     print_summary(&report);
@@ -745,89 +822,6 @@ async fn kubectl_apply(
         .status()?;
     anyhow::ensure!(status.success(), "kubectl apply --server-side failed");
     git::wait_values(client, ns, "bulk", n, since, Duration::from_secs(600)).await
-}
-
-async fn memory(
-    binary: &Path,
-    env: &Env,
-    client: &kube::Client,
-    work: &Path,
-    run_id: &str,
-    args: &Args,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let n = args.memory_objects;
-    let ns = format!("{run_id}-memory");
-    world::create_namespace(client, &ns).await?;
-    let poll = Duration::from_secs(60);
-    let ctl = Controller::start(binary, env, poll, work, "controller-memory").await?;
-    eprintln!("bench: memory, {n} paused objects created while the controller runs");
-    let objects = world::mix(n, &ns, &format!("{run_id}-m"), true);
-    world::apply_all(client, &objects, 32).await?;
-    let start = Instant::now();
-    loop {
-        let (paused, _) = world::count(client, &ns, "Synced", Some("ReconcilePaused")).await?;
-        if paused >= objects.len() {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(900) {
-            bail!(
-                "only {paused} of {} objects reconciled after 15 min",
-                objects.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let growing = ctl.memory()?;
-    ctl.stop();
-
-    // The harder case: a restart (a rollout) lists all of them at once and
-    // reconciles each.
-    eprintln!("bench: memory, controller restarted with {n} objects in the cluster");
-    let ctl = Controller::start(binary, env, poll, work, "controller-restart").await?;
-    let start = Instant::now();
-    while (ctl.reconciles().await? as usize) < objects.len() {
-        if start.elapsed() > Duration::from_secs(900) {
-            bail!("the restarted controller did not reconcile {n} objects in 15 min");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let startup = start.elapsed();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let restarted = ctl.memory()?;
-    ctl.stop();
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    report.add(
-        format!("rss_peak_growing_{n}_mib"),
-        mib(growing.peak_kib),
-        "MiB",
-        None,
-    );
-    report.add(
-        format!("rss_peak_restart_{n}_mib"),
-        mib(restarted.peak_kib),
-        "MiB",
-        None,
-    );
-    report.add(
-        format!("rss_settled_{n}_mib"),
-        mib(restarted.rss_kib),
-        "MiB",
-        None,
-    );
-    report.add(
-        format!("restart_reconcile_{n}_s"),
-        startup.as_secs_f64(),
-        "s",
-        None,
-    );
-    report.add(
-        "rss_mib_10k",
-        mib(growing.peak_kib.max(restarted.peak_kib)),
-        "MiB (peak)",
-        Some(("<=", 64.0)),
-    );
-    Ok(())
 }
 
 fn print_summary(report: &Report) {

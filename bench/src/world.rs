@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use futures::{stream, StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kube::ResourceExt;
 use serde_json::{json, Value};
 
 pub const MANAGER: &str = "driftless-bench";
@@ -252,5 +253,142 @@ pub async fn install(client: &kube::Client, endpoint: &str, region: &str) -> any
     )
     .await
     .context("applying the ProviderConfig")?;
+    Ok(())
+}
+
+/// The label every object of a run carries, so that one watch per kind
+/// (across namespaces) sees a whole scenario.
+pub const RUN_LABEL: &str = "bench.driftless.dev/run";
+
+/// What an EC2 mix looks like beyond its size.
+#[derive(Clone, Debug, Default)]
+pub struct Ec2Mix {
+    /// `driftless.dev/shard` value, if any.
+    pub shard: Option<String>,
+    /// One group in this many is active, the rest paused (0 or 1: all
+    /// active).
+    pub active_every: usize,
+    /// All paused (overrides `active_every`).
+    pub all_paused: bool,
+}
+
+impl Ec2Mix {
+    fn paused(&self, group: usize) -> bool {
+        self.all_paused || (self.active_every > 1 && group % self.active_every != 0)
+    }
+}
+
+/// `n` objects of the EC2 kinds, whose observation is batched (one
+/// tag-filtered describe per kind per poll, whatever their number): groups
+/// of a Vpc, a Subnet and a SecurityGroup in it (a last Vpc or two alone
+/// when `n` is not a multiple of 3). A group is paused or active as a
+/// whole, so that an active Subnet never waits for a paused Vpc.
+pub fn ec2_mix(n: usize, ns: &str, run: &str, how: &Ec2Mix) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let (group, vpc) = (i / 3, format!("vpc-{}", i / 3));
+            let (kind, name, for_provider) = match i % 3 {
+                0 => ("Vpc", vpc, json!({"cidrBlock": "10.0.0.0/16"})),
+                1 => (
+                    "Subnet",
+                    format!("subnet-{group}"),
+                    json!({"vpcRef": {"name": vpc}, "cidrBlock": "10.0.1.0/24"}),
+                ),
+                _ => (
+                    "SecurityGroup",
+                    format!("sg-{group}"),
+                    json!({"vpcRef": {"name": vpc}, "description": "driftless bench"}),
+                ),
+            };
+            let mut meta = json!({"name": name, "namespace": ns, "labels": {RUN_LABEL: run}});
+            if let Some(shard) = &how.shard {
+                meta["labels"]["driftless.dev/shard"] = json!(shard);
+            }
+            if how.paused(group) {
+                meta["annotations"] = json!({"driftless.dev/paused": "true"});
+            }
+            json!({
+                "apiVersion": "aws.driftless.dev/v1alpha1",
+                "kind": kind,
+                "metadata": meta,
+                "spec": {"providerConfigRef": {"name": MANAGER}, "forProvider": for_provider},
+            })
+        })
+        .collect()
+}
+
+/// Done, for a scenario: Ready, or paused and told so.
+fn settled(o: &DynamicObject) -> bool {
+    condition_true(o, "Ready", None) || condition_true(o, "Synced", Some("ReconcilePaused"))
+}
+
+/// Waits until `expected` objects labelled `RUN_LABEL=run` (any namespace)
+/// are Ready or paused, seen through one watch per kind: a count, not a
+/// sleep, and no LIST polling competing for the cores.
+pub async fn wait_settled(
+    client: &kube::Client,
+    run: &str,
+    expected: usize,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    use kube::runtime::watcher::{self, Event};
+    let start = Instant::now();
+    let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run}"));
+    let streams = KINDS.map(|kind| {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource(kind));
+        watcher::watcher(api, config.clone())
+            .map(move |e| (kind, e))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut done: std::collections::HashSet<(&str, String, String)> = Default::default();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    while done.len() < expected {
+        let next = tokio::select! {
+            e = events.next() => e,
+            _ = &mut deadline => bail!("{} of {expected} objects of {run} settled after {timeout:?}", done.len()),
+        };
+        let Some((kind, event)) = next else {
+            bail!("the watches of {run} ended");
+        };
+        let key = |o: &DynamicObject| (kind, o.namespace().unwrap_or_default(), o.name_any());
+        match event? {
+            Event::Apply(o) | Event::InitApply(o) if settled(&o) => {
+                done.insert(key(&o));
+            }
+            Event::Apply(o) | Event::InitApply(o) | Event::Delete(o) => {
+                done.remove(&key(&o));
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// Removes the objects of `ns` without the controller (untimed cleanup of
+/// scenarios too large to delete through it): finalizers dropped, then
+/// deleted. Their cloud resources are deleted apart
+/// (`floor::delete_owned_in`).
+pub async fn drop_all(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
+    for kind in KINDS {
+        let api = api(client, ns, kind);
+        let list = api.list_metadata(&ListParams::default()).await?;
+        let with_finalizers = list.items.iter().filter(|o| !o.finalizers().is_empty());
+        stream::iter(with_finalizers.map(|o| o.name_any()))
+            .map(|name| {
+                let api = api.clone();
+                async move {
+                    let patch = json!({"metadata": {"finalizers": null}});
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                }
+            })
+            .buffer_unordered(32)
+            .try_for_each(|_| async { Ok(()) })
+            .await?;
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+    }
     Ok(())
 }

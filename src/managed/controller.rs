@@ -9,7 +9,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource};
 use tracing::{debug, info, warn};
 
 use super::reconciler::{error_policy, reconcile, Context};
@@ -19,6 +19,22 @@ use crate::conditions;
 use crate::ops::{shutdown_signal, Shared};
 use crate::registry::Providers;
 use crate::Settings;
+
+/// kubectl's client-side apply copy of the whole object: never read, and
+/// as large as the object itself.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a cached object what nothing reads, so that the reflector
+/// store (one copy of every object) stays small: managedFields and
+/// kubectl's last-applied copy. The reconciler reads the spec, status,
+/// finalizers, generation and the driftless.dev/* annotations, all kept.
+fn trim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
 
 struct StartControllers {
     client: kube::Client,
@@ -77,8 +93,7 @@ impl KindVisitor for StartControllers {
         let config = watcher::Config::default().any_semantic().labels(&selector);
         let stream = watcher(api, config)
             .default_backoff()
-            // managedFields is never read: keep the cache small.
-            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .modify(trim::<K>)
             .reflect(writer)
             .applied_objects()
             .try_filter(move |o| futures::future::ready(triggers.changed(o)));
@@ -120,4 +135,60 @@ pub async fn run(client: kube::Client, settings: Settings, shared: Shared) {
     providers.visit(&mut start);
     futures::future::join_all(start.running).await;
     warn!("managed-resource controllers stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use driftless_aws::Bucket;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    use super::super::triggers::trigger_hash;
+    use super::*;
+
+    /// What the reconciler reads survives the trim; kubectl's copy and
+    /// managedFields do not, and neither changes the trigger hash.
+    #[test]
+    fn the_cache_keeps_what_the_reconciler_reads() {
+        let mut b: Bucket = serde_json::from_value(serde_json::json!({
+            "apiVersion": "aws.driftless.dev/v1alpha1",
+            "kind": "Bucket",
+            "metadata": {
+                "name": "b", "namespace": "ns", "generation": 3,
+                "finalizers": [crate::FINALIZER],
+                "annotations": {
+                    (LAST_APPLIED): "{\"a\":\"whole object\"}",
+                    (driftless_provider::EXTERNAL_NAME): "b-1",
+                    (driftless_provider::PAUSED): "true",
+                    "team": "infra",
+                },
+            },
+            "spec": {"providerConfigRef": {"name": "pc"}, "forProvider": {}},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Available",
+                "message": "up", "lastTransitionTime": "2026-12-01T00:00:00Z"}]},
+        }))
+        .unwrap();
+        b.meta_mut().managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        let before = trigger_hash(&b);
+        let untrimmed = b.clone();
+        trim(&mut b);
+        assert_eq!(b.meta().managed_fields, None);
+        let annotations = b.meta().annotations.clone().unwrap();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        for kept in [
+            driftless_provider::EXTERNAL_NAME,
+            driftless_provider::PAUSED,
+            "team",
+        ] {
+            assert_eq!(
+                annotations.get(kept),
+                untrimmed.meta().annotations.as_ref().unwrap().get(kept)
+            );
+        }
+        assert_eq!(b.meta().finalizers, untrimmed.meta().finalizers);
+        assert_eq!(b.meta().generation, Some(3));
+        let json = |b: &Bucket| serde_json::to_value(b).unwrap();
+        assert_eq!(json(&b)["spec"], json(&untrimmed)["spec"]);
+        assert_eq!(json(&b)["status"], json(&untrimmed)["status"]);
+        assert_eq!(trigger_hash(&b), before);
+    }
 }
