@@ -1,4 +1,4 @@
-//! 3. Memory: the controller's RSS with 10,000 objects, paused (no cloud
+//! Memory (section 3 of BENCHMARKS.md): the controller's RSS with 10,000 objects, paused (no cloud
 //! calls: the cost of caching and reconciling them) and active (reconciled
 //! against LocalStack every poll: the snapshots of the batched observation
 //! too). Each case is measured while the objects appear and after a restart

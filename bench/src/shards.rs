@@ -1,4 +1,4 @@
-//! 6. Scale-out: K controllers, each started with `--shard sK`, over
+//! Scale-out (section 6 of BENCHMARKS.md): K controllers, each started with `--shard sK`, over
 //! objects labelled `driftless.dev/shard=sK` (one namespace per shard; a
 //! tenth of the Vpc/Subnet/SecurityGroup groups active, the rest paused).
 //! Per shard: RSS, the time of a full poll cycle of its active objects and

@@ -274,7 +274,7 @@ pub struct Ec2Mix {
 
 impl Ec2Mix {
     fn paused(&self, group: usize) -> bool {
-        self.all_paused || (self.active_every > 1 && group % self.active_every != 0)
+        self.all_paused || (self.active_every > 1 && !group.is_multiple_of(self.active_every))
     }
 }
 
