@@ -13,16 +13,12 @@ use kube::{Api, Resource};
 use tracing::{debug, info, warn};
 
 use super::reconciler::{error_policy, reconcile, Context};
-use super::triggers::{Queue, Triggers};
+use super::triggers::{Queue, Triggers, LAST_APPLIED};
 use super::waiters::Waiters;
 use crate::conditions;
 use crate::ops::{shutdown_signal, Shared};
 use crate::registry::Providers;
 use crate::Settings;
-
-/// kubectl's client-side apply copy of the whole object: never read, and
-/// as large as the object itself.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops from a cached object what nothing reads, so that the reflector
 /// store (one copy of every object) stays small: managedFields and

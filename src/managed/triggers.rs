@@ -67,6 +67,10 @@ fn key<K: Resource>(obj: &K) -> String {
     }
 }
 
+/// kubectl's client-side apply copy of the whole object: never read (the
+/// cache drops it), and no trigger.
+pub(super) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The fields whose change triggers a reconcile.
 pub fn trigger_hash<K: Resource>(obj: &K) -> u64 {
     let mut h = DefaultHasher::new();
@@ -74,7 +78,7 @@ pub fn trigger_hash<K: Resource>(obj: &K) -> u64 {
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
     for (k, v) in obj.meta().annotations.iter().flatten() {
         // Our own create bookkeeping must not trigger another attempt.
-        if k != "kubectl.kubernetes.io/last-applied-configuration" && k != CREATE_PENDING {
+        if k != LAST_APPLIED && k != CREATE_PENDING {
             (k, v).hash(&mut h);
         }
     }
